@@ -1,0 +1,290 @@
+"""Volume I/O and input validation shared by both modules.
+
+Conventions used everywhere in NeonatalBrain
+--------------------------------------------
+* A :class:`Volume` holds ``array`` indexed ``[i, j, k]`` (the NIfTI/nibabel
+  voxel order, *not* SimpleITK's ``[k, j, i]``) and ``affine``, the 4x4 matrix
+  that maps homogeneous voxel indices ``(i, j, k, 1)`` to **RAS millimetres**.
+* RAS (NIfTI, 3D Slicer): +x points to the patient's Right, +y Anterior,
+  +z Superior.  So the patient's left hemisphere has smaller (more negative) x
+  than the midline, the right hemisphere larger x.  DICOM/ITK/SimpleITK use
+  LPS, which flips the signs of x and y.
+
+All readers go through SimpleITK (NIfTI, NRRD, MetaImage, DICOM series
+folders), then convert LPS to RAS, so one code path handles every format,
+voxel order and oblique direction.  Writers also use SimpleITK; its gzip
+output has a fixed header, so the same volume gives the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+#: Matrix converting LPS world coordinates to RAS (and back: it is its own inverse).
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+#: File name endings the readers accept (besides a folder holding one DICOM series).
+SUPPORTED_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+class InputError(ValueError):
+    """Bad input: the message names the input and the problem."""
+
+
+@dataclass
+class Volume:
+    """A 3D image on a grid: ``array[i, j, k]`` plus ``affine`` (voxel -> RAS mm)."""
+
+    array: np.ndarray
+    affine: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.affine = np.asarray(self.affine, dtype=float)
+        if self.affine.shape != (4, 4):
+            raise InputError(f"affine must be 4x4, got shape {self.affine.shape}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+    @property
+    def spacing_mm(self) -> np.ndarray:
+        """Voxel size along i, j, k in mm (norms of the affine's columns)."""
+        return np.linalg.norm(self.affine[:3, :3], axis=0)
+
+    @property
+    def direction(self) -> np.ndarray:
+        """3x3 matrix of unit column vectors: RAS direction of the i, j, k axes."""
+        return self.affine[:3, :3] / self.spacing_mm
+
+    def ijk_to_ras(self, ijk: np.ndarray) -> np.ndarray:
+        """Voxel indices (N x 3, may be fractional) -> RAS mm (N x 3)."""
+        ijk = np.atleast_2d(np.asarray(ijk, dtype=float))
+        return ijk @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+    def ras_to_ijk(self, ras: np.ndarray) -> np.ndarray:
+        """RAS mm (N x 3) -> fractional voxel indices (N x 3)."""
+        ras = np.atleast_2d(np.asarray(ras, dtype=float))
+        inv = np.linalg.inv(self.affine)
+        return ras @ inv[:3, :3].T + inv[:3, 3]
+
+    def with_array(self, array: np.ndarray) -> "Volume":
+        """A new volume on the same grid holding ``array``."""
+        if tuple(array.shape) != self.shape:
+            raise InputError(f"array shape {array.shape} does not match grid {self.shape}")
+        return Volume(array, self.affine.copy())
+
+    def same_grid(self, other: "Volume", atol_mm: float = 1e-3) -> bool:
+        return self.shape == other.shape and np.allclose(self.affine, other.affine, atol=atol_mm)
+
+
+# ----------------------------------------------------------------------------- reading
+def _sitk():
+    import SimpleITK as sitk  # imported lazily: keeps `import NeonatalBrainLib` light
+
+    return sitk
+
+
+def affine_from_sitk(image) -> np.ndarray:
+    """RAS affine (voxel i,j,k -> RAS mm) of a SimpleITK image."""
+    spacing = np.asarray(image.GetSpacing(), dtype=float)
+    direction = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    origin = np.asarray(image.GetOrigin(), dtype=float)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * spacing
+    lps[:3, 3] = origin
+    return LPS_TO_RAS @ lps
+
+
+def volume_from_sitk(image) -> Volume:
+    sitk = _sitk()
+    if image.GetDimension() != 3:
+        raise InputError(f"expected a 3D image, got {image.GetDimension()}D")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(
+            f"expected a scalar image, got {image.GetNumberOfComponentsPerPixel()} components per voxel"
+        )
+    array = np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))
+    return Volume(array, affine_from_sitk(image))
+
+
+def volume_to_sitk(volume: Volume):
+    """SimpleITK image (LPS) of a :class:`Volume`; the affine must have no shear."""
+    sitk = _sitk()
+    array = np.asarray(volume.array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    if array.dtype == np.float64:
+        array = array.astype(np.float32)
+    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
+    lps = LPS_TO_RAS @ volume.affine
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    direction = lps[:3, :3] / spacing
+    if not np.allclose(direction.T @ direction, np.eye(3), atol=1e-4):
+        raise InputError("affine has shear; only rotations and scalings can be stored")
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetDirection([float(d) for d in direction.ravel()])
+    image.SetOrigin([float(o) for o in lps[:3, 3]])
+    return image
+
+
+def _read_dicom_series(folder: Path):
+    sitk = _sitk()
+    reader = sitk.ImageSeriesReader()
+    series = reader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(f"{folder}: folder holds no DICOM series")
+    if len(series) > 1:
+        raise InputError(f"{folder}: folder holds {len(series)} DICOM series; give one series per folder")
+    files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader.SetFileNames(files)
+    return reader.Execute()
+
+
+def load_volume(path: str | os.PathLike, name: str | None = None) -> Volume:
+    """Read a NIfTI / NRRD / MetaImage file or a DICOM series folder into RAS.
+
+    ``name`` (e.g. "SWI") is used in error messages.  Raises :class:`InputError`
+    for a missing, unreadable, corrupt, non-3D or non-scalar input.
+    """
+    sitk = _sitk()
+    path = Path(path)
+    label = f"{name} ({path})" if name else str(path)
+    if not path.exists():
+        raise InputError(f"{label}: file not found")
+    try:
+        image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
+    except InputError:
+        raise
+    except RuntimeError as exc:  # SimpleITK reports corrupt/unknown files this way
+        first = str(exc).strip().splitlines()
+        detail = next((ln for ln in first if "ERROR" in ln or "rror" in ln), first[-1] if first else "")
+        raise InputError(f"{label}: cannot be read as an image (corrupt or unsupported file): {detail[:200]}") from exc
+    if image.GetDimension() == 4 and image.GetSize()[3] == 1:
+        image = image[:, :, :, 0]
+    try:
+        return volume_from_sitk(image)
+    except InputError as exc:
+        raise InputError(f"{label}: {exc}") from None
+
+
+def save_volume(volume: Volume, path: str | os.PathLike) -> Path:
+    """Write a volume (NIfTI ``.nii/.nii.gz``, NRRD, MetaImage), compressing where supported."""
+    sitk = _sitk()
+    path = Path(path)
+    sitk.WriteImage(volume_to_sitk(volume), str(path), True)
+    return path
+
+
+# ----------------------------------------------------------------------------- validation
+def validate_scalar_volume(volume: Volume, name: str = "image", *, allow_constant: bool = False) -> None:
+    """Raise :class:`InputError` naming the problem unless ``volume`` is a usable 3D scalar image.
+
+    Checks: exactly 3 dimensions, at least 2 voxels along each, numeric type, finite
+    values, not empty/constant, positive finite spacing, invertible affine.
+    """
+    a = volume.array
+    if a.ndim != 3:
+        raise InputError(f"{name}: expected a 3D image, got {a.ndim}D with shape {a.shape}")
+    if min(a.shape) < 2:
+        raise InputError(f"{name}: image is degenerate, shape {a.shape} (need >= 2 voxels along each axis)")
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
+        raise InputError(f"{name}: voxel type {a.dtype} is not numeric")
+    spacing = volume.spacing_mm
+    if not np.all(np.isfinite(volume.affine)):
+        raise InputError(f"{name}: affine contains NaN/Inf")
+    if np.any(spacing <= 1e-6) or not np.all(np.isfinite(spacing)):
+        raise InputError(f"{name}: voxel spacing must be positive, got {np.round(spacing, 6).tolist()} mm")
+    if abs(np.linalg.det(volume.affine[:3, :3])) < 1e-9:
+        raise InputError(f"{name}: affine is singular (missing or degenerate voxel spacing/direction)")
+    if np.issubdtype(a.dtype, np.floating):
+        bad = ~np.isfinite(a)
+        if bad.any():
+            raise InputError(f"{name}: {int(bad.sum())} voxels are NaN or Inf")
+    if a.size == 0:
+        raise InputError(f"{name}: image is empty")
+    if not allow_constant:
+        lo, hi = (float(a.min()), float(a.max()))
+        if hi == lo:
+            what = "empty (all zero)" if hi == 0 else f"constant (every voxel = {hi:g})"
+            raise InputError(f"{name}: image is {what}")
+
+
+def check_same_grid(reference: Volume, other: Volume, reference_name: str, other_name: str,
+                    atol_mm: float = 1e-3) -> None:
+    """Raise :class:`InputError` unless ``other`` lies on exactly ``reference``'s grid."""
+    if other.shape != reference.shape:
+        raise InputError(
+            f"{other_name} is on another grid than {reference_name}: shape {other.shape} vs {reference.shape}"
+        )
+    if not np.allclose(other.affine, reference.affine, atol=atol_mm):
+        raise InputError(
+            f"{other_name} is on another grid than {reference_name}: affines differ "
+            f"(max difference {np.abs(other.affine - reference.affine).max():.4g} mm)"
+        )
+
+
+def load_mask(path: str | os.PathLike, reference: Volume, name: str, reference_name: str) -> np.ndarray:
+    """Read a mask/label file that must lie on ``reference``'s grid; returns its array."""
+    vol = load_volume(path, name)
+    check_same_grid(reference, vol, reference_name, name)
+    return vol.array
+
+
+# ----------------------------------------------------------------------------- misc
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file (or of every file of a folder, in sorted order)."""
+    h = hashlib.sha256()
+    path = Path(path)
+    files: Iterable[Path] = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def axis_codes(affine: np.ndarray) -> str:
+    """Orientation code of the voxel axes, e.g. 'RAS', 'LPS', 'PSR' (nearest anatomical axis)."""
+    letters = (("L", "R"), ("P", "A"), ("I", "S"))
+    out = []
+    for col in np.asarray(affine)[:3, :3].T:
+        axis = int(np.argmax(np.abs(col)))
+        out.append(letters[axis][1] if col[axis] > 0 else letters[axis][0])
+    return "".join(out)
+
+
+def resample_to_grid(moving: Volume, reference: Volume, *, interpolation: str = "linear",
+                     default_value: float = 0.0) -> Volume:
+    """Resample ``moving`` onto ``reference``'s grid through world (RAS) coordinates.
+
+    ``interpolation``: "linear", "nearest" (labels) or "bspline".
+    """
+    sitk = _sitk()
+    interp = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor,
+              "bspline": sitk.sitkBSpline}[interpolation]
+    out = sitk.Resample(volume_to_sitk(moving), volume_to_sitk(reference.with_array(
+        np.zeros(reference.shape, np.uint8))), sitk.Transform(), interp, default_value)
+    return volume_from_sitk(out)
+
+
+def grid_summary(volume: Volume) -> dict:
+    """JSON-ready description of a grid (for provenance records)."""
+    return {
+        "shape": [int(s) for s in volume.shape],
+        "spacing_mm": [round(float(s), 6) for s in volume.spacing_mm],
+        "orientation": axis_codes(volume.affine),
+        "affine_ras": np.round(volume.affine, 6).tolist(),
+    }
+
+
+__all__: Sequence[str] = (
+    "InputError", "Volume", "load_volume", "save_volume", "load_mask", "validate_scalar_volume",
+    "check_same_grid", "sha256_file", "axis_codes", "resample_to_grid", "grid_summary",
+    "volume_from_sitk", "volume_to_sitk", "affine_from_sitk", "LPS_TO_RAS",
+)

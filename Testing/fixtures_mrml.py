@@ -1,0 +1,1 @@
+"""MRML fixtures (owned by the MRML adapter work)."""

@@ -1,0 +1,1 @@
+"""Phantom fixtures (owned by the phantom work): generated once per test session."""
