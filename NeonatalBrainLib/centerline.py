@@ -97,8 +97,8 @@ def curvature_per_mm(points, step_mm: float = DEFAULT_STEP_MM, smoothing_mm: flo
     if len(p) < 3:
         return np.zeros(len(p))
     p = smooth_polyline(p, smoothing_mm, step_mm)
-    d1 = np.gradient(p, step_mm, axis=0)
-    d2 = np.gradient(d1, step_mm, axis=0)
+    d1 = np.gradient(p, step_mm, axis=0, edge_order=2)
+    d2 = np.gradient(d1, step_mm, axis=0, edge_order=2)
     speed = np.linalg.norm(d1, axis=1)
     cross = np.linalg.norm(np.cross(d1, d2), axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "NeonatalBrainLib.phantom.cli",
     "NeonatalVesselsLib.cli",
     "NeonatalClassifyLib.cli",
+    "NeonatalBrainLib.stats.cli",
     "NeonatalBrainLib.demo",
 )
 
@@ -35,7 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:  # DEVELOPMENT ONLY: removed once every package has its cli
+            if exc.name != name:
+                raise
+            continue
+        module.register(sub)
     return parser
 
 

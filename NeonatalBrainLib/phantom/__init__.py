@@ -1,0 +1,1 @@
+"""Digital neonatal brain phantom (SWI + T1 with exact ground truth)."""

@@ -1,0 +1,1 @@
+"""Statistics for cohort studies and classifier evaluation."""

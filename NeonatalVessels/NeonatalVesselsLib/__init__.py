@@ -1,0 +1,1 @@
+"""NeonatalVessels engine: deep medullary vein segmentation and measurement on SWI (no Slicer import)."""
