@@ -1,0 +1,165 @@
+"""Shared core: volume I/O through affines, validation errors, centreline geometry, outputs, progress."""
+from __future__ import annotations
+
+import gzip
+import threading
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from NeonatalBrainLib import centerline
+from NeonatalBrainLib.imageio import (InputError, Volume, axis_codes, check_same_grid, load_volume,
+                                      resample_to_grid, save_volume, validate_scalar_volume)
+from NeonatalBrainLib.outputs import OutputExistsError, staged_output, unique_path
+from NeonatalBrainLib.progress import OperationCancelled, Progress
+
+
+def _oblique_affine(spacing=(0.5, 0.6, 2.0), angle_deg=17.0, origin=(12.0, -30.0, 7.5)):
+    a = np.deg2rad(angle_deg)
+    rot = np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag(spacing)
+    aff[:3, 3] = origin
+    return aff
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".nii", ".mha"])
+def test_volume_round_trip_keeps_array_and_affine(tmp_path, suffix):
+    rng = np.random.default_rng(1)
+    vol = Volume(rng.random((7, 5, 4)).astype(np.float32), _oblique_affine())
+    path = save_volume(vol, tmp_path / f"v{suffix}")
+    back = load_volume(path)
+    np.testing.assert_array_equal(back.array, vol.array)
+    np.testing.assert_allclose(back.affine, vol.affine, atol=1e-5)
+
+
+def test_nifti_affine_agrees_with_nibabel_in_ras(tmp_path):
+    """nibabel reports NIfTI affines in RAS: our reader (via SimpleITK, LPS) must agree."""
+    data = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    aff = np.array([[-0.8, 0, 0, 40.0], [0, 0, 1.0, -20.0], [0, 0.9, 0, 3.0], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(data, aff), tmp_path / "n.nii.gz")
+    vol = load_volume(tmp_path / "n.nii.gz")
+    np.testing.assert_allclose(vol.affine, aff, atol=1e-5)
+    np.testing.assert_array_equal(vol.array, data)
+    assert axis_codes(vol.affine) == "LSA"
+
+
+def test_lps_storage_is_converted_to_ras(tmp_path):
+    """A SimpleITK image with identity direction is LPS: voxel i increases towards the patient's left."""
+    img = sitk.GetImageFromArray(np.zeros((2, 3, 4), np.float32))  # sitk array [k, j, i]
+    img.SetOrigin((10.0, 20.0, 30.0))
+    sitk.WriteImage(img, str(tmp_path / "lps.nrrd"))
+    vol = load_volume(tmp_path / "lps.nrrd")
+    assert vol.shape == (4, 3, 2)
+    assert axis_codes(vol.affine) == "LPS"
+    np.testing.assert_allclose(vol.ijk_to_ras([[0, 0, 0]]), [[-10.0, -20.0, 30.0]])
+    np.testing.assert_allclose(vol.ras_to_ijk(vol.ijk_to_ras([[1.5, 2, 1]])), [[1.5, 2, 1]], atol=1e-9)
+
+
+def test_same_bytes_when_written_twice(tmp_path):
+    vol = Volume(np.arange(24, dtype=np.float32).reshape(2, 3, 4), _oblique_affine())
+    a = save_volume(vol, tmp_path / "a.nii.gz").read_bytes()
+    b = save_volume(vol, tmp_path / "b.nii.gz").read_bytes()
+    assert a == b
+    assert gzip.decompress(a)  # really gzip
+
+
+@pytest.mark.parametrize("array, affine, message", [
+    (np.zeros((4, 4)), np.eye(4), "expected a 3D image, got 2D"),
+    (np.zeros((4, 4, 4, 2)), np.eye(4), "expected a 3D image, got 4D"),
+    (np.zeros((4, 4, 4)), np.eye(4), "empty (all zero)"),
+    (np.full((4, 4, 4), 3.0), np.eye(4), "constant"),
+    (np.where(np.eye(4)[:, :, None] > 0, np.nan, 1.0) * np.ones((4, 4, 4)), np.eye(4), "NaN or Inf"),
+    (np.random.default_rng(0).random((4, 4, 4)), np.diag([1.0, 0.0, 1.0, 1.0]), "spacing must be positive"),
+])
+def test_validation_names_the_problem(array, affine, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate_scalar_volume(Volume(array, affine), "SWI")
+
+
+def test_corrupt_and_missing_files_raise_input_error(tmp_path):
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"this is not an image at all" * 10)
+    with pytest.raises(InputError, match="cannot be read"):
+        load_volume(bad, "SWI")
+    with pytest.raises(InputError, match="file not found"):
+        load_volume(tmp_path / "missing.nii.gz", "SWI")
+
+
+def test_grid_mismatch_is_reported():
+    a = Volume(np.zeros((4, 4, 4)), np.eye(4))
+    with pytest.raises(InputError, match="shape"):
+        check_same_grid(a, Volume(np.zeros((4, 4, 5)), np.eye(4)), "SWI", "brain mask")
+    shifted = np.eye(4)
+    shifted[0, 3] = 1.0
+    with pytest.raises(InputError, match="affines differ"):
+        check_same_grid(a, Volume(np.zeros((4, 4, 4)), shifted), "SWI", "brain mask")
+
+
+def test_resample_to_grid_through_world_coordinates():
+    """A volume and its voxel-flipped copy (affine adjusted) resample to the same values."""
+    rng = np.random.default_rng(2)
+    data = rng.random((6, 7, 8)).astype(np.float32)
+    vol = Volume(data, _oblique_affine((1.0, 1.0, 1.0), 0.0))
+    flip = vol.affine.copy()
+    flip[:3, 0] *= -1
+    flip[:3, 3] = vol.ijk_to_ras([[5, 0, 0]])[0]
+    flipped = Volume(data[::-1].copy(), flip)
+    back = resample_to_grid(flipped, vol, interpolation="nearest")
+    np.testing.assert_allclose(back.array, data, atol=1e-6)
+
+
+def test_centreline_geometry_on_analytic_curves():
+    t = np.linspace(0, np.pi, 2000)
+    radius = 8.0
+    arc = np.stack([radius * np.cos(t), radius * np.sin(t), np.zeros_like(t)], axis=1)
+    d = centerline.describe(arc)
+    assert d["length_mm"] == pytest.approx(np.pi * radius, rel=1e-4)
+    assert d["tortuosity"] == pytest.approx(np.pi / 2, rel=1e-4)
+    assert d["curvature_per_mm"] == pytest.approx(1 / radius, rel=2e-3)
+    line = np.stack([np.linspace(0, 10, 5), np.zeros(5), np.zeros(5)], axis=1)
+    assert centerline.tortuosity(line) == pytest.approx(1.0)
+    assert centerline.mean_curvature_per_mm(line) == pytest.approx(0.0, abs=1e-9)
+    helix_t = np.linspace(0, 4 * np.pi, 4000)
+    helix = np.stack([3 * np.cos(helix_t), 3 * np.sin(helix_t), helix_t], axis=1)
+    assert centerline.mean_curvature_per_mm(helix) == pytest.approx(3 / (9 + 1), rel=2e-3)
+
+
+def test_resample_polyline_spacing_and_end_points():
+    pts = np.array([[0, 0, 0], [3, 0, 0], [3, 4, 0]], float)
+    r = centerline.resample_polyline(pts, 0.25)
+    steps = np.linalg.norm(np.diff(r, axis=0), axis=1)
+    assert steps.max() <= 0.25 + 1e-9
+    np.testing.assert_allclose(r[[0, -1]], pts[[0, -1]])
+    assert centerline.arc_length_mm(r) == pytest.approx(7.0, rel=1e-3)
+
+
+def test_staged_output_leaves_nothing_on_failure(tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with staged_output(out) as stage:
+            (stage / "summary.json").write_text("{}")
+            raise RuntimeError("boom")
+    assert list(out.iterdir()) == []
+    with staged_output(out) as stage:
+        (stage / "summary.json").write_text("{}")
+    assert [p.name for p in out.iterdir()] == ["summary.json"]
+    with pytest.raises(OutputExistsError, match="not empty"):
+        with staged_output(out):
+            pass
+    assert unique_path(out / "summary.json").name == "summary-2.json"
+
+
+def test_progress_maps_sub_ranges_and_cancels():
+    seen = []
+    progress = Progress(lambda f, s: seen.append((round(f, 3), s)))
+    sub = progress.sub(0.5, 1.0)
+    sub.update(0.5, "half of second half")
+    assert seen == [(0.75, "half of second half")]
+    event = threading.Event()
+    cancellable = Progress(cancel_event=event)
+    event.set()
+    with pytest.raises(OperationCancelled):
+        cancellable.sub(0, 0.1).update(0.2, "stage")
