@@ -1,0 +1,800 @@
+"""MRML-level logic of the NeonatalVessels module: SWI volume node in, result nodes out.
+
+Runs inside 3D Slicer (GUI or Python console) and headless on slicer-core; ``slicer``
+is imported only inside the functions (through :mod:`NeonatalBrainLib.mrml`).  The
+engine (:mod:`NeonatalVesselsLib.pipeline`) does all measuring; this module only
+converts between MRML nodes and the engine's arrays and puts results in the scene.
+
+Result nodes of one analysis (:class:`VesselsOutputNodes`), named after the input
+node and grouped in a subject-hierarchy folder ``"<input> vessels"``:
+
+* segmentation ``"<input> vessels"``: one segment per vessel region and side
+  ("DMV left", "Thalamic vein right" ...; label value :func:`segment_value`),
+  colours :data:`NeonatalBrainLib.anatomy.VESSEL_REGION_COLORS`, terminology
+  "Tissue / Vein" with the side as modifier, shown as 2D outline + fill and 3D
+  closed surface;
+* one markups curve per vessel ``"DMV 12 (left)"`` (control points hidden), in a
+  sub-folder ``"centrelines"``;
+* table ``"<input> vessel metrics"`` (one row per vessel) and table
+  ``"<input> vessel summary"`` (one row: the subject's summary, the keys of the
+  engine's ``summary.json``); recomputation adds ``"... (v2)"``, ``"... (v3)"``
+  and keeps the earlier tables;
+* scalar volume ``"<input> minIP"``: the minimum-intensity-projection slab on the
+  input grid;
+* a hidden labelmap volume ``"<input> vessel ids"`` (the engine's vessel-id
+  labelmap) that ties voxels to vessel ids for recomputation and row centring.
+
+The nodes are tied together by node references on the segmentation
+(:data:`REF_INPUT` ...), so :func:`outputs_from_segmentation` finds them again
+after a scene is saved and reloaded.  Creating them is all or nothing: if the
+engine or the node creation fails or is cancelled, every node made so far is
+removed.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from NeonatalBrainLib import anatomy, centerline
+from NeonatalBrainLib import mrml as nbmrml
+from NeonatalBrainLib.imageio import InputError, Volume
+from NeonatalBrainLib.outputs import OutputExistsError
+from NeonatalBrainLib.progress import OperationCancelled, Progress, as_progress
+
+# ----------------------------------------------------------------------------- names and codes
+#: Reader-facing names of the vessel regions (segment and curve names).
+REGION_TITLES: dict[str, str] = {
+    "dmv": "DMV",
+    "thalamic": "Thalamic vein",
+    "anterior_caudate": "Anterior caudate vein",
+    "internal_cerebral": "Internal cerebral vein",
+    "other": "Other vein",
+}
+
+#: Node reference roles on the result segmentation node.
+REF_INPUT = "NeonatalVessels.input"
+REF_VESSEL_TABLE = "NeonatalVessels.vesselTable"
+REF_SUMMARY_TABLE = "NeonatalVessels.summaryTable"
+REF_MINIP = "NeonatalVessels.minip"
+REF_VESSEL_IDS = "NeonatalVessels.vesselIds"
+REF_CURVE = "NeonatalVessels.curve"
+#: Node attributes.
+ATTR_ROLE = "NeonatalVessels.Role"
+ATTR_VERSION = "NeonatalVessels.Version"
+ATTR_VESSEL_ID = "NeonatalVessels.VesselId"
+
+#: Terminology (Slicer's terminology string) of every vessel segment: category Tissue, type Vein
+#: (SNOMED CT 29092000, the "vein" entry of Slicer's General Anatomy list), side as type modifier.
+_TERMINOLOGY = ("Segmentation category and type - 3D Slicer General Anatomy list"
+                "~SCT^85756007^Tissue~SCT^29092000^Vein~{modifier}"
+                "~Anatomic codes - DICOM master list~^^~^^")
+_SIDE_CODES = {"left": "SCT^7771000^Left", "right": "SCT^24028007^Right", "midline": "^^"}
+
+#: Column descriptions (with units) of the per-vessel table.
+VESSEL_COLUMN_DESCRIPTIONS: dict[str, str] = {
+    "vessel_id": "vessel id (same id in the vessel-id labelmap and the centreline curve names)",
+    "region": "vessel region: dmv | thalamic | anterior_caudate | internal_cerebral | other",
+    "side": "patient's side: left | right | midline (RAS)",
+    "length_mm": "centreline arc length (mm)",
+    "width_mm": "mean apparent diameter along the vessel (mm)",
+    "tortuosity": "arc length / chord length (>= 1, no unit)",
+    "curvature_per_mm": "arc-length mean unsigned curvature of the smoothed centreline (1/mm)",
+}
+
+#: Column descriptions (with units) of the per-subject summary table.
+SUMMARY_COLUMN_DESCRIPTIONS: dict[str, str] = {
+    "dmv_count": "number of deep medullary veins, both hemispheres",
+    "dmv_count_left": "number of DMVs in the left hemisphere",
+    "dmv_count_right": "number of DMVs in the right hemisphere",
+    "dmv_width_mm": "mean DMV diameter (mm)",
+    "dmv_tortuosity": "mean DMV arc length / chord length (>= 1)",
+    "dmv_curvature_per_mm": "mean over DMVs of the arc-length mean |curvature| (1/mm)",
+    "thalamic_vein_width_mm_left": "mean thalamic vein diameter, left (mm)",
+    "thalamic_vein_width_mm_right": "mean thalamic vein diameter, right (mm)",
+    "anterior_caudate_vein_width_mm_left": "mean anterior caudate vein diameter, left (mm)",
+    "anterior_caudate_vein_width_mm_right": "mean anterior caudate vein diameter, right (mm)",
+}
+
+
+def segment_value(region: str, side: str) -> int:
+    """Label value of the segment of ``region`` and ``side`` (1 .. 15, fixed coding)."""
+    if region not in anatomy.VESSEL_REGIONS:
+        raise InputError(f"vessel region '{region}': expected one of {anatomy.VESSEL_REGIONS}")
+    if side not in anatomy.VESSEL_SIDES:
+        raise InputError(f"vessel side '{side}': expected one of {anatomy.VESSEL_SIDES}")
+    return 1 + len(anatomy.VESSEL_SIDES) * anatomy.VESSEL_REGIONS.index(region) + anatomy.VESSEL_SIDES.index(side)
+
+
+def region_side_of_value(value: int) -> tuple[str, str]:
+    """Inverse of :func:`segment_value`."""
+    n = len(anatomy.VESSEL_SIDES)
+    r, s = divmod(int(value) - 1, n)
+    if value < 1 or r >= len(anatomy.VESSEL_REGIONS):
+        raise InputError(f"segment label value {value}: not a vessel segment value (1 .. {n * len(anatomy.VESSEL_REGIONS)})")
+    return anatomy.VESSEL_REGIONS[r], anatomy.VESSEL_SIDES[s]
+
+
+def segment_name(region: str, side: str) -> str:
+    """'DMV left', 'Internal cerebral vein midline' ..."""
+    return f"{REGION_TITLES[region]} {side}"
+
+
+def curve_name(vessel_id: int, region: str, side: str) -> str:
+    """'DMV 12 (left)', 'Thalamic vein 3 (right)' ..."""
+    return f"{REGION_TITLES.get(region, region)} {int(vessel_id)} ({side})"
+
+
+# ----------------------------------------------------------------------------- engine interface
+def _engine():
+    from NeonatalVesselsLib import pipeline
+
+    return pipeline
+
+
+def vessel_params(scale_min_mm: float | None = None, scale_max_mm: float | None = None,
+                  scale_count: int | None = None, min_dmv_length_mm: float | None = None,
+                  minip_slab_mm: float | None = None, **extra):
+    """The engine's ``VesselParams`` with the module's settings (None keeps the engine default).
+
+    Raises :class:`InputError` if the smallest scale exceeds the largest.
+    """
+    if scale_min_mm is not None and scale_max_mm is not None and scale_min_mm > scale_max_mm:
+        raise InputError(f"vesselness scales: smallest ({scale_min_mm} mm) is larger than largest ({scale_max_mm} mm)")
+    params = _engine().VesselParams()
+    values = {"scale_min_mm": scale_min_mm, "scale_max_mm": scale_max_mm, "scale_count": scale_count,
+              "min_dmv_length_mm": min_dmv_length_mm, "minip_slab_mm": minip_slab_mm, **extra}
+    changes = {}
+    names = set(getattr(params, "__dataclass_fields__", {}))
+    for key, value in values.items():
+        if value is None:
+            continue
+        target = _PARAM_ALIASES.get(key, (key,))
+        found = [t for t in target if t in names]
+        if not found:
+            raise InputError(f"vessel parameter '{key}': the engine's VesselParams has no such field")
+        changes[found[0]] = type(getattr(params, found[0]))(value)
+    return replace(params, **changes) if changes else params
+
+
+#: Module setting -> candidate VesselParams field names (first present wins).
+_PARAM_ALIASES: dict[str, tuple[str, ...]] = {
+    "scale_min_mm": ("scale_min_mm", "sigma_min_mm", "vesselness_scale_min_mm"),
+    "scale_max_mm": ("scale_max_mm", "sigma_max_mm", "vesselness_scale_max_mm"),
+    "scale_count": ("scale_count", "n_scales", "num_scales"),
+    "min_dmv_length_mm": ("min_dmv_length_mm", "min_length_mm", "min_vessel_length_mm"),
+    "minip_slab_mm": ("minip_slab_mm", "minip_thickness_mm", "slab_mm"),
+}
+
+
+@dataclass
+class _Result:
+    """What this module needs from an engine result, in one shape."""
+
+    vessels: list[dict]                 # rows: vessel_id, region, side, length_mm, width_mm, ...
+    centerlines: dict[int, np.ndarray]  # vessel_id -> (N, 3) RAS mm
+    labels: Volume                      # vessel-id labelmap on the input grid
+    summary: dict                       # summary.json content
+    minip: Volume | None
+
+
+def _result_from_engine(analysis) -> _Result:
+    vessels = [dict(v) for v in _engine_vessel_rows(analysis)]
+    centerlines = {int(k): np.asarray(v, dtype=float) for k, v in analysis.centerlines.items()}
+    return _Result(vessels=vessels, centerlines=centerlines, labels=analysis.labels,
+                   summary=dict(analysis.summary), minip=getattr(analysis, "minip", None))
+
+
+def _engine_vessel_rows(analysis) -> list[dict]:
+    rows = analysis.vessels
+    if hasattr(rows, "to_dict"):
+        rows = rows.to_dict("records")
+    out = []
+    for r in rows:
+        if not isinstance(r, Mapping):
+            r = r.__dict__ if not hasattr(r, "_asdict") else r._asdict()
+        out.append({k: v for k, v in r.items() if not isinstance(v, (list, tuple, np.ndarray, dict))})
+    return out
+
+
+def _scalar_summary(summary: Mapping) -> dict:
+    """Only the scalar entries of a summary (numbers, strings, None): one table row."""
+    out = {}
+    for k, v in summary.items():
+        if v is None or isinstance(v, (bool, int, float, str, np.integer, np.floating)):
+            out[str(k)] = v.item() if isinstance(v, np.generic) else v
+    return out
+
+
+# ----------------------------------------------------------------------------- outputs
+@dataclass
+class VesselsOutputNodes:
+    """The nodes of one analysis (and its recomputations) in the scene."""
+
+    input_node: Any
+    segmentation: Any
+    vessel_table: Any
+    summary_table: Any
+    minip: Any
+    vessel_ids: Any
+    curves: dict[int, Any] = field(default_factory=dict)
+    folder_item: int = 0
+    version: int = 1
+    #: Tables of earlier versions (oldest first), kept in the scene.
+    previous_tables: list[tuple[Any, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.input_node.GetName()
+
+    def nodes(self) -> list:
+        """All result nodes (not the input)."""
+        out = [self.segmentation, self.vessel_table, self.summary_table, self.minip, self.vessel_ids]
+        out += list(self.curves.values())
+        for pair in self.previous_tables:
+            out += list(pair)
+        return [n for n in out if n is not None]
+
+
+class _Rollback:
+    """Removes the nodes it created (and subject-hierarchy folders) unless committed."""
+
+    def __init__(self, scene):
+        self.scene = scene
+        self.nodes: list = []
+        self.folders: list[int] = []
+        self.committed = False
+
+    def add(self, node):
+        self.nodes.append(node)
+        return node
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.committed = True
+            return False
+        for node in reversed(self.nodes):
+            if node is not None and self.scene.IsNodePresent(node):
+                for i in range(node.GetNumberOfDisplayNodes() if hasattr(node, "GetNumberOfDisplayNodes") else 0):
+                    display = node.GetNthDisplayNode(i)
+                    if display is not None and self.scene.IsNodePresent(display):
+                        self.scene.RemoveNode(display)
+                storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+                if storage is not None and self.scene.IsNodePresent(storage):
+                    self.scene.RemoveNode(storage)
+                self.scene.RemoveNode(node)
+        if self.folders:
+            sh = _sh(self.scene)
+            for item in reversed(self.folders):
+                if sh.GetItemName(item):  # still there
+                    sh.RemoveItem(item, True, True)
+        return False
+
+
+def _sh(scene):
+    import slicer
+
+    return slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+
+
+def _new_folder(scene, name: str, parent: int | None, rollback: _Rollback) -> int:
+    """A new subject-hierarchy folder (an existing one of that name gets a numbered twin)."""
+    sh = _sh(scene)
+    parent_id = sh.GetSceneItemID() if parent is None else int(parent)
+    unique, n = name, 2
+    while sh.GetItemChildWithName(parent_id, unique):
+        unique, n = f"{name} ({n})", n + 1
+    item = int(sh.CreateFolderItem(parent_id, unique))
+    rollback.folders.append(item)
+    return item
+
+
+def _unique_node_name(scene, name: str) -> str:
+    if not scene.GetFirstNodeByName(name):
+        return name
+    n = 2
+    while scene.GetFirstNodeByName(f"{name} ({n})"):
+        n += 1
+    return f"{name} ({n})"
+
+
+def _input_volume(node, what: str) -> Volume:
+    if node is None:
+        raise InputError(f"{what}: no volume node given")
+    if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
+        raise InputError(f"{what}: node '{node.GetName()}' ({node.GetClassName()}) is not a scalar volume")
+    return nbmrml.volume_from_node(node)
+
+
+def mask_from_node(node, reference: Volume, what: str) -> Volume | None:
+    """uint8 0/1 mask on ``reference``'s grid from a labelmap volume or segmentation node (None: None).
+
+    A labelmap must be on the reference grid (:func:`imageio.check_same_grid` semantics); a
+    segmentation is exported onto the reference grid (all segments = foreground).
+    """
+    if node is None:
+        return None
+    if node.IsA("vtkMRMLSegmentationNode"):
+        labels, _ = nbmrml.labels_from_segmentation_node(node, reference)
+        return labels.with_array((np.asarray(labels.array) > 0).astype(np.uint8))
+    if node.IsA("vtkMRMLScalarVolumeNode"):
+        volume = nbmrml.volume_from_node(node)
+        if not volume.same_grid(reference):
+            raise InputError(f"{what} '{node.GetName()}': not on the SWI grid (shape {volume.shape} vs "
+                             f"{reference.shape}, or different voxel-to-RAS matrix); resample it first")
+        return volume.with_array((np.asarray(volume.array) > 0).astype(np.uint8))
+    raise InputError(f"{what} '{node.GetName()}': expected a labelmap volume or a segmentation node")
+
+
+def analyze_volume_node(scene, swi_node, brain_mask_node=None, ventricles_node=None, params=None,
+                        progress=None) -> VesselsOutputNodes:
+    """Run the vessel engine on ``swi_node`` and put the results in ``scene``.
+
+    ``brain_mask_node`` / ``ventricles_node``: optional labelmap volume or segmentation
+    nodes (on the SWI grid).  ``params``: the engine's ``VesselParams`` (see
+    :func:`vessel_params`).  ``progress``: :class:`NeonatalBrainLib.progress.Progress`
+    or callback; cancelling raises :class:`OperationCancelled` and leaves ``scene``
+    without any new node.  Returns the :class:`VesselsOutputNodes`.
+    """
+    progress = as_progress(progress)
+    swi = _input_volume(swi_node, "SWI volume")
+    progress.update(0.0, "reading inputs")
+    brain_mask = mask_from_node(brain_mask_node, swi, "brain mask")
+    ventricles = mask_from_node(ventricles_node, swi, "ventricle mask")
+    analysis = _engine().run_vessel_analysis(swi, brain_mask=brain_mask, ventricles=ventricles,
+                                             params=params, progress=progress.sub(0.0, 0.85))
+    result = _result_from_engine(analysis)
+    return _create_output_nodes(scene, swi_node, swi, result, progress.sub(0.85, 1.0))
+
+
+def _create_output_nodes(scene, swi_node, swi: Volume, result: _Result, progress: Progress) -> VesselsOutputNodes:
+    name = swi_node.GetName()
+    progress.update(0.0, "creating result nodes")
+    with _Rollback(scene) as rb:
+        folder = _new_folder(scene, f"{name} vessels", None, rb)
+        ids_node = rb.add(nbmrml.volume_node_from_volume(
+            scene, result.labels, _unique_node_name(scene, f"{name} vessel ids"), labelmap=True))
+        ids_node.SetHideFromEditors(True)
+        ids_node.SetAttribute(ATTR_ROLE, "vesselIds")
+        seg_node = rb.add(_segmentation_from_result(scene, swi_node, result, _unique_node_name(scene, f"{name} vessels")))
+        progress.update(0.2, "creating result nodes")
+        minip_node = None
+        if result.minip is not None:
+            minip_node = rb.add(nbmrml.volume_node_from_volume(
+                scene, result.minip, _unique_node_name(scene, f"{name} minIP"), reference_node=swi_node))
+            minip_node.SetAttribute(ATTR_ROLE, "minip")
+        vessel_table, summary_table = _tables_from_result(scene, name, result, version=1, rollback=rb)
+        outputs = VesselsOutputNodes(input_node=swi_node, segmentation=seg_node, vessel_table=vessel_table,
+                                     summary_table=summary_table, minip=minip_node, vessel_ids=ids_node,
+                                     folder_item=folder, version=1)
+        curves_folder = _new_folder(scene, "centrelines", folder, rb)
+        _sync_curves(scene, outputs, result, curves_folder, rb, progress.sub(0.3, 0.95))
+        for node in (seg_node, vessel_table, summary_table, minip_node, ids_node):
+            if node is not None:
+                nbmrml.place_in_folder(scene, node, folder)
+        _link(outputs)
+        progress.update(1.0, "done")
+    return outputs
+
+
+def _segmentation_from_result(scene, swi_node, result: _Result, name: str):
+    region_side = {int(v["vessel_id"]): (str(v["region"]), str(v["side"])) for v in result.vessels}
+    ids = np.asarray(result.labels.array)
+    lut = np.zeros(int(ids.max()) + 1 if ids.size else 1, dtype=np.uint8)
+    for vid, (region, side) in region_side.items():
+        if vid < len(lut):
+            lut[vid] = segment_value(region, side)
+    values = lut[ids.astype(np.int64)]
+    present = sorted(set(segment_value(r, s) for r, s in region_side.values()))
+    names = {v: segment_name(*region_side_of_value(v)) for v in present}
+    colors = {v: anatomy.VESSEL_REGION_COLORS[region_side_of_value(v)[0]] for v in present}
+    seg = nbmrml.segmentation_node_from_labels(scene, result.labels.with_array(values), names, colors=colors,
+                                               name=name, reference_volume_node=swi_node)
+    seg.SetAttribute(ATTR_ROLE, "segmentation")
+    segmentation = seg.GetSegmentation()
+    for v in present:
+        region, side = region_side_of_value(v)
+        segment = segmentation.GetSegment(names[v])
+        segment.SetTerminology(_TERMINOLOGY.format(modifier=_SIDE_CODES[side]))
+        segment.SetTag("NeonatalVessels.Region", region)
+        segment.SetTag("NeonatalVessels.Side", side)
+    seg.CreateClosedSurfaceRepresentation()
+    display = seg.GetDisplayNode()
+    display.SetVisibility2DFill(True)
+    display.SetVisibility2DOutline(True)
+    display.SetOpacity2DFill(0.5)
+    display.SetVisibility3D(True)
+    return seg
+
+
+def _tables_from_result(scene, name: str, result: _Result, version: int, rollback: _Rollback):
+    suffix = "" if version == 1 else f" (v{version})"
+    columns = list(VESSEL_COLUMN_DESCRIPTIONS)
+    rows = []
+    for v in sorted(result.vessels, key=lambda r: int(r["vessel_id"])):
+        row = {c: v.get(c) for c in columns}
+        row.update({k: val for k, val in v.items() if k not in row})
+        row["vessel_id"] = int(row["vessel_id"])
+        rows.append(row)
+    if not rows:
+        rows_for_table = [{c: None for c in columns}]
+    else:
+        rows_for_table = rows
+    vessel_table = rollback.add(nbmrml.table_node_from_rows(
+        scene, rows_for_table, _unique_node_name(scene, f"{name} vessel metrics{suffix}")))
+    if not rows:
+        vessel_table.GetTable().SetNumberOfRows(0)
+    summary_table = rollback.add(nbmrml.table_node_from_rows(
+        scene, [_scalar_summary(result.summary)], _unique_node_name(scene, f"{name} vessel summary{suffix}")))
+    for node, descriptions in ((vessel_table, VESSEL_COLUMN_DESCRIPTIONS), (summary_table, SUMMARY_COLUMN_DESCRIPTIONS)):
+        for column, text in descriptions.items():
+            if node.GetTable().GetColumnByName(column) is not None:
+                node.SetColumnDescription(column, text)
+        node.SetAttribute(ATTR_VERSION, str(version))
+        node.SetUseColumnNameAsColumnHeader(True)
+    vessel_table.SetAttribute(ATTR_ROLE, "vesselTable")
+    summary_table.SetAttribute(ATTR_ROLE, "summaryTable")
+    vessel_table.SetLocked(True)
+    summary_table.SetLocked(True)
+    return vessel_table, summary_table
+
+
+def _sync_curves(scene, outputs: VesselsOutputNodes, result: _Result, curves_folder: int,
+                 rollback: _Rollback | None, progress: Progress | None) -> None:
+    """Make ``outputs.curves`` hold one curve per vessel of ``result`` (create, update, remove)."""
+    by_id = {int(v["vessel_id"]): v for v in result.vessels}
+    for vid in [vid for vid in outputs.curves if vid not in by_id or vid not in result.centerlines]:
+        scene.RemoveNode(outputs.curves.pop(vid))
+    todo = [vid for vid in sorted(by_id) if vid in result.centerlines and len(result.centerlines[vid]) >= 2]
+    for n, vid in enumerate(todo):
+        if progress is not None and n % 10 == 0:
+            progress.update(n / max(1, len(todo)), f"creating centreline curves ({n}/{len(todo)})")
+        region, side = str(by_id[vid]["region"]), str(by_id[vid]["side"])
+        existing = outputs.curves.get(vid)
+        node = nbmrml.curve_node_from_points(
+            scene, result.centerlines[vid], curve_name(vid, region, side), node=existing,
+            color=anatomy.VESSEL_REGION_COLORS.get(region, (0.6, 0.6, 0.6)))
+        node.SetName(curve_name(vid, region, side))
+        node.SetAttribute(ATTR_VESSEL_ID, str(vid))
+        node.SetAttribute(ATTR_ROLE, "centerline")
+        display = node.GetDisplayNode()
+        if display is not None:
+            display.SetLineThickness(0.3) if hasattr(display, "SetLineThickness") else None
+        if existing is None:
+            if rollback is not None:
+                rollback.add(node)
+            outputs.curves[vid] = node
+            nbmrml.place_in_folder(scene, node, curves_folder)
+
+
+def _link(outputs: VesselsOutputNodes) -> None:
+    """Record the result nodes as node references on the segmentation node."""
+    seg = outputs.segmentation
+    seg.SetNodeReferenceID(REF_INPUT, outputs.input_node.GetID())
+    seg.SetNodeReferenceID(REF_VESSEL_TABLE, outputs.vessel_table.GetID())
+    seg.SetNodeReferenceID(REF_SUMMARY_TABLE, outputs.summary_table.GetID())
+    seg.SetNodeReferenceID(REF_MINIP, outputs.minip.GetID() if outputs.minip is not None else None)
+    seg.SetNodeReferenceID(REF_VESSEL_IDS, outputs.vessel_ids.GetID())
+    seg.RemoveNodeReferenceIDs(REF_CURVE)
+    for vid in sorted(outputs.curves):
+        seg.AddNodeReferenceID(REF_CURVE, outputs.curves[vid].GetID())
+    seg.SetAttribute(ATTR_VERSION, str(outputs.version))
+    seg.SetAttribute("NeonatalVessels.PreviousTables", json.dumps(
+        [[v.GetID(), s.GetID()] for v, s in outputs.previous_tables]))
+
+
+def outputs_from_segmentation(scene, segmentation_node) -> VesselsOutputNodes:
+    """The :class:`VesselsOutputNodes` a result segmentation belongs to (from its node references)."""
+    seg = segmentation_node
+    if seg is None or not seg.IsA("vtkMRMLSegmentationNode") or seg.GetNodeReference(REF_VESSEL_IDS) is None:
+        raise InputError(f"segmentation '{seg.GetName() if seg is not None else None}': not a NeonatalVessels "
+                         "result (run Apply first, or pick the result segmentation)")
+    curves = {}
+    for i in range(seg.GetNumberOfNodeReferences(REF_CURVE)):
+        node = seg.GetNthNodeReference(REF_CURVE, i)
+        if node is not None:
+            curves[int(node.GetAttribute(ATTR_VESSEL_ID))] = node
+    previous = []
+    for vid, sid in json.loads(seg.GetAttribute("NeonatalVessels.PreviousTables") or "[]"):
+        v, s = scene.GetNodeByID(vid), scene.GetNodeByID(sid)
+        if v is not None and s is not None:
+            previous.append((v, s))
+    sh = _sh(scene)
+    seg_item = sh.GetItemByDataNode(seg)
+    return VesselsOutputNodes(
+        input_node=seg.GetNodeReference(REF_INPUT), segmentation=seg,
+        vessel_table=seg.GetNodeReference(REF_VESSEL_TABLE), summary_table=seg.GetNodeReference(REF_SUMMARY_TABLE),
+        minip=seg.GetNodeReference(REF_MINIP), vessel_ids=seg.GetNodeReference(REF_VESSEL_IDS), curves=curves,
+        folder_item=int(sh.GetItemParent(seg_item)) if seg_item else 0,
+        version=int(seg.GetAttribute(ATTR_VERSION) or 1), previous_tables=previous)
+
+
+# ----------------------------------------------------------------------------- recomputation
+def edited_vessel_labels(outputs: VesselsOutputNodes, edited_segmentation_node=None) -> tuple[Volume, Volume]:
+    """(vessel-id labelmap restricted to the edited segmentation, edited segment-value labelmap).
+
+    Voxels the user erased lose their vessel id; voxels the user painted that had no
+    vessel get new ids, one per connected component (26-connectivity), numbered after
+    the largest existing id.
+    """
+    import cc3d
+
+    seg = edited_segmentation_node or outputs.segmentation
+    ids = nbmrml.volume_from_node(outputs.vessel_ids)
+    seg_values, _ = nbmrml.labels_from_segmentation_node(seg, ids)
+    edited = np.asarray(seg_values.array) > 0
+    old = np.asarray(ids.array).astype(np.int64)
+    new = np.where(edited, old, 0)
+    painted = edited & (old == 0)
+    if painted.any():
+        components = cc3d.connected_components(painted.astype(np.uint8), connectivity=26)
+        start = int(old.max())
+        new = np.where(components > 0, components.astype(np.int64) + start, new)
+    dtype = np.uint16 if new.max() < 65536 else np.int32
+    return ids.with_array(new.astype(dtype)), seg_values
+
+
+def recompute_from_segmentation(scene, outputs: VesselsOutputNodes, edited_segmentation_node=None, params=None,
+                                progress=None) -> VesselsOutputNodes:
+    """Measure the edited segmentation again (no detection), keep the edits and the earlier tables.
+
+    The vessel-id labelmap is restricted to the edited segmentation
+    (:func:`edited_vessel_labels`) and measured by the engine's
+    ``measure_vessel_mask``.  New tables are added as ``"... (v<N>)"``; the earlier
+    ones stay in the scene (``outputs.previous_tables``).  Curves of erased vessels
+    are removed, the others updated.  The segmentation is not modified.  Returns
+    the updated ``outputs``.
+    """
+    progress = as_progress(progress)
+    progress.update(0.0, "reading the edited segmentation")
+    swi = _input_volume(outputs.input_node, "SWI volume")
+    labels, seg_values = edited_vessel_labels(outputs, edited_segmentation_node)
+    analysis = _engine().measure_vessel_mask(swi, labels, params=params, progress=progress.sub(0.05, 0.85))
+    result = _result_from_engine(analysis)
+    result = _apply_segment_regions(result, seg_values)
+    version = outputs.version + 1
+    with _Rollback(scene) as rb:
+        vessel_table, summary_table = _tables_from_result(scene, outputs.name, result, version, rb)
+        for node in (vessel_table, summary_table):
+            nbmrml.place_in_folder(scene, node, outputs.folder_item)
+        progress.update(0.9, "updating centreline curves")
+    # No cancellation checkpoint after this point: the scene update below always completes.
+    outputs.previous_tables.append((outputs.vessel_table, outputs.summary_table))
+    outputs.vessel_table, outputs.summary_table, outputs.version = vessel_table, summary_table, version
+    nbmrml.volume_node_from_volume(scene, result.labels, outputs.vessel_ids.GetName(), labelmap=True,
+                                   node=outputs.vessel_ids)
+    curves_folder = _curves_folder(scene, outputs)
+    _sync_curves(scene, outputs, result, curves_folder, None, None)
+    _link(outputs)
+    return outputs
+
+
+def _apply_segment_regions(result: _Result, seg_values: Volume) -> _Result:
+    """Region and side of each vessel = the segment most of its voxels are in (the user's choice).
+
+    Only vessels whose majority segment differs from the engine's classification are
+    changed, and then the engine's summary is recomputed from the rows.
+    """
+    ids = np.asarray(result.labels.array).astype(np.int64).ravel()
+    values = np.asarray(seg_values.array).astype(np.int64).ravel()
+    inside = (ids > 0) & (values > 0)
+    if not inside.any():
+        return result
+    n_values = len(anatomy.VESSEL_REGIONS) * len(anatomy.VESSEL_SIDES) + 1
+    counts = np.bincount(ids[inside] * n_values + values[inside], minlength=(ids.max() + 1) * n_values)
+    counts = counts.reshape(-1, n_values)
+    changed = False
+    for row in result.vessels:
+        vid = int(row["vessel_id"])
+        if vid >= len(counts) or counts[vid].sum() == 0:
+            continue
+        region, side = region_side_of_value(int(np.argmax(counts[vid])))
+        if (region, side) != (row["region"], row["side"]):
+            row["region"], row["side"] = region, side
+            changed = True
+    if changed:
+        summarize = getattr(_engine(), "summarize_vessels", None)
+        if summarize is not None:
+            result.summary = {**result.summary, **dict(summarize(result.vessels))}
+    return result
+
+
+def _curves_folder(scene, outputs: VesselsOutputNodes) -> int:
+    sh = _sh(scene)
+    item = sh.GetItemChildWithName(outputs.folder_item, "centrelines") if outputs.folder_item else 0
+    if not item:
+        item = sh.CreateFolderItem(outputs.folder_item or sh.GetSceneItemID(), "centrelines")
+    return int(item)
+
+
+# ----------------------------------------------------------------------------- reading results
+def summary_from_table(table_node) -> dict:
+    """The summary row of a summary table node as a dict (NaN -> None)."""
+    rows = nbmrml.rows_from_table_node(table_node)
+    if len(rows) != 1:
+        raise InputError(f"summary table '{table_node.GetName()}': expected one row, got {len(rows)}")
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in rows[0].items()}
+
+
+def vessel_rows(table_node) -> list[dict]:
+    return nbmrml.rows_from_table_node(table_node)
+
+
+def vessel_id_of_row(table_node, row: int) -> int:
+    """Vessel id in ``row`` (0-based) of a vessel table node."""
+    column = table_node.GetTable().GetColumnByName("vessel_id")
+    if column is None or not 0 <= row < table_node.GetNumberOfRows():
+        raise InputError(f"vessel table '{table_node.GetName()}': no vessel in row {row}")
+    return int(column.GetValue(row))
+
+
+def first_vessel_id(outputs: VesselsOutputNodes, region: str = "dmv") -> int:
+    """Smallest vessel id of ``region`` in the current vessel table."""
+    ids = [int(r["vessel_id"]) for r in vessel_rows(outputs.vessel_table) if r.get("region") == region]
+    if not ids:
+        raise InputError(f"vessel table '{outputs.vessel_table.GetName()}': no vessel of region '{region}'")
+    return min(ids)
+
+
+def segment_id_of_vessel(outputs: VesselsOutputNodes, vessel_id: int) -> str:
+    """Segment ID of the region/side segment holding ``vessel_id`` (per the current vessel table)."""
+    for r in vessel_rows(outputs.vessel_table):
+        if int(r["vessel_id"]) == int(vessel_id):
+            name = segment_name(r["region"], r["side"])
+            segmentation = outputs.segmentation.GetSegmentation()
+            sid = segmentation.GetSegmentIdBySegmentName(name)
+            if sid:
+                return sid
+            raise InputError(f"segmentation '{outputs.segmentation.GetName()}': no segment '{name}'")
+    raise InputError(f"vessel {vessel_id}: not in table '{outputs.vessel_table.GetName()}'")
+
+
+def vessel_mask_kji(outputs: VesselsOutputNodes, vessel_id: int) -> np.ndarray:
+    """Boolean mask ``[k, j, i]`` (slicer.util array order) of the voxels of ``vessel_id``."""
+    ids = nbmrml.volume_from_node(outputs.vessel_ids)
+    return (np.asarray(ids.array) == int(vessel_id)).transpose(2, 1, 0)
+
+
+def vessel_center_ras(outputs: VesselsOutputNodes, vessel_id: int) -> np.ndarray:
+    """RAS mm point halfway along the vessel's centreline (by arc length): a point on the vessel."""
+    node = outputs.curves.get(int(vessel_id))
+    if node is None:
+        raise InputError(f"vessel {vessel_id}: no centreline curve in result '{outputs.segmentation.GetName()}'")
+    points = nbmrml.points_from_curve_node(node)
+    if len(points) == 1:
+        return points[0]
+    seg = centerline.segment_lengths_mm(points)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    half = s[-1] / 2.0
+    return np.array([np.interp(half, s, points[:, d]) for d in range(3)])
+
+
+def jump_slices_to(scene, ras) -> None:
+    """Centre every slice view of ``scene`` on ``ras`` (RAS mm)."""
+    import slicer
+
+    x, y, z = (float(c) for c in ras)
+    slicer.vtkMRMLSliceNode.JumpAllSlices(scene, x, y, z, slicer.vtkMRMLSliceNode.CenteredJumpSlice)
+
+
+def summary_text(outputs: VesselsOutputNodes) -> str:
+    s = summary_from_table(outputs.summary_table)
+
+    def fmt(v, unit=""):
+        return "n/a" if v is None else (f"{v:.2f}{unit}" if isinstance(v, float) else f"{v}{unit}")
+
+    return (f"DMVs: {fmt(s.get('dmv_count'))} (left {fmt(s.get('dmv_count_left'))}, "
+            f"right {fmt(s.get('dmv_count_right'))}); mean width {fmt(s.get('dmv_width_mm'), ' mm')}, "
+            f"tortuosity {fmt(s.get('dmv_tortuosity'))}, curvature {fmt(s.get('dmv_curvature_per_mm'), ' /mm')}"
+            + (f" [metrics v{outputs.version}]" if outputs.version > 1 else ""))
+
+
+# ----------------------------------------------------------------------------- export
+def _file_prefix(outputs: VesselsOutputNodes) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", outputs.name).strip("_") or "vessels"
+
+
+def export_file_names(outputs: VesselsOutputNodes, screenshot: bool = True) -> dict[str, str]:
+    """What :func:`export_results` writes: kind -> file name."""
+    p = _file_prefix(outputs)
+    names = {"summary": f"{p}_vessel_summary.csv", "vessels": f"{p}_vessel_metrics.csv",
+             "segmentation": f"{p}_vessels.seg.nrrd", "centerlines": f"{p}_centerlines.mrk.json"}
+    if screenshot:
+        names["screenshot"] = f"{p}_screenshot.png"
+    return names
+
+
+def existing_export_files(outputs: VesselsOutputNodes, folder, screenshot: bool = True) -> list[Path]:
+    """Files in ``folder`` that an export would overwrite (including Slicer's .schema.csv side files)."""
+    folder = Path(folder)
+    out = []
+    for name in export_file_names(outputs, screenshot).values():
+        candidates = [folder / name]
+        if name.endswith(".csv"):
+            candidates.append(folder / (name[:-4] + ".schema.csv"))
+        out += [c for c in candidates if c.exists()]
+    return out
+
+
+def export_results(outputs: VesselsOutputNodes, folder, overwrite: bool = False,
+                   screenshot_png: bytes | None = None) -> list[Path]:
+    """Write the current result to ``folder``; returns the written paths.
+
+    Files (``<input>`` = the input node name): ``<input>_vessel_summary.csv`` (one row,
+    the summary), ``<input>_vessel_metrics.csv`` (one row per vessel), both with a
+    ``.schema.csv`` beside them (column types, units, descriptions);
+    ``<input>_vessels.seg.nrrd`` (the segmentation as edited);
+    ``<input>_centerlines.mrk.json`` (all centreline curves in one Slicer markups file);
+    ``<input>_screenshot.png`` when ``screenshot_png`` (PNG bytes) is given.
+    Raises :class:`OutputExistsError` if any of them exists and ``overwrite`` is False;
+    then nothing is written.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"export folder {folder}: exists and is not a folder")
+    existing = existing_export_files(outputs, folder, screenshot=screenshot_png is not None)
+    if existing and not overwrite:
+        raise OutputExistsError(f"export to {folder}: {', '.join(p.name for p in existing)} already exist; "
+                                "not overwritten (choose another folder or confirm overwriting)")
+    folder.mkdir(parents=True, exist_ok=True)
+    names = export_file_names(outputs, screenshot=screenshot_png is not None)
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=folder) as tmp:
+        tmp = Path(tmp)
+        nbmrml.save_table_csv(outputs.summary_table, tmp / names["summary"])
+        nbmrml.save_table_csv(outputs.vessel_table, tmp / names["vessels"])
+        nbmrml.save_segmentation(outputs.segmentation, tmp / names["segmentation"])
+        _save_curves_json(outputs, tmp / names["centerlines"], tmp)
+        if screenshot_png is not None:
+            (tmp / names["screenshot"]).write_bytes(screenshot_png)
+        written = []
+        for item in sorted(tmp.iterdir()):
+            if item.is_file() and not item.name.startswith(".curve-"):
+                target = folder / item.name
+                os.replace(item, target)
+                written.append(target)
+    return written
+
+
+def _save_curves_json(outputs: VesselsOutputNodes, path: Path, tmp: Path) -> Path:
+    """All curves in one ``.mrk.json`` (a "markups" list; Slicer loads every entry as a node)."""
+    markups = []
+    schema = None
+    for n, vid in enumerate(sorted(outputs.curves)):
+        one = tmp / f".curve-{n}.mrk.json"
+        nbmrml.save_markups(outputs.curves[vid], one)
+        data = json.loads(one.read_text())
+        schema = schema or data.get("@schema")
+        markups += data["markups"]
+        one.unlink()
+    doc = {"@schema": schema or "https://raw.githubusercontent.com/slicer/slicer/main/Modules/Loadable/Markups/"
+                                "Resources/Schema/markups-schema-v1.0.3.json#", "markups": markups}
+    path.write_text(json.dumps(doc, indent=1))
+    return path
+
+
+# ----------------------------------------------------------------------------- batch
+def run_batch(cases, out_dir, progress=None, jobs: int = 1, params=None):
+    """Run the engine over a cases CSV or folder with the project's batch runner (same as the CLI).
+
+    Writes one folder per case and the cohort ``metrics.csv`` into ``out_dir``;
+    resumable.  Returns the batch runner's result.
+    """
+    from NeonatalBrainLib import batch
+
+    return batch.run_vessel_batch(cases, out_dir, jobs=jobs, params=params, progress=progress)
+
+
+def batch_text(result) -> str:
+    if hasattr(result, "summary_text"):
+        return result.summary_text()
+    return str(result)
