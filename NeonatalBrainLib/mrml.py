@@ -692,6 +692,37 @@ def load_markups(scene, path: str | os.PathLike, name: str | None = None, curve_
     return node
 
 
+def load_all_markups(scene, path: str | os.PathLike, curve_type: str | None = "linear") -> list:
+    """Read every markups entry of a ``.mrk.json`` into its own node (as Slicer's *Add Data* does).
+
+    Node names come from each entry's ``name`` (else the file name).  Returns the nodes in file order.
+    """
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"markups file {path}: file not found")
+    try:
+        count = len(json.loads(path.read_text())["markups"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"markups file {path}: not a Slicer markups JSON file ({exc})") from None
+    nodes = []
+    for index in range(count):
+        storage = scene.AddNewNodeByClass("vtkMRMLMarkupsJsonStorageNode")
+        if count == 1:
+            storage.SetFileName(str(path))  # as Slicer: a shared file name would make all nodes overwrite it
+        node = storage.AddNewMarkupsNodeFromFile(str(path), "", index)
+        if node is None:
+            scene.RemoveNode(storage)
+            for n in nodes:
+                scene.RemoveNode(n)
+            raise InputError(f"markups file {path}: Slicer could not read markup {index}")
+        if curve_type and node.IsA("vtkMRMLMarkupsCurveNode"):
+            node.SetCurveType(node.GetCurveTypeFromString(curve_type))
+        nodes.append(node)
+    return nodes
+
+
 # ----------------------------------------------------------------------------- subject hierarchy
 def _sh_node(scene):
     slicer = _slicer()
@@ -727,5 +758,6 @@ __all__: Sequence[str] = (
     "segmentation_node_from_labels", "labels_from_segmentation_node", "save_segmentation", "load_segmentation",
     "table_node_from_rows", "rows_from_table_node", "save_table_csv",
     "curve_node_from_points", "points_from_curve_node", "save_markups", "load_markups",
+    "load_all_markups",
     "subject_hierarchy_folder", "place_in_folder", "LABEL_VALUE_TAG", "COLUMN_UNIT_SUFFIXES",
 )
