@@ -501,7 +501,7 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         result = self._run(_("Evaluation failed."), _("Evaluation"),
                            lambda progress: self.logic.evaluate(csv, modelId, out, progress=progress))
         if result is not None:
-            self._lastPredictionsCsv = result.files.get("predictions.csv")
+            self._lastPredictionsCsv = (str(csv), modelId, result.files.get("predictions.csv"))
             self._showCohortResult(_("Evaluation"), result)
 
     def onCompare(self) -> None:
@@ -524,8 +524,11 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             csv, out = self._cohortInputs()
         clinical = [c.strip() for c in p.clinicalVariables.split(",") if c.strip()]
         modelId = self.ui.modelComboBox.currentData
+        # reuse the last evaluation's predictions when they are of this cohort and model
+        last = self._lastPredictionsCsv
+        predictionsCsv = last[2] if last and last[0] == str(csv) and last[1] == modelId else None
         result = self._run(_("Nomogram failed."), _("Nomogram"), lambda progress: self.logic.nomogram(
-            csv, out, clinical=clinical, predictionsCsv=self._lastPredictionsCsv, modelId=modelId,
+            csv, out, clinical=clinical, predictionsCsv=predictionsCsv, modelId=modelId,
             validationCsv=_path_or_none(p.validationCsv), progress=progress))
         if result is not None:
             self._showCohortResult(_("Nomogram"), result)

@@ -847,10 +847,246 @@ def roc_table_and_chart(scene, name: str, predictions: Mapping[str, Sequence[flo
     return table, chart
 
 
+
+# ----------------------------------------------------------------------------- cohort tasks
+def _call_with(func, positional: Sequence[Any], options: Mapping[str, Any]):
+    """Call ``func(*positional, **options)`` passing only the options it accepts (first matching alias).
+
+    ``options`` keys may be ``"name|alias|..."``; a None value is left out.
+    """
+    import inspect
+
+    params = inspect.signature(func).parameters
+    takes_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    kwargs = {}
+    for keys, value in options.items():
+        if value is None:
+            continue
+        for key in keys.split("|"):
+            if key in params:
+                kwargs[key] = value
+                break
+        else:
+            if takes_kwargs:
+                kwargs[keys.split("|")[0]] = value
+    return func(*positional, **kwargs)
+
+
+def _stats_command(argv: Sequence[str]) -> None:
+    """Run a ``neonatal-brain`` statistics command (compare, nomogram) in-process; errors are raised."""
+    import argparse
+
+    from NeonatalBrainLib.stats import cli as stats_cli
+
+    parser = argparse.ArgumentParser(prog="neonatal-brain")
+    sub = parser.add_subparsers(dest="command", required=True)
+    stats_cli.register(sub)
+    args = parser.parse_args([str(a) for a in argv])
+    args.func(args)
+
+
+def _model_id_of(model) -> str:
+    p = Path(str(model))
+    return p.name if p.is_dir() else str(model)
+
+
+def train_cohort(scene, cohort_csv, out_parent, *, architecture: str = "resnet18", epochs: int = 8, seed: int = 0,
+                 atlas=None, image_size: int | None = None, add_to_catalogue: bool = True,
+                 progress=None) -> CohortResult:
+    """Train a model on a cohort CSV into a new folder under ``out_parent``; optionally add it to the catalogue.
+
+    ``summary`` holds the model card's architecture, validation metrics and threshold
+    and ``model_id`` (the catalogue id when added, else the folder).
+    """
+    from NeonatalClassifyLib import training
+
+    prog = as_progress(progress)
+    out = _new_run_folder(out_parent, f"train-{architecture}")
+    _call_with(training.train, [Path(cohort_csv)],
+               {"out_dir|out|model_dir": out, "arch|architecture": architecture, "epochs": int(epochs),
+                "seed": int(seed), "atlas": atlas, "image_size": image_size,
+                "progress": prog.sub(0.0, 0.95)})
+    model_id = str(out)
+    if add_to_catalogue:
+        model_id = import_model(out)
+    card = model_card(model_id) if add_to_catalogue else _read_card(out)
+    summary = {"model_id": model_id, "model_dir": str(out), "architecture": card.get("architecture"),
+               "threshold": card.get("threshold"),
+               "validation_metrics": card.get("validation_metrics") or card.get("validation")}
+    files = {p.name: p for p in sorted(out.iterdir()) if p.is_file()}
+    prog.update(1.0, "model ready")
+    return CohortResult(summary=summary, files=files, out_dir=out)
+
+
+def _read_card(folder: Path) -> dict:
+    for name in ("model_card.json", "card.json"):
+        if (folder / name).is_file():
+            return json.loads((folder / name).read_text())
+    return {}
+
+
+def _evaluate_into(cohort_csv, model, out: Path, progress) -> tuple[dict, list[dict]]:
+    from NeonatalClassifyLib import evaluation
+
+    _call_with(evaluation.evaluate, [Path(cohort_csv)],
+               {"model|model_dir": resolve_model(model), "out_dir|out": out, "progress": progress})
+    metrics = json.loads((out / "metrics.json").read_text())
+    predictions = _read_csv_rows(out / "predictions.csv")
+    return metrics, predictions
+
+
+def _metrics_rows(metrics: Mapping[str, Any]) -> list[dict]:
+    return [{"metric": k, "value": float(v)} for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def evaluate_cohort(scene, cohort_csv, model, out_parent, progress=None) -> CohortResult:
+    """Evaluate a model on a cohort: predictions/metrics tables, ROC plot chart and the ROC image.
+
+    Files (from the engine, in a new folder under ``out_parent``): predictions.csv,
+    metrics.json, roc.png.
+    """
+    prog = as_progress(progress)
+    model_id = _model_id_of(model)
+    out = _new_run_folder(out_parent, f"evaluate-{model_id}")
+    metrics, predictions = _evaluate_into(cohort_csv, model, out, prog.sub(0.0, 0.9))
+    labels = _cohort_labels(cohort_csv)
+    ids = [r["subject_id"] for r in predictions]
+    y = [labels[i] for i in ids]
+    scores = [float(r["probability"]) for r in predictions]
+    name = f"{Path(cohort_csv).stem} {model_id}"
+    tables = {
+        "predictions": mrml.table_node_from_rows(
+            scene, [{"subject_id": i, "probability": p, "label": lab} for i, p, lab in zip(ids, scores, y)],
+            f"{name} predictions"),
+        "metrics": mrml.table_node_from_rows(scene, _metrics_rows(metrics), f"{name} metrics"),
+    }
+    roc_table, roc_chart = roc_table_and_chart(scene, name, {model_id: scores}, y)
+    tables["roc"] = roc_table
+    figures = {"ROC curve": roc_chart}
+    if (out / "roc.png").is_file():
+        figures["ROC (image)"] = image_node_from_png(scene, out / "roc.png", f"{name} ROC image")
+    files = {p.name: p for p in sorted(out.iterdir()) if p.is_file()}
+    prog.update(1.0, "evaluation done")
+    return CohortResult(summary={"model_id": model_id, **metrics}, files=files, tables=tables,
+                        figures=figures, out_dir=out)
+
+
+def compare_models(scene, cohort_csv, model_a, model_b, out_parent, progress=None) -> CohortResult:
+    """Evaluate two models on the same cohort and compare their AUCs with the paired DeLong test.
+
+    Writes ``a/`` and ``b/`` (each model's evaluation) and ``compare/`` (compare.json,
+    roc_compare.png) in a new folder under ``out_parent``.
+    """
+    prog = as_progress(progress)
+    id_a, id_b = _model_id_of(model_a), _model_id_of(model_b)
+    if id_a == id_b:
+        raise InputError(f"compare: choose two different models (both are '{id_a}')")
+    out = _new_run_folder(out_parent, f"compare-{id_a}-vs-{id_b}")
+    out.mkdir(parents=True)
+    _metrics_a, pred_a = _evaluate_into(cohort_csv, model_a, out / "a", prog.sub(0.0, 0.45))
+    _metrics_b, pred_b = _evaluate_into(cohort_csv, model_b, out / "b", prog.sub(0.45, 0.9))
+    _stats_command(["compare", out / "a" / "predictions.csv", out / "b" / "predictions.csv",
+                    "--cohort", cohort_csv, "--out", out / "compare", "--names", f"{id_a},{id_b}"])
+    result = json.loads((out / "compare" / "compare.json").read_text())
+    labels = _cohort_labels(cohort_csv)
+    score_b = {r["subject_id"]: float(r["probability"]) for r in pred_b}
+    ids = [r["subject_id"] for r in pred_a]
+    y = [labels[i] for i in ids]
+    name = f"{Path(cohort_csv).stem} {id_a} vs {id_b}"
+    roc_table, roc_chart = roc_table_and_chart(
+        scene, name, {id_a: [float(r["probability"]) for r in pred_a], id_b: [score_b[i] for i in ids]}, y)
+    figures = {"ROC curves": roc_chart}
+    if (out / "compare" / "roc_compare.png").is_file():
+        figures["ROC (image)"] = image_node_from_png(scene, out / "compare" / "roc_compare.png", f"{name} ROC image")
+    summary_rows = [{"metric": k, "value": float(v)} for k, v in result.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    tables = {"comparison": mrml.table_node_from_rows(scene, summary_rows, f"{name} DeLong"), "roc": roc_table}
+    files = {str(p.relative_to(out)): p for p in sorted(out.rglob("*")) if p.is_file()}
+    prog.update(1.0, "comparison done")
+    return CohortResult(summary=result, files=files, tables=tables, figures=figures, out_dir=out)
+
+
+def fit_nomogram(scene, cohort_csv, out_parent, *, clinical: Sequence[str] = ("birthweight_g",),
+                 predictions_csv=None, model=None, validation_csv=None, progress=None) -> CohortResult:
+    """Nomogram ``label ~ dl_score + clinical`` with calibration and decision curves.
+
+    ``predictions_csv``: the deep-learning scores of the cohort (subject_id, probability);
+    when None, ``model`` is evaluated on the cohort first.  ``validation_csv``: a
+    validation cohort, scored with ``model``, to which the nomogram is applied.
+    Files (new folder under ``out_parent``): nomogram.json, nomogram.png,
+    calibration.png, decision_curve.png/.csv, nomogram_predictions.csv (+ validation_*).
+    Scene: coefficient/odds-ratio, calibration and decision-curve tables; calibration
+    and decision-curve plot charts; the nomogram (and plots) as image nodes.
+    """
+    prog = as_progress(progress)
+    clinical = [c for c in clinical if c]
+    out = _new_run_folder(out_parent, "nomogram")
+    out.mkdir(parents=True)
+    if predictions_csv is None:
+        if model is None:
+            raise InputError("nomogram: give the predictions CSV or a model to score the cohort with")
+        _evaluate_into(cohort_csv, model, out / "training-predictions", prog.sub(0.0, 0.45))
+        predictions_csv = out / "training-predictions" / "predictions.csv"
+    argv = ["nomogram", predictions_csv, cohort_csv, "--clinical", ",".join(clinical), "--out", out / "nomogram"]
+    if validation_csv is not None:
+        if model is None:
+            raise InputError("nomogram: a validation cohort needs a model to score it with")
+        _evaluate_into(validation_csv, model, out / "validation-predictions", prog.sub(0.45, 0.9))
+        argv += ["--validation-predictions", out / "validation-predictions" / "predictions.csv",
+                 "--validation-cohort", validation_csv]
+    prog.update(0.9, "fitting the nomogram")
+    _stats_command(argv)
+    nom_dir = out / "nomogram"
+    result = json.loads((nom_dir / "nomogram.json").read_text())
+    name = f"{Path(cohort_csv).stem} nomogram"
+    coef_rows = []
+    for key, beta in result["coefficients"].items():
+        row = {"term": key, "coefficient": float(beta)}
+        odds = result.get("odds_ratios", {}).get(key)
+        if odds:
+            row.update({"odds_ratio": odds.get("odds_ratio"), "ci_low": odds.get("ci_low"),
+                        "ci_high": odds.get("ci_high"), "p_value": odds.get("p_value")})
+        coef_rows.append(row)
+    tables = {"coefficients": mrml.table_node_from_rows(scene, coef_rows, f"{name} coefficients")}
+    figures: dict[str, Any] = {}
+    bins = (result.get("calibration") or {}).get("bins") or []
+    if bins:
+        cal_rows = [{"mean_predicted": b["mean_predicted"], "observed_rate": b["observed_rate"],
+                     "ideal": b["mean_predicted"], "n": b["n"]} for b in bins]
+        cal_table = mrml.table_node_from_rows(scene, cal_rows, f"{name} calibration")
+        tables["calibration"] = cal_table
+        figures["Calibration curve"] = plot_chart(
+            scene, f"{name}: calibration", cal_table, "mean_predicted",
+            [("observed_rate", "observed"), ("ideal", "ideal")], x_title="mean predicted probability",
+            y_title="observed rate", x_range=(0, 1), y_range=(0, 1))
+    if (nom_dir / "decision_curve.csv").is_file():
+        dca_rows = _read_csv_rows(nom_dir / "decision_curve.csv")
+        dca_table = mrml.table_node_from_rows(
+            scene, [{k: float(v) for k, v in r.items()} for r in dca_rows], f"{name} decision curve")
+        tables["decision_curve"] = dca_table
+        figures["Decision curve"] = plot_chart(
+            scene, f"{name}: decision curve", dca_table, "threshold",
+            [("net_benefit_model", "nomogram"), ("net_benefit_all", "treat all"),
+             ("net_benefit_none", "treat none")], x_title="threshold probability", y_title="net benefit")
+    for png, label in (("nomogram.png", "Nomogram"), ("calibration.png", "Calibration (image)"),
+                       ("decision_curve.png", "Decision curve (image)"),
+                       ("validation_calibration.png", "Validation calibration (image)"),
+                       ("validation_decision_curve.png", "Validation decision curve (image)")):
+        if (nom_dir / png).is_file():
+            figures[label] = image_node_from_png(scene, nom_dir / png, f"{name} {label}")
+    files = {str(p.relative_to(out)): p for p in sorted(out.rglob("*")) if p.is_file()}
+    prog.update(1.0, "nomogram done")
+    summary = {k: result[k] for k in ("coefficients", "auc", "n") if k in result}
+    if "validation" in result:
+        summary["validation_auc"] = result["validation"].get("auc")
+    return CohortResult(summary=summary, files=files, tables=tables, figures=figures, out_dir=out)
+
 __all__ = [
     "extract_rois", "classify_volume_node", "set_heatmap_overlay", "export_results", "render_overlay_figure",
     "roi_labels_from_segmentation", "roi_segmentation_from_labels", "terminology_entry", "ClassifyOutputs",
     "list_models", "model_card", "model_summary", "import_model", "resolve_model", "select_device",
     "CohortResult", "plot_chart", "roc_table_and_chart", "image_node_from_png", "heatmap_color_node",
-    "style_heatmap", "labels_checksum", "DEMO_MODEL_ID",
+    "style_heatmap", "labels_checksum", "DEMO_MODEL_ID", "train_cohort", "evaluate_cohort", "compare_models",
+    "fit_nomogram",
 ]
