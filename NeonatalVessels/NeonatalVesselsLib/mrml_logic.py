@@ -45,7 +45,7 @@ import numpy as np
 
 from NeonatalBrainLib import anatomy, centerline
 from NeonatalBrainLib import mrml as nbmrml
-from NeonatalBrainLib.imageio import InputError, Volume
+from NeonatalBrainLib.imageio import InputError, Volume, resample_to_grid
 from NeonatalBrainLib.outputs import OutputExistsError
 from NeonatalBrainLib.progress import OperationCancelled, Progress, as_progress
 
@@ -319,20 +319,26 @@ def _input_volume(node, what: str) -> Volume:
 def mask_from_node(node, reference: Volume, what: str) -> Volume | None:
     """uint8 0/1 mask on ``reference``'s grid from a labelmap volume or segmentation node (None: None).
 
-    A labelmap must be on the reference grid (:func:`imageio.check_same_grid` semantics); a
-    segmentation is exported onto the reference grid (all segments = foreground).
+    Both are taken through world (RAS) coordinates, as Slicer shows them: a segmentation is
+    exported onto the reference grid (all segments = foreground), a labelmap on another grid
+    is resampled (nearest neighbour).  An empty mask raises :class:`InputError`.
     """
     if node is None:
         return None
     if node.IsA("vtkMRMLSegmentationNode"):
         labels, _ = nbmrml.labels_from_segmentation_node(node, reference)
-        return labels.with_array((np.asarray(labels.array) > 0).astype(np.uint8))
-    if node.IsA("vtkMRMLScalarVolumeNode"):
+        mask = (np.asarray(labels.array) > 0).astype(np.uint8)
+    elif node.IsA("vtkMRMLScalarVolumeNode"):
         volume = nbmrml.volume_from_node(node)
+        volume = volume.with_array((np.asarray(volume.array) > 0).astype(np.uint8))
         if not volume.same_grid(reference):
-            raise InputError(f"{what} '{node.GetName()}': not on the SWI grid (shape {volume.shape} vs "
-                             f"{reference.shape}, or different voxel-to-RAS matrix); resample it first")
-        return volume.with_array((np.asarray(volume.array) > 0).astype(np.uint8))
+            volume = resample_to_grid(volume, reference, interpolation="nearest")
+        mask = np.asarray(volume.array).astype(np.uint8)
+    else:
+        raise InputError(f"{what} '{node.GetName()}': expected a labelmap volume or a segmentation node")
+    if not mask.any():
+        raise InputError(f"{what} '{node.GetName()}': empty (no voxel inside the SWI volume)")
+    return reference.with_array(mask)
     raise InputError(f"{what} '{node.GetName()}': expected a labelmap volume or a segmentation node")
 
 
@@ -441,7 +447,6 @@ def _tables_from_result(scene, name: str, result: _Result, version: int, rollbac
             if node.GetTable().GetColumnByName(column) is not None:
                 node.SetColumnDescription(column, text)
         node.SetAttribute(ATTR_VERSION, str(version))
-        node.SetUseColumnNameAsColumnHeader(True)
     vessel_table.SetAttribute(ATTR_ROLE, "vesselTable")
     summary_table.SetAttribute(ATTR_ROLE, "summaryTable")
     vessel_table.SetLocked(True)
