@@ -242,20 +242,12 @@ def extract_rois(scene, t1_node, atlas=None, progress=None, *, model=None, segme
 
 
 def _model_atlas(model):
-    """Atlas (name or folder) a model was trained with, or None if its card names none."""
-    try:
-        from NeonatalClassifyLib import inference
+    """Atlas (folder or built-in name) recorded in a model's card, or None."""
+    from NeonatalClassifyLib import inference
 
-        if hasattr(inference, "model_atlas"):
-            return inference.model_atlas(resolve_model(model))
-    except (ImportError, InputError):
-        return None
-    card = model_card(model)
-    atlas = card.get("atlas")
-    if isinstance(atlas, Mapping):
-        folder = resolve_model(model) / str(atlas.get("folder", atlas.get("path", "")))
-        return folder if atlas.get("folder") and folder.is_dir() else atlas.get("name")
-    return atlas
+    folder = resolve_model(model)
+    card = dict(inference.read_model_card(folder), _model_dir=str(folder))
+    return inference.atlas_from_card(card)
 
 
 def roi_segmentation_from_labels(scene, t1_node, labels: Volume, names: Mapping[int, str], node=None):
@@ -361,6 +353,8 @@ def classify_volume_node(scene, t1_node, model_id_or_dir, roi_segmentation_node=
     prog.update(0.05, "classifying")
     result = _engine_classify(t1, model_dir, labels, device=device, progress=prog.sub(0.05, 0.9))
     summary, slices, heat = _normalise_result(result, model_id_or_dir, model_dir)
+    if not summary["architecture"]:
+        summary["architecture"] = str(_read_card(model_dir).get("architecture", ""))
     summary["roi_source"] = roi_source
     summary["input"] = t1_node.GetName()
 
