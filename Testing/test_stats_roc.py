@@ -165,3 +165,17 @@ def test_plot_roc_writes_png(tmp_path):
     out = roc.plot_roc({"model A": (y, s), "model B": (y, s2)}, tmp_path / "roc.png", title="t")
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_evaluation_metrics_consistent_with_parts():
+    y, s = _data(13)
+    m = roc.evaluation_metrics(y, s)
+    assert m["threshold_source"] == "youden" and m["threshold"] == roc.youden_threshold(y, s)
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(y, s))
+    assert (m["auc"], m["auc_ci_low"], m["auc_ci_high"]) == roc.delong_auc_ci(y, s)
+    pred = (s >= m["threshold"]).astype(int)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["n_positive"] + m["n_negative"] == m["n"] == len(y)
+    given = roc.evaluation_metrics(y, s, threshold=0.5)
+    assert given["threshold"] == 0.5 and given["threshold_source"] == "given"
+    json.loads(json.dumps(given, allow_nan=False))

@@ -33,7 +33,7 @@ from ..imageio import InputError
 
 __all__ = [
     "auc", "delong_auc_ci", "delong_test", "delong_covariance", "roc_curve_points",
-    "youden_threshold", "binary_metrics", "plot_roc",
+    "youden_threshold", "binary_metrics", "evaluation_metrics", "plot_roc",
 ]
 
 
@@ -252,6 +252,31 @@ def binary_metrics(y_true, score, threshold: float) -> dict:
         "npv": _ratio(tn, tn + fn),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn),
     }
+
+
+def evaluation_metrics(y_true, score, threshold: float | None = None, alpha: float = 0.05) -> dict:
+    """Everything a classifier's ``metrics.json`` reports, from one set of predictions.
+
+    ``auc`` (ties count 1/2), ``auc_ci_low``/``auc_ci_high`` (DeLong, AUC scale; None when a
+    class has < 2 subjects), then :func:`binary_metrics` at ``threshold`` (default: the
+    :func:`youden_threshold` of these data), plus ``n_positive``, ``n_negative``,
+    ``threshold_source`` ("given" or "youden").  All values are JSON-safe (no NaN).
+    """
+    y = _labels(y_true)
+    s = _scores(score, y.size)
+    n_pos, n_neg = _check_two_classes(y)
+    a = auc(y, s)
+    try:
+        _, lo, hi = delong_auc_ci(y, s, alpha=alpha)
+    except InputError:
+        lo = hi = None
+    source = "given"
+    if threshold is None:
+        threshold, source = youden_threshold(y, s), "youden"
+    out = {"auc": a, "auc_ci_low": lo, "auc_ci_high": hi}
+    out.update(binary_metrics(y, s, threshold))
+    out.update({"n_positive": n_pos, "n_negative": n_neg, "threshold_source": source})
+    return out
 
 
 # ----------------------------------------------------------------------------- plot
