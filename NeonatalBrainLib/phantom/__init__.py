@@ -1,1 +1,11 @@
-"""Digital neonatal brain phantom (SWI + T1 with exact ground truth)."""
+"""Digital neonatal brain phantom (SWI + T1 with exact ground truth).
+
+See docs/phantom.md.  Public API: ``PRESETS``, ``Preset``, ``InjurySpec``,
+``generate_phantom``, ``write_phantom``, ``write_cohort``, ``Phantom``.
+"""
+from .presets import DEFAULT_PRESET, INJURY_KINDS, PRESETS, InjurySpec, Preset, get_preset
+from .generator import Phantom, generate_phantom, vessel_summary, write_phantom
+from .cohort import write_cohort
+
+__all__ = ["PRESETS", "DEFAULT_PRESET", "INJURY_KINDS", "Preset", "InjurySpec", "get_preset", "Phantom",
+           "generate_phantom", "write_phantom", "write_cohort", "vessel_summary"]
