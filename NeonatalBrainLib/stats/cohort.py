@@ -106,10 +106,15 @@ def default_metric_columns(metrics: pd.DataFrame, exclude: Sequence[str] = ()) -
 
 def default_group_columns(clinical: pd.DataFrame, max_levels: int = 6,
                           exclude: Sequence[str] = ()) -> list[str]:
-    """Clinical columns with 2..max_levels distinct non-missing values."""
+    """Clinical columns with 2..max_levels distinct non-missing values, of which at least two
+    hold >= 2 subjects (so id-like columns such as file paths in a tiny cohort are not groups)."""
     skip = set(exclude) | set(ID_COLUMNS)
-    return [c for c in clinical.columns
-            if c not in skip and 2 <= clinical[c].dropna().nunique() <= max_levels]
+    out = []
+    for c in clinical.columns:
+        counts = clinical[c].dropna().value_counts()
+        if c not in skip and 2 <= len(counts) <= max_levels and int((counts >= 2).sum()) >= 2:
+            out.append(c)
+    return out
 
 
 def default_correlation_columns(clinical: pd.DataFrame, max_levels: int = 6,
