@@ -155,6 +155,7 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._cohortProgress = None
         self._cohortFigures = {}
         self._lastPredictionsCsv = None
+        self._lastOverlay = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -243,7 +244,10 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.classifyButton.toolTip = (_("Classify the T1 with the selected model") if hasInput and hasModel
                                           else _("Select a T1 volume and a model"))
         self.ui.exportButton.enabled = bool(p.heatmapVolume) and _path_or_none(p.exportDirectory) is not None
-        if p.heatmapVolume and p.inputVolume:
+        # re-apply the overlay only when the heatmap, its opacity or its threshold changed
+        overlay = (p.heatmapVolume.GetID() if p.heatmapVolume else None, p.heatmapOpacity, p.heatmapThreshold)
+        if p.heatmapVolume and p.inputVolume and overlay != self._lastOverlay:
+            self._lastOverlay = overlay
             self.logic.setHeatmapOverlay(p.inputVolume, p.heatmapVolume, p.heatmapOpacity, p.heatmapThreshold)
 
     def _selectModelInCombo(self, modelId: str) -> None:
@@ -732,24 +736,25 @@ class NeonatalClassifyTest(ScriptedLoadableModuleTest):
 
         import numpy as np
         from NeonatalBrainLib import anatomy, mrml
-        from NeonatalBrainLib.phantom import generate_phantom_files
+        from NeonatalBrainLib.phantom import InjurySpec, write_phantom
         from NeonatalClassifyLib import mrml_logic
 
-        self.delayDisplay("Generating the digital neonatal phantom")
-        tmp = pathlib.Path(tempfile.mkdtemp(prefix="NeonatalClassifyTest-"))
-        files = generate_phantom_files(tmp / "phantom", seed=3)
-        t1Node = mrml.load_volume_node(slicer.mrmlScene, files["t1"], "phantom_t1")
+        self.delayDisplay("Generating a synthetic neonate (digital phantom, bilirubin injury)")
+        folder = pathlib.Path(tempfile.mkdtemp(prefix="NeonatalClassifyTest-")) / "neonate"
+        write_phantom(folder, seed=3, injury=InjurySpec("bilirubin"), modalities=("t1",))
+        t1Node = mrml.load_volume_node(slicer.mrmlScene, folder / "t1.nii.gz", "neonate_T1")
 
         logic = NeonatalClassifyLogic()
         self.delayDisplay("Extracting ROIs")
         seg = logic.extractRois(t1Node)
-        names = {seg.GetSegmentation().GetNthSegment(i).GetName()
-                 for i in range(seg.GetSegmentation().GetNumberOfSegments())}
-        self.assertTrue(set(anatomy.DEEP_GREY_ROIS) <= names)
+        segmentation = seg.GetSegmentation()
+        names = {segmentation.GetNthSegment(i).GetName() for i in range(segmentation.GetNumberOfSegments())}
+        self.assertEqual(names, set(anatomy.DEEP_GREY_ROIS))
 
         self.delayDisplay("Classifying with the demo model")
         outputs = logic.classify(t1Node, mrml_logic.DEMO_MODEL_ID, roiSegmentationNode=seg)
         self.assertTrue(0.0 <= outputs.probability <= 1.0)
+        self.assertEqual(outputs.predicted_label, int(outputs.probability >= outputs.threshold))
         heat = mrml.volume_from_node(outputs.heatmap_node)
         t1 = mrml.volume_from_node(t1Node)
         self.assertEqual(heat.shape, t1.shape)
@@ -757,4 +762,6 @@ class NeonatalClassifyTest(ScriptedLoadableModuleTest):
         self.assertTrue(np.all(np.isfinite(heat.array)) and float(heat.array.min()) >= 0.0)
         self.assertGreater(float(heat.array.max()), 0.0)
         self.assertGreater(outputs.slice_table_node.GetNumberOfRows(), 0)
+        composite = slicer.app.layoutManager().sliceWidget("Red").sliceLogic().GetSliceCompositeNode()
+        self.assertEqual(composite.GetForegroundVolumeID(), outputs.heatmap_node.GetID())
         self.delayDisplay("Test passed")
