@@ -179,3 +179,16 @@ def test_evaluation_metrics_consistent_with_parts():
     given = roc.evaluation_metrics(y, s, threshold=0.5)
     assert given["threshold"] == 0.5 and given["threshold_source"] == "given"
     json.loads(json.dumps(given, allow_nan=False))
+
+
+def test_logit_scale_interval():
+    y, s = _data(14, n=60, shift=1.5)
+    a, lo, hi = roc.delong_auc_ci(y, s, scale="logit")
+    aucs, cov = _delong_direct(y, [s])
+    se = math.sqrt(cov[0, 0]) / (a * (1 - a))
+    lg = math.log(a / (1 - a))
+    assert lo == pytest.approx(1 / (1 + math.exp(-(lg - 1.959963984540054 * se))))
+    assert hi == pytest.approx(1 / (1 + math.exp(-(lg + 1.959963984540054 * se))))
+    assert 0 < lo < a < hi < 1
+    with pytest.raises(InputError, match="scale"):
+        roc.delong_auc_ci(y, s, scale="probit")

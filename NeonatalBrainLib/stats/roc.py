@@ -134,19 +134,27 @@ def delong_covariance(y_true, *scores) -> tuple[np.ndarray, np.ndarray]:
     return aucs, s10 / m + s01 / n0
 
 
-def delong_auc_ci(y_true, score, alpha: float = 0.05) -> tuple[float, float, float]:
+def delong_auc_ci(y_true, score, alpha: float = 0.05, scale: str = "auc") -> tuple[float, float, float]:
     """AUC and its ``1 - alpha`` DeLong confidence interval ``(auc, low, high)``.
 
-    The interval is Wald-type **on the AUC scale**: ``auc -/+ z_{1-alpha/2} * sqrt(var_DeLong)``,
-    clipped to [0, 1] (as pROC's ``ci.auc(method="delong")``).  When every positive
-    outranks every negative the DeLong variance is 0 and the interval is ``(1, 1)``.
+    ``scale="auc"`` (default, as pROC's ``ci.auc(method="delong")``): Wald interval **on the
+    AUC scale**, ``auc -/+ z_{1-alpha/2} * sqrt(var_DeLong)``, clipped to [0, 1].
+    ``scale="logit"``: Wald interval of ``logit(auc)`` with the delta-method SE
+    ``sqrt(var) / (auc (1 - auc))``, transformed back (stays inside (0, 1), asymmetric).
+    When every positive outranks every negative the DeLong variance is 0 and the interval
+    is ``(1, 1)`` on either scale.
     """
     if not 0.0 < alpha < 1.0:
         raise InputError(f"alpha must lie in (0, 1), got {alpha}")
+    if scale not in ("auc", "logit"):
+        raise InputError(f"scale must be 'auc' or 'logit', got {scale!r}")
     aucs, cov = delong_covariance(y_true, score)
     a = float(aucs[0])
     se = math.sqrt(max(float(cov[0, 0]), 0.0))
     zq = float(_st.norm.ppf(1.0 - alpha / 2.0))
+    if scale == "logit" and 0.0 < a < 1.0 and se > 0:
+        centre, half = math.log(a / (1.0 - a)), zq * se / (a * (1.0 - a))
+        return a, 1.0 / (1.0 + math.exp(-(centre - half))), 1.0 / (1.0 + math.exp(-(centre + half)))
     return a, max(0.0, a - zq * se), min(1.0, a + zq * se)
 
 
