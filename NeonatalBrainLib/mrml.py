@@ -11,6 +11,12 @@ Conventions
   ``affine`` voxel -> RAS mm).  A volume node stores the same geometry as its
   IJK-to-RAS matrix, so ``volume_from_node(node).affine == IJKToRAS``.  VTK image
   data are ordered with i fastest, i.e. a C-ordered ``[k, j, i]`` array.
+* Slicer's volume reader makes every grid right-handed: a file whose voxel axes
+  are left-handed (det of the direction matrix < 0, e.g. the common LAS NIfTI)
+  loads with its k axis reversed -- the same image in world coordinates, but
+  ``array[:, :, ::-1]`` of what ``imageio.load_volume`` returns.  Code must go
+  through the affine; :func:`match_voxel_order` puts a volume back into a
+  reference's voxel order.
 * If a node sits under a linear transform, ``volume_from_node`` and
   ``points_from_curve_node`` return world (transformed) coordinates; a
   non-linear transform raises :class:`InputError` (harden it first).
@@ -212,6 +218,34 @@ def volume_from_node(node) -> Volume:
     node.GetIJKToRASMatrix(ijk_to_ras)
     affine = _to_world_matrix(node) @ _np_matrix(ijk_to_ras)
     return Volume(array, affine)
+
+
+def match_voxel_order(volume: Volume, reference: Volume, atol_mm: float = 1e-3) -> Volume:
+    """``volume`` with its axes permuted/reversed so that its affine equals ``reference``'s.
+
+    For two descriptions of the same grid that differ only in voxel order (e.g.
+    a left-handed file read by Slicer vs by :func:`imageio.load_volume`).
+    Raises :class:`InputError` when the grids are not the same up to axis order.
+    """
+    m = np.linalg.inv(volume.affine) @ reference.affine  # reference ijk -> volume ijk
+    rot = np.rint(m[:3, :3])
+    if not np.allclose(m[:3, :3], rot, atol=1e-3) or sorted(np.abs(rot).sum(axis=0)) != [1, 1, 1] \
+            or sorted(np.abs(rot).sum(axis=1)) != [1, 1, 1]:
+        raise InputError("volumes are not on the same grid up to axis order (different spacing or rotation)")
+    perm = [int(np.flatnonzero(rot[:, a])[0]) for a in range(3)]  # volume axis for each reference axis
+    shape_v = np.asarray(volume.shape)
+    expected_t = np.array([0.0 if rot[perm[a], a] > 0 else shape_v[perm[a]] - 1.0 for a in range(3)])
+    t = np.array([m[perm[a], 3] for a in range(3)])
+    spacing = volume.spacing_mm[perm]
+    if np.abs((t - expected_t) * spacing).max() > atol_mm:
+        raise InputError("volumes are not on the same grid up to axis order (grids are offset)")
+    array = np.transpose(np.asarray(volume.array), perm)
+    for a in range(3):
+        if rot[perm[a], a] < 0:
+            array = np.flip(array, axis=a)
+    if array.shape != reference.shape:
+        raise InputError(f"volumes are not on the same grid: shape {array.shape} vs {reference.shape} after reordering")
+    return Volume(np.ascontiguousarray(array), reference.affine.copy())
 
 
 def _image_data_from_array(array: np.ndarray):
@@ -754,7 +788,7 @@ def place_in_folder(scene, node, folder_item: int) -> int:
 
 
 __all__: Sequence[str] = (
-    "load_volume_node", "volume_from_node", "volume_node_from_volume",
+    "load_volume_node", "volume_from_node", "volume_node_from_volume", "match_voxel_order",
     "segmentation_node_from_labels", "labels_from_segmentation_node", "save_segmentation", "load_segmentation",
     "table_node_from_rows", "rows_from_table_node", "save_table_csv",
     "curve_node_from_points", "points_from_curve_node", "save_markups", "load_markups",

@@ -76,7 +76,7 @@ def test_mrml_context_restores_slicer_globals():
 
 
 # ----------------------------------------------------------------------------- volumes
-@pytest.mark.parametrize("flip", [(1, 1, 1), (-1, -1, 1)], ids=["ras-like", "lps-like"])
+@pytest.mark.parametrize("flip", [(1, 1, 1), (-1, -1, 1), (-1, 1, 1)], ids=["ras-like", "lps-like", "left-handed"])
 def test_oblique_nifti_to_volume_node(mrml_scene, tmp_path, flip):
     aff = oblique_affine(flip=flip)
     data = np.random.default_rng(1).normal(100, 20, (16, 12, 7)).astype(np.float32)
@@ -89,23 +89,47 @@ def test_oblique_nifti_to_volume_node(mrml_scene, tmp_path, flip):
     node = mrml.load_volume_node(mrml_scene.scene, path, name="T1")
     assert node.IsA("vtkMRMLScalarVolumeNode") and not node.IsA("vtkMRMLLabelMapVolumeNode")
     assert node.GetName() == "T1"
-    np.testing.assert_allclose(node.GetSpacing(), np.linalg.norm(aff[:3, :3], axis=0), atol=1e-5)
-    np.testing.assert_allclose(node.GetOrigin(), aff[:3, 3], atol=1e-4)
-    np.testing.assert_allclose(node_matrix(node), aff, atol=1e-4)
+    assert node.GetDisplayNode() is not None and node.GetDisplayNode().GetColorNodeID()
     vol = mrml.volume_from_node(node)
     ref = nib.load(path)
-    np.testing.assert_allclose(vol.affine, ref.affine, atol=1e-4)
-    np.testing.assert_array_equal(vol.array, np.asarray(ref.dataobj))
+    via_nibabel = Volume(np.asarray(ref.dataobj), ref.affine)
     via_imageio = imageio.load_volume(path)
-    np.testing.assert_allclose(vol.affine, via_imageio.affine, atol=1e-4)
-    np.testing.assert_array_equal(vol.array, via_imageio.array)
-    assert node.GetDisplayNode() is not None and node.GetDisplayNode().GetColorNodeID()
+    # the same image in world coordinates, whatever the voxel order
+    for other in (via_nibabel, via_imageio):
+        matched = mrml.match_voxel_order(vol, other)
+        np.testing.assert_allclose(matched.affine, other.affine, atol=1e-4)
+        np.testing.assert_array_equal(matched.array, other.array)
+    if np.linalg.det(aff[:3, :3]) > 0:
+        np.testing.assert_allclose(node.GetSpacing(), np.linalg.norm(aff[:3, :3], axis=0), atol=1e-5)
+        np.testing.assert_allclose(node.GetOrigin(), aff[:3, 3], atol=1e-4)
+        np.testing.assert_allclose(node_matrix(node), aff, atol=1e-4)
+        np.testing.assert_array_equal(vol.array, via_nibabel.array)
+    else:
+        # Slicer's reader makes left-handed grids right-handed by reversing k (documented in mrml)
+        assert np.linalg.det(vol.affine[:3, :3]) > 0
+        np.testing.assert_array_equal(vol.array, via_nibabel.array[:, :, ::-1])
 
 
+def test_match_voxel_order_rejects_other_grids():
+    a = Volume(np.zeros((4, 5, 6)), oblique_affine())
+    shifted = a.affine.copy()
+    shifted[:3, 3] += 0.3
+    with pytest.raises(InputError, match="offset"):
+        mrml.match_voxel_order(a, Volume(np.zeros((4, 5, 6)), shifted))
+    with pytest.raises(InputError, match="rotation"):
+        mrml.match_voxel_order(a, Volume(np.zeros((4, 5, 6)), oblique_affine(spacing=(0.5, 0.5, 2.0))))
+    perm = a.affine.copy()
+    perm[:3, :3] = a.affine[:3, [2, 0, 1]]
+    data = np.arange(120.0).reshape(4, 5, 6)
+    moved = mrml.match_voxel_order(Volume(data, a.affine), Volume(np.zeros((6, 4, 5)), perm))
+    np.testing.assert_array_equal(moved.array, data.transpose(2, 0, 1))
+
+
+@pytest.mark.parametrize("k_sign", [1, -1], ids=["right-handed", "left-handed"])
 @pytest.mark.parametrize("space", ["left-posterior-superior", "right-anterior-superior"])
-def test_nrrd_space_to_volume_node(mrml_scene, tmp_path, space):
+def test_nrrd_space_to_volume_node(mrml_scene, tmp_path, space, k_sign):
     rot = rotation((0, 1, 1), -17.0)
-    directions = rot @ np.diag([0.6, 0.6, 1.5])  # columns = i, j, k steps in the file's space
+    directions = rot @ np.diag([0.6, 0.6, 1.5 * k_sign])  # columns = i, j, k steps in the file's space
     origin = np.array([-20.0, 14.0, -3.5])
     data = (np.arange(10 * 11 * 6) % 7).reshape(10, 11, 6).astype(np.int16)
     path = tmp_path / "labels.nrrd"
@@ -119,9 +143,12 @@ def test_nrrd_space_to_volume_node(mrml_scene, tmp_path, space):
     node = mrml.load_volume_node(mrml_scene.scene, path, labelmap=True)
     assert node.IsA("vtkMRMLLabelMapVolumeNode")
     vol = mrml.volume_from_node(node)
-    np.testing.assert_allclose(vol.affine, expected, atol=1e-5)
-    np.testing.assert_array_equal(vol.array, data)
     assert vol.array.dtype == np.int16
+    matched = mrml.match_voxel_order(vol, Volume(data, expected))
+    np.testing.assert_array_equal(matched.array, data)
+    if k_sign > 0:
+        np.testing.assert_allclose(vol.affine, expected, atol=1e-5)
+        np.testing.assert_array_equal(vol.array, data)
     np.testing.assert_allclose(imageio.load_volume(path).affine, expected, atol=1e-5)
 
 
@@ -328,3 +355,53 @@ def test_subject_hierarchy_folders(mrml_scene):
     item = mrml.place_in_folder(scene, node, sub)
     assert sh.GetItemParent(item) == sub and sh.GetItemDataNode(item) is node
     assert mrml.place_in_folder(scene, node, top) == item and sh.GetItemParent(item) == top
+
+
+# ----------------------------------------------------------------------------- updates in place, fallbacks
+def test_segmentation_reference_geometry_and_update_in_place(mrml_scene, labels_volume):
+    scene = mrml_scene.scene
+    fine_affine = labels_volume.affine.copy()
+    fine_affine[:3, :3] /= 2
+    fine = Volume(np.zeros(tuple(2 * s for s in labels_volume.shape), np.uint8), fine_affine)
+    ref_node = mrml.volume_node_from_volume(scene, fine, "fine reference")
+    seg = mrml.segmentation_node_from_labels(scene, labels_volume, NAMES, reference_volume_node=ref_node)
+    geometry = seg.GetSegmentation().GetConversionParameter(
+        slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
+    values = [float(v) for v in geometry.split(";") if v]
+    np.testing.assert_allclose(np.reshape(values[:16], (4, 4)), fine_affine, atol=1e-6)
+    assert values[16:] == [0, fine.shape[0] - 1, 0, fine.shape[1] - 1, 0, fine.shape[2] - 1]
+
+    # export onto the finer grid: each coarse voxel becomes 2 x 2 x 2 fine voxels
+    on_fine, _ = mrml.labels_from_segmentation_node(seg, fine)
+    for value in NAMES:
+        assert (on_fine.array == value).sum() == 8 * (labels_volume.array == value).sum()
+
+    only_thalamus = labels_volume.with_array(np.where(labels_volume.array == 15, 15, 0).astype(np.uint8))
+    same = mrml.segmentation_node_from_labels(scene, only_thalamus, {15: "thalamus_left"}, node=seg)
+    assert same is seg and seg.GetSegmentation().GetNumberOfSegments() == 1
+    back, table = mrml.labels_from_segmentation_node(seg, labels_volume)
+    assert table == {15: "thalamus_left"}
+    np.testing.assert_array_equal(back.array, only_thalamus.array)
+
+
+def test_curve_update_in_place_keeps_node(mrml_scene):
+    pts = helix(40)
+    node = mrml.curve_node_from_points(mrml_scene.scene, pts, "v1")
+    assert node.GetLocked()
+    shorter = pts[::4] + 1.0
+    same = mrml.curve_node_from_points(mrml_scene.scene, shorter, "v1", node=node)
+    assert same is node and node.GetNumberOfControlPoints() == len(shorter)
+    assert node.GetCurveLengthWorld() == pytest.approx(centerline.arc_length_mm(shorter), rel=1e-5)
+
+
+def test_load_volume_node_without_volumes_logic(tmp_path):
+    """A bare scene (no application logic) reads through a storage node, still in RAS."""
+    aff = oblique_affine(flip=(-1, 1, 1))
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    path = tmp_path / "bare.nii.gz"
+    nib.save(nib.Nifti1Image(data, aff), path)
+    scene = slicer.vtkMRMLScene()
+    node = mrml.load_volume_node(scene, path, name="bare")
+    assert node.GetStorageNode() is not None and node.GetName() == "bare"
+    vol = mrml.match_voxel_order(mrml.volume_from_node(node), Volume(data, aff))
+    np.testing.assert_array_equal(vol.array, data)
