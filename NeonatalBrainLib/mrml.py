@@ -126,6 +126,7 @@ def _write_with_storage_node(node, storage_class: str, path: Path, what: str) ->
     if hasattr(storage, "SetUseCompression"):
         storage.SetUseCompression(1)
     if not storage.WriteData(node):
+        path.unlink(missing_ok=True)  # a partial file of ours (the caller checked it was new)
         raise OSError(f"{what}: writing {path} failed")
     return path
 
@@ -362,8 +363,10 @@ def segmentation_node_from_labels(scene, labels: Volume, names: Mapping[int, str
     segmentation = node.GetSegmentation()
     segmentation.RemoveAllSegments()
     binary_name = slicer.vtkSegmentationConverter.GetSegmentationBinaryLabelmapRepresentationName()
-    segmentation.SetSourceRepresentationName(binary_name) if hasattr(segmentation, "SetSourceRepresentationName") \
-        else segmentation.SetMasterRepresentationName(binary_name)
+    if hasattr(segmentation, "SetSourceRepresentationName"):  # Slicer >= 5.4
+        segmentation.SetSourceRepresentationName(binary_name)
+    else:
+        segmentation.SetMasterRepresentationName(binary_name)
     geometry_param = slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName()
     if reference_volume_node is not None:
         node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
@@ -608,9 +611,11 @@ def save_table_csv(node, path: str | os.PathLike, overwrite: bool = False) -> Pa
 
     Slicer also writes ``<stem>.schema.csv`` beside it (column types and units).
     """
-    path = _check_new_file(path, overwrite)
-    if path.suffix.lower() not in (".csv", ".tsv", ".txt"):
+    path = Path(path)
+    if path.suffix.lower() not in (".csv", ".tsv"):
         raise InputError(f"table file {path}: use a .csv or .tsv name")
+    _check_new_file(path.with_name(path.stem + ".schema" + path.suffix), overwrite)
+    path = _check_new_file(path, overwrite)
     return _write_with_storage_node(node, "vtkMRMLTableStorageNode", path, _node_label(node))
 
 
@@ -653,8 +658,8 @@ def curve_node_from_points(scene, points_ras, name: str, node=None, hide_control
         if hide_control_points:
             display.SetPointLabelsVisibility(False)
             display.SetPropertiesLabelVisibility(False)
-            display.SetGlyphScale(0.01) if hasattr(display, "SetGlyphScale") else None
-            display.SetUseGlyphScale(True) if hasattr(display, "SetUseGlyphScale") else None
+            display.SetUseGlyphScale(True)
+            display.SetGlyphScale(0.01)  # relative to the view size: points vanish, the line stays
     node.SetLocked(True)
     return node
 

@@ -293,6 +293,11 @@ def test_rows_table_csv_round_trip(mrml_scene, tmp_path):
     np.testing.assert_allclose(df["width_mm"], [0.62, 1.25, 0.4])
     with pytest.raises(OutputExistsError):
         mrml.save_table_csv(node, csv_path)
+    user_schema = tmp_path / "other.schema.csv"
+    user_schema.write_text("user's own file")
+    with pytest.raises(OutputExistsError, match="other.schema.csv"):
+        mrml.save_table_csv(node, tmp_path / "other.csv")
+    assert user_schema.read_text() == "user's own file" and not (tmp_path / "other.csv").exists()
 
     # a DataFrame in, updating the same node
     same = mrml.table_node_from_rows(mrml_scene.scene, df, "vessels", node=node)
