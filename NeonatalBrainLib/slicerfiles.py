@@ -216,6 +216,9 @@ def _parse_rgb(text: str, what: str) -> tuple[float, float, float]:
 def read_seg_nrrd(path: str | os.PathLike) -> tuple[Volume, list[tuple[int, str, tuple[float, float, float]]]]:
     """Read a Slicer ``.seg.nrrd``: (labels Volume in RAS, [(value, name, rgb), ...] in segment order).
 
+    The grid is the file's own (Slicer may crop a segmentation to the extent of
+    its segments; the affine accounts for that): resample onto a reference with
+    ``imageio.resample_to_grid(..., interpolation="nearest")`` where needed.
     A single-layer file keeps its label values.  A multi-layer file (4D, segments
     overlapping) is flattened: each segment keeps its value where that is unique,
     else gets the next free one; where segments overlap the later one wins.

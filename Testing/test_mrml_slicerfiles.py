@@ -174,3 +174,27 @@ def test_markups_bad_input(tmp_path):
     bad.write_text("{\"nothing\": 1}")
     with pytest.raises(InputError, match="bad.mrk.json"):
         slicerfiles.read_markups_json(bad)
+
+
+def test_read_multilayer_seg_nrrd_from_slicer(mrml_scene, tmp_path):
+    """Overlapping segments make Slicer write a 4D (layered) file; the reader flattens it, later wins."""
+    import slicer
+
+    scene = mrml_scene.scene
+    first = np.zeros((12, 10, 8), np.uint8)
+    first[2:6, 2:6, 2:6] = 1
+    grid = Volume(first, np.diag([0.8, 0.8, 1.2, 1.0]))
+    node = mrml.segmentation_node_from_labels(scene, grid, {1: "a"}, {1: (1.0, 0.0, 0.0)})
+    ref = mrml.volume_node_from_volume(scene, grid, "ref", labelmap=True)
+    second = np.zeros_like(first)
+    second[4:9, 4:9, 4:7] = 1
+    sid = node.GetSegmentation().AddEmptySegment("b", "b", (0.0, 1.0, 0.0))
+    slicer.util.updateSegmentBinaryLabelmapFromArray(second.transpose(2, 1, 0), node, sid, ref)
+    assert node.GetSegmentation().GetNumberOfLayers() == 2
+    path = mrml.save_segmentation(node, tmp_path / "overlap.seg.nrrd")
+
+    vol, segs = slicerfiles.read_seg_nrrd(path)
+    assert [(v, n) for v, n, _ in segs] == [(1, "a"), (2, "b")]  # both had LabelValue 1 in their layers
+    np.testing.assert_allclose(vol.affine, grid.affine, atol=1e-6)
+    np.testing.assert_array_equal(vol.array == 2, second == 1)
+    np.testing.assert_array_equal(vol.array == 1, (first == 1) & (second == 0))
