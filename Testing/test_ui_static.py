@@ -15,11 +15,14 @@ MODULES = ("NeonatalVessels", "NeonatalClassify")
 
 
 def test_checker_passes_a_matching_module():
+    pytest.importorskip("slicer", reason="the subclass check (labelmap for a scalar-volume field) uses slicer-core")
     report = uicheck.check_files(DATA / "UI" / "good.ui", DATA / "good_module.py", resources_dir=DATA)
     assert report.ok, report.summary()
     assert report.parameter_class == "GoodParameterNode"
     assert report.bindings == {"inputSelector": "inputVolume", "thresholdSliderWidget": "thresholdHu",
-                               "smoothingSpinBox": "options.smoothingIterations"}
+                               "smoothingSpinBox": "options.smoothingIterations", "maskSelector": "mask"}
+    assert report.node_types == {"inputSelector": ["vtkMRMLScalarVolumeNode"],
+                                 "maskSelector": ["vtkMRMLLabelMapVolumeNode"]}
     # names found through self.ui, an alias and getattr; a layout counts (childWidgetVariables exposes it)
     assert set(report.used_names) == {"applyButton", "inputsCollapsibleButton", "inputSelector", "mainLayout",
                                       "thresholdSliderWidget"}
@@ -33,7 +36,9 @@ def test_checker_reports_every_mismatch():
     assert sorted(report.unknown_parameters) == [("smoothingSpinBox", "options.iterations"),
                                                  ("thresholdSliderWidget", "thresholdHU")]
     assert report.missing_resources == ["UI/missing.ui"]
-    assert len(report.problems) == 6
+    assert sorted(report.kind_mismatches) == [("inputSelector", "inputVolume"), ("maskSelector", "maskThreshold"),
+                                              ("outputTableLineEdit", "outputTable")]
+    assert len(report.problems) == 9
     text = report.summary()
     assert "self.ui.runButton" in text and "thresholdHU" in text
 
@@ -45,7 +50,7 @@ def test_checker_reports_unparsable_ui_and_missing_wrapper(tmp_path):
     no_wrapper = tmp_path / "plain.py"
     no_wrapper.write_text("class W:\n    def setup(self):\n        self.ui.applyButton.enabled = True\n")
     report = uicheck.check_files(DATA / "UI" / "good.ui", no_wrapper)
-    assert report.problems == [f"good.ui binds 3 widgets with SlicerParameterName but plain.py has no "
+    assert report.problems == [f"good.ui binds 4 widgets with SlicerParameterName but plain.py has no "
                                f"@parameterNodeWrapper class"]
 
 

@@ -13,7 +13,12 @@ For a module ``M`` (``M/M.py`` + ``M/Resources/UI/M.ui``) it checks that
    decorated with ``@parameterNodeWrapper`` (its annotated class attributes;
    a dotted name ``pack.field`` is followed into a ``@parameterPack`` class of
    the same file);
-4. every ``self.resourcePath("...")`` the module loads exists under ``M/Resources``.
+4. a widget bound to a parameter has a matching kind: a MRML node selector
+   (``qMRMLNodeComboBox``) is bound to a field annotated with MRML node classes
+   and each of its ``nodeTypes`` is one of them or a subclass (checked with
+   slicer-core's classes when installed, else by name); any other widget is
+   bound to a non-node field;
+5. every ``self.resourcePath("...")`` the module loads exists under ``M/Resources``.
 
 Use: ``python Testing/uicheck.py [MODULE_DIR ...]`` (exit status 1 on problems),
 or :func:`check_module` / :func:`check_files` from tests.
@@ -28,6 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PARAMETER_PROPERTY = "SlicerParameterName"
+#: Widget classes that select MRML nodes (bound to node-typed parameters).
+NODE_SELECTORS = ("qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox")
 
 
 @dataclass
@@ -41,6 +48,9 @@ class UIReport:
     parameter_class: str | None = None
     parameter_fields: set[str] = field(default_factory=set)
     bindings: dict[str, str] = field(default_factory=dict)  # widget name -> SlicerParameterName
+    widget_classes: dict[str, str] = field(default_factory=dict)  # widget name -> class in the .ui
+    node_types: dict[str, list[str]] = field(default_factory=dict)  # node selector -> nodeTypes
+    kind_mismatches: list[tuple[str, str]] = field(default_factory=list)  # (widget, parameter)
     missing_ui_names: list[str] = field(default_factory=list)
     unknown_parameters: list[tuple[str, str]] = field(default_factory=list)  # (widget, parameter)
     missing_resources: list[str] = field(default_factory=list)
@@ -67,8 +77,15 @@ def _qt_app():
     return QApplication.instance() or QApplication([])
 
 
-def load_ui(ui_path: Path) -> tuple[set[str], dict[str, str], list[str]]:
-    """(object names, widget name -> SlicerParameterName, Qt warnings) of a ``.ui`` file.
+def widget_classes(ui_path: Path) -> dict[str, str]:
+    """Widget name -> class name as written in the ``.ui`` (before Qt substitutes unknown classes)."""
+    root = ET.parse(ui_path).getroot()
+    return {w.get("name"): w.get("class") for w in root.iter("widget") if w.get("name")}
+
+
+def load_ui(ui_path: Path) -> tuple[set[str], dict[str, str], list[str], dict[str, list[str]]]:
+    """(object names, widget name -> SlicerParameterName, Qt warnings, widget name -> nodeTypes)
+    of a ``.ui`` file.
 
     Raises ``ValueError`` naming the file and the problem if it does not parse.
     """
@@ -99,15 +116,18 @@ def load_ui(ui_path: Path) -> tuple[set[str], dict[str, str], list[str]]:
             raise ValueError(f"{ui_path}: QUiLoader could not build it: {loader.errorString()}")
         objects = [widget] + widget.findChildren(QObject)
         names = {o.objectName() for o in objects if o.objectName()}
-        bindings = {}
+        bindings, node_types = {}, {}
         for o in objects:
             value = o.property(PARAMETER_PROPERTY)
             if value is not None:
                 bindings[o.objectName() or f"<unnamed {type(o).__name__}>"] = str(value)
+            types = o.property("nodeTypes")
+            if types is not None and o.objectName():
+                node_types[o.objectName()] = [str(t) for t in (types if isinstance(types, (list, tuple)) else [types])]
         widget.deleteLater()
     finally:
         qInstallMessageHandler(previous)
-    return names, bindings, warnings
+    return names, bindings, warnings, node_types
 
 
 # ----------------------------------------------------------------------------- .py side
@@ -178,6 +198,19 @@ def parse_module(py_path: Path) -> dict:
     return {"ui_names": used, "wrapper": wrapper, "fields": fields, "packs": packs, "resources": resources}
 
 
+def _mrml_class_accepts(node_type: str, annotated: set[str]) -> bool:
+    """Whether a selector offering ``node_type`` nodes only yields instances of ``annotated`` classes."""
+    if node_type in annotated:
+        return True
+    try:
+        import slicer
+    except ImportError:
+        return False
+    cls = getattr(slicer, node_type, None)
+    return cls is not None and any(
+        isinstance(getattr(slicer, a, None), type) and issubclass(cls, getattr(slicer, a)) for a in annotated)
+
+
 def _parameter_known(name: str, fields: dict[str, ast.expr], packs: dict[str, dict]) -> bool:
     head, _, rest = name.partition(".")
     if head not in fields:
@@ -195,7 +228,8 @@ def check_files(ui_path: Path, py_path: Path, resources_dir: Path | None = None)
     """Check one ``.ui`` against one module ``.py`` (see the module docstring)."""
     report = UIReport(Path(ui_path), Path(py_path))
     try:
-        report.ui_names, report.bindings, report.qt_warnings = load_ui(report.ui_path)
+        report.ui_names, report.bindings, report.qt_warnings, report.node_types = load_ui(report.ui_path)
+        report.widget_classes = widget_classes(report.ui_path)
     except ValueError as exc:
         report.problems.append(f"UI does not parse: {exc}")
         return report
@@ -221,12 +255,35 @@ def check_files(ui_path: Path, py_path: Path, resources_dir: Path | None = None)
                 report.unknown_parameters.append((widget, parameter))
                 report.problems.append(f"widget '{widget}' has {PARAMETER_PROPERTY}='{parameter}', which is not a "
                                        f"field of {report.parameter_class}")
+            elif "." not in parameter:
+                problem = _kind_problem(widget, report.widget_classes.get(widget, ""),
+                                        report.node_types.get(widget, []), parameter, facts["fields"][parameter])
+                if problem:
+                    report.kind_mismatches.append((widget, parameter))
+                    report.problems.append(problem)
     if resources_dir is not None:
         for resource, line in sorted(facts["resources"].items(), key=lambda kv: kv[1]):
             if not (Path(resources_dir) / resource).exists():
                 report.missing_resources.append(resource)
                 report.problems.append(f"resourcePath('{resource}') (line {line}) does not exist in {resources_dir}")
     return report
+
+
+def _kind_problem(widget: str, widget_class: str, node_types: list[str], parameter: str,
+                  annotation: ast.expr) -> str | None:
+    annotated = {n for n in _annotation_names(annotation) if n.startswith("vtkMRML")}
+    if widget_class in NODE_SELECTORS:
+        if not annotated:
+            return (f"node selector '{widget}' ({widget_class}) is bound to '{parameter}', "
+                    f"which is not annotated with a MRML node class")
+        wrong = [t for t in node_types if not _mrml_class_accepts(t, annotated)]
+        if wrong:
+            return (f"node selector '{widget}' offers {wrong}, which '{parameter}' "
+                    f"({', '.join(sorted(annotated))}) does not accept")
+    elif annotated:
+        return (f"widget '{widget}' ({widget_class}) is bound to node parameter '{parameter}' "
+                f"({', '.join(sorted(annotated))}) but is not a node selector")
+    return None
 
 
 def module_paths(module_dir: Path) -> tuple[Path, Path]:

@@ -2,7 +2,9 @@
 
 Expected problems: self.ui.runButton, ui.statusLabel and getattr(self.ui, "outputSelector") are not in
 the .ui; SlicerParameterName 'thresholdHU' (case) and 'options.iterations' are not fields; the
-resource UI/missing.ui does not exist.
+input selector offers vtkMRMLModelNode for a scalar-volume field; a node selector is bound to the
+float 'maskThreshold'; a line edit is bound to the table node 'outputTable'; the resource
+UI/missing.ui does not exist.
 """
 import slicer
 from slicer.parameterNodeWrapper import parameterNodeWrapper, parameterPack
@@ -18,6 +20,8 @@ class BrokenParameterNode:
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     thresholdHu: float = 0.0
     options: BrokenOptions
+    maskThreshold: float = 0.5
+    outputTable: slicer.vtkMRMLTableNode
 
 
 class BrokenWidget:

@@ -15,6 +15,7 @@ class GoodParameterNode:
     inputVolume: slicer.vtkMRMLScalarVolumeNode
     thresholdHu: Annotated[float, WithinRange(-100.0, 100.0)] = 0.0
     options: GoodOptions
+    mask: slicer.vtkMRMLScalarVolumeNode  # the selector offers a subclass (labelmaps): allowed
     outputTable: slicer.vtkMRMLTableNode  # no widget: allowed
 
 
