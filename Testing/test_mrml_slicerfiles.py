@@ -75,6 +75,12 @@ def test_seg_nrrd_pure_python_round_trip_and_determinism(tmp_path, vessel_labels
         np.testing.assert_allclose(rgb, expected, atol=1e-6)
     with pytest.raises(OutputExistsError):
         slicerfiles.write_seg_nrrd(a, vessel_labels, SEGMENTS)
+    # an independent reader (SimpleITK via imageio) sees the same voxels at the same RAS positions
+    from NeonatalBrainLib import imageio
+
+    via_itk = imageio.load_volume(a)
+    np.testing.assert_allclose(via_itk.affine, vessel_labels.affine, atol=1e-5)
+    np.testing.assert_array_equal(via_itk.array, vessel_labels.array)
 
 
 def test_read_seg_nrrd_written_by_slicer(mrml_scene, tmp_path, vessel_labels):
