@@ -395,14 +395,13 @@ def segmentation_node_from_labels(scene, labels: Volume, names: Mapping[int, str
 
 
 def _segment_value(segment) -> int | None:
-    tag = ""
-    try:
-        found, tag = segment.GetTag(LABEL_VALUE_TAG)
-    except TypeError:  # older wrappings: GetTag(key, str_out)
-        found = False
-    if found and tag:
+    """The label value a segment stands for: its NeonatalBrain tag, else its LabelValue (> 0), else None."""
+    import vtk
+
+    tag = vtk.reference("")
+    if segment.GetTag(LABEL_VALUE_TAG, tag):
         try:
-            return int(tag)
+            return int(str(tag.get()))
         except ValueError:
             pass
     value = int(segment.GetLabelValue())

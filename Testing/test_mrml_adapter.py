@@ -410,3 +410,20 @@ def test_load_volume_node_without_volumes_logic(tmp_path):
     assert node.GetStorageNode() is not None and node.GetName() == "bare"
     vol = mrml.match_voxel_order(mrml.volume_from_node(node), Volume(data, aff))
     np.testing.assert_array_equal(vol.array, data)
+
+
+def test_values_survive_segment_editing(mrml_scene, labels_volume):
+    """Editing a segment moves it to its own layer with LabelValue 1; the export still gives its value."""
+    scene = mrml_scene.scene
+    seg = mrml.segmentation_node_from_labels(scene, labels_volume, NAMES)
+    ref = mrml.volume_node_from_volume(scene, labels_volume, "ref", labelmap=True)
+    edited = np.zeros(labels_volume.shape, np.uint8)
+    edited[16:22, 12:18, 5:8] = 1  # clear of the other segments
+    slicer.util.updateSegmentBinaryLabelmapFromArray(edited.transpose(2, 1, 0), seg, "globus_pallidus_left", ref)
+    segment = seg.GetSegmentation().GetSegment("globus_pallidus_left")
+    assert segment.GetLabelValue() != 13  # Slicer renumbered it in its new layer
+    back, table = mrml.labels_from_segmentation_node(seg, labels_volume)
+    assert table == NAMES
+    assert ((back.array == 13) == (edited == 1)).all()
+    expected_14 = labels_volume.array == 14
+    np.testing.assert_array_equal(back.array == 14, expected_14)
