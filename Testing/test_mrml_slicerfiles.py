@@ -204,3 +204,21 @@ def test_read_multilayer_seg_nrrd_from_slicer(mrml_scene, tmp_path):
     np.testing.assert_allclose(vol.affine, grid.affine, atol=1e-6)
     np.testing.assert_array_equal(vol.array == 2, second == 1)
     np.testing.assert_array_equal(vol.array == 1, (first == 1) & (second == 0))
+
+
+def test_modules_import_without_slicer_or_vtk():
+    """mrml imports slicer/vtk only when called; slicerfiles never needs them."""
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['slicer'] = None; sys.modules['vtk'] = None\n"
+            "import NeonatalBrainLib.mrml, NeonatalBrainLib.slicerfiles\n"
+            "import numpy as np, tempfile, pathlib\n"
+            "from NeonatalBrainLib.imageio import Volume\n"
+            "d = pathlib.Path(tempfile.mkdtemp())\n"
+            "NeonatalBrainLib.slicerfiles.write_seg_nrrd(d / 'a.seg.nrrd', Volume(np.ones((2, 2, 2), np.uint8), np.eye(4)),"
+            " [(1, 'x', (1, 0, 0))])\n"
+            "print(NeonatalBrainLib.slicerfiles.read_seg_nrrd(d / 'a.seg.nrrd')[1])\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "(1, 'x', (1.0, 0.0, 0.0))" in proc.stdout
