@@ -142,10 +142,10 @@ class BrainModel:
         s = self.s
         f = 1.0 + sign * self.asym
         table = {
-            "thalamus": ((8.0, -11.0, 3.0), (6.5, 10.0, 7.0)),
-            "globus_pallidus": ((13.6, -1.0, -0.5), (2.8, 6.0, 4.5)),
-            "putamen": ((18.0, 1.5, 0.0), (3.8, 11.0, 8.0)),
-            "caudate_head": ((9.0, 9.5, 6.5), (4.0, 7.0, 6.0)),
+            "thalamus": ((8.0, -11.0, 3.0), (7.0, 11.0, 7.5)),
+            "globus_pallidus": ((13.8, -1.0, -0.5), (3.2, 6.8, 5.0)),
+            "putamen": ((18.6, 1.5, 0.0), (4.2, 12.0, 8.5)),
+            "caudate_head": ((9.2, 10.0, 6.0), (4.2, 7.5, 6.5)),
             "third_ventricle": ((0.0, -8.0, 2.0), (1.0, 10.0, 8.0)),
             "cerebellum": ((0.0, -42.0, -27.0), (30.0, 14.0, 11.0)),
         }
@@ -165,7 +165,7 @@ class BrainModel:
 
     def brainstem_segment(self):
         s = self.s
-        return np.array([0, -15.0, -4.0]) * s, np.array([0, -24.0, -40.0]) * s, 7.0 * s[0]
+        return np.array([0, -17.0, -10.0]) * s, np.array([0, -27.0, -42.0]) * s, 6.5 * s[0]
 
     # ---------------------------------------------------------------- envelope and cortex
     def envelope_depth(self, p: np.ndarray) -> np.ndarray:
@@ -366,7 +366,7 @@ def build_model(preset: Preset, rng: np.random.Generator) -> BrainModel:
         vside = vs * (1.0 + sign * rng.uniform(-0.08, 0.08))
         # C-shaped curve: frontal horn -> body -> atrium -> temporal horn (x along the lateral wall).
         ctrl = np.array([
-            [5.0, 31.0, 6.0], [5.5, 22.0, 10.0], [6.5, 8.0, 13.0], [8.0, -6.0, 14.0],
+            [4.8, 27.0, 2.0], [5.2, 19.0, 4.5], [6.2, 7.0, 10.5], [8.0, -6.0, 13.5],
             [11.0, -18.0, 12.5], [16.5, -25.0, 7.0], [21.0, -22.0, -3.0], [23.0, -12.0, -10.0],
             [23.5, -1.0, -13.5]])
         ctrl = ctrl * s
@@ -375,8 +375,8 @@ def build_model(preset: Preset, rng: np.random.Generator) -> BrainModel:
         m = len(pts)
         t = np.linspace(0, 1, m)
         # half-width (lateral) and half-height profiles along the curve
-        hw = np.interp(t, [0, 0.1, 0.45, 0.62, 0.8, 1.0], [3.0, 4.0, 4.5, 4.5, 2.5, 1.5])
-        hh = np.interp(t, [0, 0.1, 0.45, 0.62, 0.8, 1.0], [2.5, 2.6, 1.6, 2.6, 1.6, 1.0])
+        hw = np.interp(t, [0, 0.12, 0.3, 0.45, 0.62, 0.8, 1.0], [2.0, 2.6, 4.0, 4.5, 4.5, 2.5, 1.5])
+        hh = np.interp(t, [0, 0.12, 0.22, 0.32, 0.45, 0.62, 0.8, 1.0], [2.6, 4.0, 3.6, 2.0, 1.6, 2.6, 1.6, 1.0])
         grow = np.sqrt(vside)
         ventricle[side] = Tube(pts, hw * s[0] * grow, hh * s[2] * vside, side=sign)
         octrl = np.array([[16.0, -24.0, 7.0], [16.5, -33.0, 6.5], [14.0, -42.0, 5.0]]) * s

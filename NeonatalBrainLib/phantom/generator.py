@@ -158,7 +158,7 @@ def render_tissue(model: BrainModel, grid: Volume, pose_inv: np.ndarray, table: 
     return codes, signal
 
 
-def render_vessels(vessels: list[dict], grid: Volume, pose_inv: np.ndarray, n_sub: float = 0.2):
+def render_vessels(vessels: list[dict], grid: Volume, pose_inv: np.ndarray, n_sub: float = 0.25):
     """(max vessel volume fraction per voxel, vessel id of that fraction) on ``grid``.
 
     The fraction of a voxel is the share of its sub-samples (spacing <= ``n_sub`` mm)
@@ -204,19 +204,23 @@ def render_vessels(vessels: list[dict], grid: Volume, pose_inv: np.ndarray, n_su
 def bias_field(grid: Volume, rng: np.random.Generator, amplitude: float) -> np.ndarray:
     """Smooth multiplicative field exp(sum of random 1st/2nd-order terms), max |log| ~ amplitude."""
     ni, nj, nk = grid.shape
-    u = [np.linspace(-1, 1, n) for n in (ni, nj, nk)]
-    c = rng.uniform(-1, 1, 9)
+    u = [np.linspace(-1, 1, n, dtype=np.float32) for n in (ni, nj, nk)]
+    c = rng.uniform(-1, 1, 9).astype(np.float32)
     x, y, z = u[0][:, None, None], u[1][None, :, None], u[2][None, None, :]
     g = (c[0] * x + c[1] * y + c[2] * z + 0.6 * (c[3] * x * y + c[4] * y * z + c[5] * x * z)
          + 0.5 * (c[6] * x * x + c[7] * y * y + c[8] * z * z))
-    g = g / max(float(np.abs(g).max()), 1e-6) * amplitude
-    return np.exp(g).astype(np.float32)
+    g *= np.float32(amplitude / max(float(np.abs(g).max()), 1e-6))
+    return np.exp(g, out=g)
 
 
 def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    n1 = rng.normal(0.0, sigma, signal.shape).astype(np.float32)
-    n2 = rng.normal(0.0, sigma, signal.shape).astype(np.float32)
-    return np.sqrt((signal + n1) ** 2 + n2 ** 2)
+    """Magnitude of the complex signal plus complex Gaussian noise of std ``sigma`` per channel."""
+    n1 = rng.standard_normal(signal.shape, dtype=np.float32)
+    n1 *= np.float32(sigma)
+    n1 += signal
+    n2 = rng.standard_normal(signal.shape, dtype=np.float32)
+    n2 *= np.float32(sigma)
+    return np.hypot(n1, n2)
 
 
 def _injury_table(table: np.ndarray, injury: InjurySpec | None, weaker: str | None) -> np.ndarray:

@@ -23,7 +23,7 @@ class Preset:
     ventricle_scale: float = 1.0         #: lateral ventricle cross-section relative to term
     extracerebral_csf_mm: float = 2.0
     sulcal_depth_mm: float = 6.0
-    sulcal_wavelength_mm: float = 20.0
+    sulcal_wavelength_mm: float = 13.0
     cortex_thickness_mm: float = 1.7
     dmv_per_side: tuple[int, int] = (24, 34)
     dmv_diameter_mm: tuple[float, float] = (0.5, 1.5)
@@ -59,7 +59,7 @@ PRESETS: dict[str, Preset] = {
         "preterm", "preterm neonate (31 weeks): smaller brain, larger ventricles, shallow sulci, "
                    "fewer and thinner DMVs, no PLIC myelination",
         gestational_age_weeks=31.0, brain_scale=0.8, ventricle_scale=1.9, extracerebral_csf_mm=3.5,
-        sulcal_depth_mm=2.5, sulcal_wavelength_mm=26.0, cortex_thickness_mm=1.4,
+        sulcal_depth_mm=2.5, sulcal_wavelength_mm=20.0, cortex_thickness_mm=1.4,
         dmv_per_side=(12, 18), dmv_diameter_mm=(0.4, 0.9), vein_diameter_scale=0.8,
         plic_myelinated=False, swi_fov_mm=(110.0, 128.0, 84.0), t1_fov_mm=(108.0, 126.0, 96.0)),
     "isotropic": Preset(
