@@ -259,3 +259,30 @@ def write_classification_outputs(result: ClassificationResult, t1: Volume, out_d
         if result.slice_stack is not None:
             write_overlay_png(result, stage / "gradcam_overlay.png")
     return out_dir
+
+
+@dataclass
+class UserRois:
+    """ROI labels given by the user (e.g. edited in Slicer): ``labels`` on the T1 grid."""
+
+    labels: Volume
+    names: dict
+    source: str = "user"
+
+
+def rois_from_files(labels_path: str | os.PathLike, t1: Volume) -> UserRois:
+    """Read user ROI labels (must lie on the T1 grid); names from ``<stem>.csv`` beside
+    the file (value,name) when present, else the project's label table."""
+    from NeonatalBrainLib.imageio import check_same_grid, load_volume
+
+    labels_path = Path(labels_path)
+    vol = load_volume(labels_path, "ROI labels")
+    check_same_grid(t1, vol, "T1", f"ROI labels ({labels_path})")
+    name = labels_path.name
+    stem = name[:-7] if name.endswith(".nii.gz") else labels_path.stem
+    table = labels_path.with_name(stem + ".csv")
+    names = anatomy.read_label_table(table) if table.is_file() else dict(anatomy.LABELS)
+    arr = np.asarray(vol.array)
+    if np.issubdtype(arr.dtype, np.floating):
+        arr = np.rint(arr)
+    return UserRois(vol.with_array(arr.astype(np.int32)), names, str(labels_path))

@@ -47,7 +47,7 @@ class SliceSpec:
     roi: str = "globus_pallidus"
     image_size: int = 64
     spacing_mm: float = 1.0
-    n_slices: int = 5
+    n_slices: int = 3
     channels: tuple[str, ...] = ("t1",)  # "t1" and optionally "roi" (binary ROI mask)
 
     def __post_init__(self) -> None:

@@ -156,7 +156,7 @@ def atlas_record(atlas, used_cohort_labels: bool) -> dict:
 # ----------------------------------------------------------------------------- train
 def train(cohort_csv: str | os.PathLike, arch: str = "resnet18", out_dir: str | os.PathLike = "model",
           *, epochs: int = 8, seed: int = 0, image_size: int = 64, atlas=None, progress=None,
-          roi: str = "globus_pallidus", n_slices: int = 5, spacing_mm: float = 1.0, width: float = 1.0,
+          roi: str = "globus_pallidus", n_slices: int = 3, spacing_mm: float = 1.0, width: float = 1.0,
           batch_size: int = 16, lr: float = 1e-3, val_fraction: float = 0.2, patience: int = 4,
           num_threads: int = 2, channels: tuple[str, ...] = ("t1",), model_id: str | None = None,
           description: str | None = None, extra_card: dict | None = None) -> Path:
@@ -221,7 +221,7 @@ def train(cohort_csv: str | os.PathLike, arch: str = "resnet18", out_dir: str | 
                 loss = loss_fn(model(xb), yb)
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(idx)
+                total += float(loss.detach()) * len(idx)
             # 5: validation on subjects
             model.eval()
             vprobs, vloss = [], 0.0
