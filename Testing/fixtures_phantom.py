@@ -2,7 +2,9 @@
 
 * ``phantom_dir``: default phantom (term_3t, seed 0) written to a temporary folder.
 * ``phantom``: the in-memory :class:`Phantom` of the same.
-* ``injured_phantom_dir``: term_3t seed 0, bilirubin injury, strength 1.
+* ``injured_phantom_dir``: term_3t seed 0, bilirubin injury, strength 1, T1 files only
+  (t1, labels, brain_mask, labels.csv, subject.json); same anatomy and grid as ``phantom_dir``.
+* ``phantom_t1_only``: in-memory T1-only phantom of term_3t seed 0 (same T1 as ``phantom``).
 * ``phantom_cohort_factory(n, center="A", seed=0, modalities=("t1",), injury="bilirubin")``:
   path of ``cohort.csv`` of a small cohort, cached per argument set for the session.
 """
@@ -19,10 +21,10 @@ def phantom():
 
 
 @pytest.fixture(scope="session")
-def phantom_dir(tmp_path_factory):
-    from NeonatalBrainLib.phantom import write_phantom
+def phantom_dir(tmp_path_factory, phantom):
+    from NeonatalBrainLib.phantom import save_phantom
 
-    return write_phantom(tmp_path_factory.mktemp("phantom") / "term_3t_seed0", seed=0, preset="term_3t")
+    return save_phantom(phantom, tmp_path_factory.mktemp("phantom") / "term_3t_seed0")
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +32,15 @@ def injured_phantom_dir(tmp_path_factory):
     from NeonatalBrainLib.phantom import InjurySpec, write_phantom
 
     return write_phantom(tmp_path_factory.mktemp("phantom_injured") / "bilirubin", seed=0, preset="term_3t",
-                         injury=InjurySpec("bilirubin", strength=1.0))
+                         injury=InjurySpec("bilirubin", strength=1.0), modalities=("t1",))
+
+
+@pytest.fixture(scope="session")
+def phantom_t1_only():
+    """term_3t seed 0 with the T1 only (fast): same anatomy and T1 as ``phantom``."""
+    from NeonatalBrainLib.phantom import generate_phantom
+
+    return generate_phantom(seed=0, preset="term_3t", modalities=("t1",))
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,8 @@ See docs/phantom.md.  Public API: ``PRESETS``, ``Preset``, ``InjurySpec``,
 ``generate_phantom``, ``write_phantom``, ``write_cohort``, ``Phantom``.
 """
 from .presets import DEFAULT_PRESET, INJURY_KINDS, PRESETS, InjurySpec, Preset, get_preset
-from .generator import Phantom, generate_phantom, vessel_summary, write_phantom
+from .generator import Phantom, generate_phantom, save_phantom, vessel_summary, write_phantom
 from .cohort import write_cohort
 
 __all__ = ["PRESETS", "DEFAULT_PRESET", "INJURY_KINDS", "Preset", "InjurySpec", "get_preset", "Phantom",
-           "generate_phantom", "write_phantom", "write_cohort", "vessel_summary"]
+           "generate_phantom", "write_phantom", "save_phantom", "write_cohort", "vessel_summary"]

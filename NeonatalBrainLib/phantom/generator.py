@@ -293,10 +293,11 @@ def generate_phantom(seed: int = 0, preset: "str | Preset" = "term_3t", injury: 
     pose, angles, offset = _pose(pr, rng_pose)
     pose_inv = np.linalg.inv(pose)
     obliq = Rotation.from_euler("xyz", rng_misc.uniform(-1, 1, 3) * pr.grid_obliquity_deg, degrees=True).as_matrix()
+    fov_centre = rng_misc.uniform(-2.0, 2.0, 3)
+    side_draw = rng_misc.random()   # drawn always: an injury must not change anything else
     weaker = None
     if injury is not None:
-        weaker = injury.weaker_side or ("left" if rng_misc.random() < 0.5 else "right")
-    fov_centre = rng_misc.uniform(-2.0, 2.0, 3)
+        weaker = injury.weaker_side or ("left" if side_draw < 0.5 else "right")
     subject = {
         "seed": seed, "preset": pr.name, "preset_description": pr.description,
         "gestational_age_weeks": pr.gestational_age_weeks,
@@ -394,6 +395,13 @@ def _write_into(folder: Path, phantom: Phantom) -> None:
         (folder / "vessels.json").write_text(json.dumps(vessels_json(phantom), indent=1))
     write_label_table(folder / "labels.csv")
     (folder / "subject.json").write_text(json.dumps(phantom.subject, indent=1))
+
+
+def save_phantom(phantom: Phantom, out_dir) -> Path:
+    """Write an in-memory phantom (the phantom file contract) into the new/empty ``out_dir``."""
+    with outputs.staged_output(out_dir) as stage:
+        _write_into(stage, phantom)
+    return Path(out_dir)
 
 
 def write_phantom(out_dir, seed: int = 0, preset: "str | Preset" = "term_3t", injury: InjurySpec | None = None,
