@@ -147,6 +147,8 @@ def render_tissue(model: BrainModel, grid: Volume, pose_inv: np.ndarray, table: 
             sl_b[ax] = slice(1, None)
             boundary[tuple(sl_a)] |= diff
             boundary[tuple(sl_b)] |= diff
+        # partial volume matters inside the head: skip voxels of air, skull and scalp
+        boundary &= (c > 0) & (c <= 100)
         idx = np.flatnonzero(boundary)
         offsets = _subsample_offsets(grid.spacing_mm, n_edge)
         step_b = (pose_inv[:3, :3] @ grid.affine[:3, :3])      # voxel index -> brain mm
