@@ -54,7 +54,7 @@ def _cmd_evaluate(args) -> int:
 
     progress, close = _progress(args, "evaluate")
     try:
-        m = evaluate(args.cohort, args.model, args.out, atlas=args.atlas, progress=progress)
+        m = evaluate(args.cohort, args.model, args.out, atlas=args.atlas, progress=progress, rois=args.rois)
     finally:
         close()
     print(f"wrote {args.out}: n={m['n']} AUC {m['auc']:.3f} ({m['auc_ci_low']:.3f}-{m['auc_ci_high']:.3f}), "
@@ -141,6 +141,9 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, metavar="MODEL_DIR")
     p.add_argument("--out", required=True, metavar="DIR", help="new or empty output folder")
     p.add_argument("--atlas", default=None, metavar="NAME|FOLDER", help=atlas_help)
+    p.add_argument("--rois", default="atlas", choices=("atlas", "cohort"),
+                   help="atlas: segment ROIs as classify does (default); cohort: use the cohort's "
+                        "<subject_id>/labels.nii.gz (ground-truth ROIs)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
 

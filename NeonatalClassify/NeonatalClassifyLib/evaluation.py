@@ -28,11 +28,27 @@ from .inference import atlas_from_card, classify_t1, load_model
 
 
 def predict_cohort(cohort_csv: str | os.PathLike, model_dir: str | os.PathLike, atlas=None,
-                   progress=None) -> pd.DataFrame:
-    """``subject_id, probability`` for every subject of the cohort (labels not needed)."""
+                   progress=None, rois: str = "atlas") -> pd.DataFrame:
+    """``subject_id, probability`` for every subject of the cohort (labels not needed).
+
+    ``rois="atlas"`` (default): ROIs segmented with the model's atlas (or ``atlas``), as
+    ``classify`` does on a lone T1; ``rois="cohort"``: the cohort's
+    ``<subject_id>/labels.nii.gz`` (ground-truth ROIs; every subject must have them).
+    """
+    if rois not in ("atlas", "cohort"):
+        raise InputError(f"rois must be 'atlas' or 'cohort', got {rois!r}")
     prog = as_progress(progress)
     df = read_cohort(cohort_csv, require_label=False, require_two_classes=False)
     lm = load_model(model_dir)
+    if rois == "cohort":
+        lacking = df["subject_id"][df["labels_path"].isna()].tolist()
+        if lacking:
+            raise InputError(f"cohort CSV {cohort_csv}: --rois cohort needs <subject_id>/labels.nii.gz and "
+                             f"labels.csv beside the CSV; missing for {', '.join(lacking[:5])}")
+        from .cohort import cohort_label_table
+        from .inference import UserRois
+
+        table = cohort_label_table(cohort_csv)
     if atlas is None:
         atlas = atlas_from_card(dict(lm.card, _model_dir=str(lm.model_dir)))
     atlas_obj = None
@@ -48,7 +64,11 @@ def predict_cohort(cohort_csv: str | os.PathLike, model_dir: str | os.PathLike, 
     for i, row in enumerate(df.itertuples()):
         prog.update(i / n, str(row.subject_id))
         t1 = load_volume(row.t1_path, f"T1 of {row.subject_id}")
-        res = classify_t1(t1, model_dir, atlas=atlas_obj, gradcam=False,
+        given = None
+        if rois == "cohort":
+            lab = load_volume(row.labels_path, f"labels of {row.subject_id}")
+            given = UserRois(lab, table, str(row.labels_path))
+        res = classify_t1(t1, model_dir, rois=given, atlas=atlas_obj, gradcam=False,
                           progress=prog.sub(i / n, (i + 1) / n))
         probs.append(res.probability)
     prog.update(1.0, "done")
@@ -75,18 +95,19 @@ def compute_metrics(y_true, probability, threshold: float) -> dict:
 
 
 def evaluate(cohort_csv: str | os.PathLike, model_dir: str | os.PathLike, out_dir: str | os.PathLike,
-             atlas=None, progress=None) -> dict:
+             atlas=None, progress=None, rois: str = "atlas") -> dict:
     """Write predictions.csv, metrics.json and roc.png into the new/empty ``out_dir``;
     returns the metrics dict."""
     prog = as_progress(progress)
     df = read_cohort(cohort_csv, require_label=True, require_two_classes=True)
     require_empty_dir(out_dir, create=False)
     lm = load_model(model_dir)
-    pred = predict_cohort(cohort_csv, model_dir, atlas=atlas, progress=prog.sub(0.0, 0.95))
+    pred = predict_cohort(cohort_csv, model_dir, atlas=atlas, progress=prog.sub(0.0, 0.95), rois=rois)
     y = df.set_index("subject_id").loc[pred["subject_id"], "label"].to_numpy(int)
     metrics = compute_metrics(y, pred["probability"], float(lm.card["threshold"]))
     metrics["model_id"] = lm.model_id
     metrics["cohort_csv"] = str(Path(cohort_csv).resolve())
+    metrics["rois"] = rois
     with staged_output(out_dir) as stage:
         pred.to_csv(stage / "predictions.csv", index=False, float_format="%.10g")
         # metrics from the values exactly as written

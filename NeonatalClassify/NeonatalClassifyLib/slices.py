@@ -102,9 +102,11 @@ class SliceStack:
         return _pixel_ras(self.centre_ras, float(self.z_mm[s]), self.spec)
 
 
-def roi_mask_of(labels: Volume, names: dict[int, str], roi: str) -> np.ndarray:
-    """Boolean mask of the labels that make up ROI set ``roi``; InputError if one is missing."""
-    wanted = ROI_SETS[roi]
+def roi_mask_of(labels: Volume, names: dict[int, str], roi: str,
+                roi_names: tuple[str, ...] | None = None) -> np.ndarray:
+    """Boolean mask of the labels that make up ROI set ``roi`` (or of the labels named
+    ``roi_names``); InputError if one is missing or empty."""
+    wanted = tuple(roi_names) if roi_names else ROI_SETS[roi]
     by_name = {v: k for k, v in names.items()}
     missing = [n for n in wanted if n not in by_name]
     if missing:
@@ -143,15 +145,16 @@ def _superior_axis(affine: np.ndarray) -> int:
 
 
 def extract_slices(t1: Volume, labels: Volume, names: dict[int, str],
-                   spec: SliceSpec | None = None) -> SliceStack:
+                   spec: SliceSpec | None = None, roi_names: tuple[str, ...] | None = None) -> SliceStack:
     """ROI-centred axial slices of ``t1`` (see module docstring for the definitions).
 
-    ``labels`` must lie on the T1 grid (``names``: value -> label name).
+    ``labels`` must lie on the T1 grid (``names``: value -> label name).  ``roi_names``
+    overrides the spec's ROI set (used to place slices through other structures).
     """
     spec = spec or SliceSpec()
     if labels.shape != t1.shape or not np.allclose(labels.affine, t1.affine, atol=1e-3):
         raise InputError("ROI labels are on another grid than the T1 (shape or affine differ)")
-    mask = roi_mask_of(labels, names, spec.roi)
+    mask = roi_mask_of(labels, names, spec.roi, roi_names)
     ijk = np.argwhere(mask)
     ras = t1.ijk_to_ras(ijk)
     centre = ras.mean(axis=0)
