@@ -29,8 +29,10 @@ import csv
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -129,87 +131,70 @@ def _tag_output(node, t1_node) -> None:
 
 
 # ----------------------------------------------------------------------------- models (catalogue)
+#: Catalogue id of the shipped demo model (trained on synthetic phantom data; not for clinical use).
+DEMO_MODEL_ID = "demo"
+
+
 def _catalogue():
     from NeonatalClassifyLib import catalogue
 
     return catalogue
 
 
-def list_models() -> list[dict]:
-    """Installed models: ``[{id, label, path, card}]`` (demo model first, then user models)."""
-    return _catalogue_entries()
-
-
-def _catalogue_entries() -> list[dict]:
-    cat = _catalogue()
-    out = []
-    for entry in cat.list_models():
-        info = _entry_dict(entry)
-        out.append(info)
-    return out
-
-
 def _entry_dict(entry) -> dict:
-    """Normalise a catalogue entry (dataclass or dict) to ``{id, label, path, card}``."""
-    get = (lambda k, d=None: entry.get(k, d)) if isinstance(entry, Mapping) else \
-        (lambda k, d=None: getattr(entry, k, d))
-    model_id = str(get("id") or get("model_id"))
-    path = Path(get("path") or get("model_dir") or "")
-    card = get("card") or {}
-    arch = card.get("architecture", "") if isinstance(card, Mapping) else ""
-    synthetic = bool(get("synthetic", False)) or "synthetic" in json.dumps(card).lower()
-    label = model_id + (f" ({arch})" if arch else "") + (" - synthetic demo" if synthetic else "")
-    return {"id": model_id, "label": label, "path": path, "card": card}
+    return {"id": entry.id, "label": entry.label, "path": Path(entry.path), "card": dict(entry.card),
+            "builtin": bool(entry.builtin), "synthetic": bool(entry.synthetic)}
 
 
-DEMO_MODEL_ID = "demo"
+def list_models() -> list[dict]:
+    """Installed models of the local catalogue: ``[{id, label, path, card, builtin, synthetic}]``,
+    the demo model first, then the user's models."""
+    return [_entry_dict(e) for e in _catalogue().list_models()]
 
 
 def resolve_model(model) -> Path:
-    """Model folder of a catalogue id or of a folder path."""
+    """Model folder of a catalogue id, or ``model`` itself when it is a model folder."""
     if model is None or str(model) == "":
         raise InputError("model: no model selected")
     p = Path(str(model))
     if p.is_dir():
         return p
-    for entry in _catalogue_entries():
-        if entry["id"] == str(model):
-            return entry["path"]
-    raise InputError(f"model '{model}': not in the local catalogue and not a model folder")
+    try:
+        return Path(_catalogue().get_model(str(model)).path)
+    except InputError:
+        raise InputError(f"model '{model}': not in the local catalogue and not a model folder") from None
 
 
 def model_card(model) -> dict:
     """The model card (JSON dict) of a catalogue id or model folder."""
-    for entry in _catalogue_entries():
-        if entry["id"] == str(model) and entry["card"]:
-            return dict(entry["card"])
-    folder = resolve_model(model)
-    for name in ("model_card.json", "card.json"):
-        if (folder / name).is_file():
-            return json.loads((folder / name).read_text())
-    raise InputError(f"model '{model}': no model card found in {folder}")
+    from NeonatalClassifyLib import inference
+
+    return inference.read_model_card(resolve_model(model))
 
 
 def model_summary(model) -> str:
     """One-paragraph description of a model for the GUI."""
     card = model_card(model)
     parts = [f"Architecture: {card.get('architecture', '?')}"]
+    roi = (card.get("input") or {}).get("roi")
+    if roi:
+        parts.append(f"ROI {roi}")
     if "threshold" in card:
         parts.append(f"threshold {float(card['threshold']):.3f}")
     metrics = card.get("validation_metrics") or card.get("validation") or {}
-    if isinstance(metrics, Mapping) and "auc" in metrics:
+    if isinstance(metrics, Mapping) and isinstance(metrics.get("auc"), (int, float)):
         parts.append(f"validation AUC {float(metrics['auc']):.3f}")
     text = ", ".join(parts) + "."
-    notice = card.get("intended_use") or card.get("notice") or card.get("disclaimer")
-    if notice:
-        text += f" {notice}"
+    if card.get("synthetic_training_data"):
+        text += " Trained on SYNTHETIC phantom data: a demonstration, not for clinical use."
     return text
 
 
-def import_model(folder) -> str:
-    """Copy a model folder into the catalogue after the catalogue verified checksum and architecture; returns its id."""
-    entry = _catalogue().import_model(Path(folder))
-    return _entry_dict(entry)["id"] if not isinstance(entry, str) else entry
+def import_model(folder, model_id: str | None = None) -> str:
+    """Copy a model folder (model.pt + model_card.json) into the user catalogue after the
+    catalogue verified its SHA-256 checksum and architecture; returns the new id.
+    Nothing is downloaded; an existing id is never overwritten."""
+    return _catalogue().import_model(Path(folder), model_id).id
 
 
 # ----------------------------------------------------------------------------- ROIs
@@ -895,21 +880,31 @@ def train_cohort(scene, cohort_csv, out_parent, *, architecture: str = "resnet18
     from NeonatalClassifyLib import training
 
     prog = as_progress(progress)
-    out = _new_run_folder(out_parent, f"train-{architecture}")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(cohort_csv).parent.name or Path(cohort_csv).stem)
+    model_id = f"{architecture}-{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = _new_run_folder(out_parent, model_id)
+    model_id = out.name
     _call_with(training.train, [Path(cohort_csv)],
                {"out_dir|out|model_dir": out, "arch|architecture": architecture, "epochs": int(epochs),
-                "seed": int(seed), "atlas": atlas, "image_size": image_size,
+                "seed": int(seed), "atlas": atlas, "image_size": image_size, "model_id": model_id,
                 "progress": prog.sub(0.0, 0.95)})
-    model_id = str(out)
     if add_to_catalogue:
-        model_id = import_model(out)
-    card = model_card(model_id) if add_to_catalogue else _read_card(out)
+        model_id = import_model(out, model_id)
+    card = _read_card(out)
     summary = {"model_id": model_id, "model_dir": str(out), "architecture": card.get("architecture"),
                "threshold": card.get("threshold"),
                "validation_metrics": card.get("validation_metrics") or card.get("validation")}
     files = {p.name: p for p in sorted(out.iterdir()) if p.is_file()}
+    tables, figures = {}, {}
+    if (out / "training_log.csv").is_file():
+        log = [{k: float(v) for k, v in r.items() if v not in ("", None)} for r in _read_csv_rows(out / "training_log.csv")]
+        if log:
+            tables["training_log"] = mrml.table_node_from_rows(scene, log, f"{model_id} training log")
+            series = [(c, c) for c in ("train_loss", "val_loss", "val_auc") if c in log[0]]
+            figures["Training curve"] = plot_chart(scene, f"{model_id}: training", tables["training_log"], "epoch",
+                                                   series, x_title="epoch", y_title="loss / AUC")
     prog.update(1.0, "model ready")
-    return CohortResult(summary=summary, files=files, out_dir=out)
+    return CohortResult(summary=summary, files=files, tables=tables, figures=figures, out_dir=out)
 
 
 def _read_card(folder: Path) -> dict:
