@@ -6,7 +6,7 @@ used to build the built-in atlas (atlas seeds are 9001+); injured brains include
 Each phantom's own ``labels.nii.gz`` is the reference.
 
     python benchmarks/bench_roi.py [--atlas neonatal-phantom] [--cache DIR] [--cases ...]
-                                   [--method demons|bspline|affine] [--markdown]
+                                   [--method demons|affine] [--set KEY=VALUE ...] [--json FILE]
 
 ``--cache DIR`` keeps generated phantoms between runs (DIR/<preset>_<seed>[_<injury>]).
 Time per subject is wall-clock of ``segment_deep_grey`` after the atlas is loaded
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
     ap.add_argument("--atlas", default="neonatal-phantom")
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--cases", nargs="*", default=list(DEFAULT_CASES))
-    ap.add_argument("--method", choices=("demons", "bspline", "affine"), default=None,
+    ap.add_argument("--method", choices=("demons", "affine"), default=None,
                     help="override the deformable stage (default: library default)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="override RegistrationParameters fields (numbers/tuples as Python literals)")
@@ -71,8 +71,8 @@ def main(argv=None) -> int:
     changes = {}
     if args.method == "affine":
         changes["deformable"] = False
-    elif args.method:
-        changes["deformable_method"] = args.method
+    elif args.method == "demons":
+        changes["deformable"] = True
     for kv in args.set:
         k, v = kv.split("=", 1)
         try:

@@ -55,14 +55,11 @@ class RegistrationParameters:
     affine_iterations: int = 80
     demons_iterations: tuple[int, ...] = (40, 30)  #: per level, coarse (2x) to fine
     demons_sigma_mm: float = 1.5          #: Gaussian smoothing of the displacement field
-    clip_upper: float = 1.0               #: normalised intensities are clipped to [0, clip_upper]
-    bias_sigma_mm: float = 10.0           #: local intensity normalisation scale before demons (0 = off)
-    deformable: bool = True
-    deformable_method: str = "demons"     #: "demons" or "bspline"
+    clip_factor: float = 1.0              #: demons inputs clipped at this x the atlas deep grey median
+    bias_sigma_mm: float = 0.0            #: local intensity normalisation scale before demons (0 = off)
+    roi_affine: bool = True               #: final affine stage restricted to the deep grey box
+    deformable: bool = False              #: demons stage (see docs/roi.md: off by default)
     demons_smooth_input_mm: float = 1.0   #: Gaussian smoothing of both crops before demons
-    bspline_grid_mm: float = 12.0         #: B-spline control point spacing
-    bspline_iterations: int = 40
-    bspline_sampling_fraction: float = 0.2
     seed: int = 20241121                  #: metric sampling seed (results are deterministic)
 
 
@@ -144,6 +141,7 @@ class PreparedImage:
     image: object          # sitk float32, normalised, isotropic affine_spacing_mm
     mask: object           # sitk uint8 head mask on the same grid
     full: object           # sitk float32 normalised, original grid
+    roi_mask: object = None  # atlas only: sitk uint8 deep grey matter mask on the original grid
 
 
 def prepare(volume: Volume, params: RegistrationParameters) -> PreparedImage:
@@ -160,7 +158,7 @@ def prepare(volume: Volume, params: RegistrationParameters) -> PreparedImage:
 
 
 # ----------------------------------------------------------------------------- linear stages
-def _mi_method(params: RegistrationParameters, iterations: int):
+def _mi_method(params: RegistrationParameters, iterations: int, shrink=(2, 1), sigmas=(1.0, 0.0)):
     sitk = _sitk()
     reg = sitk.ImageRegistrationMethod()
     reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=params.mi_bins)
@@ -172,8 +170,8 @@ def _mi_method(params: RegistrationParameters, iterations: int):
                                                  relaxationFactor=0.6,
                                                  gradientMagnitudeTolerance=1e-6)
     reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
+    reg.SetShrinkFactorsPerLevel(list(shrink))
+    reg.SetSmoothingSigmasPerLevel(list(sigmas))
     reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     return reg
 
@@ -193,31 +191,42 @@ def box_mask(reference, lo_mm: np.ndarray, hi_mm: np.ndarray):
 
 def register_affine(fixed: PreparedImage, moving: PreparedImage, roi_box_mm: tuple[np.ndarray, np.ndarray],
                     params: RegistrationParameters):
-    """Rigid (head masks) then affine (moving mask = deep grey box); returns (AffineTransform, metric)."""
+    """Similarity (head masks), affine (head masks), then affine with the metric restricted
+    to the deep grey box (moving mask); returns (AffineTransform, final metric value)."""
     sitk = _sitk()
     init = sitk.CenteredTransformInitializer(
         sitk.Cast(fixed.mask, sitk.sitkFloat32), sitk.Cast(moving.mask, sitk.sitkFloat32),
-        sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
+        sitk.Similarity3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    # isotropic scale from the head volumes (preterm vs term)
+    fv = float(sitk.GetArrayViewFromImage(fixed.mask).sum()) * np.prod(fixed.mask.GetSpacing())
+    mv = float(sitk.GetArrayViewFromImage(moving.mask).sum()) * np.prod(moving.mask.GetSpacing())
+    init.SetScale(float((mv / fv) ** (1.0 / 3.0)))
     reg = _mi_method(params, params.rigid_iterations)
     reg.SetMetricFixedMask(fixed.mask)
     reg.SetInitialTransform(init, inPlace=True)
     reg.Execute(fixed.image, moving.image)
-    rigid = init
 
     affine = sitk.AffineTransform(3)
-    affine.SetCenter(rigid.GetCenter())
-    affine.SetMatrix(rigid.GetMatrix())
-    affine.SetTranslation(rigid.GetTranslation())
-    lo, hi = roi_box_mm
-    margin = params.roi_margin_mm
-    roi = box_mask(moving.image, lo - margin, hi + margin)
-    roi = sitk.And(roi, moving.mask)
+    affine.SetCenter(init.GetCenter())
+    affine.SetMatrix(init.GetMatrix())
+    affine.SetTranslation(init.GetTranslation())
     reg = _mi_method(params, params.affine_iterations)
     reg.SetMetricFixedMask(fixed.mask)
-    reg.SetMetricMovingMask(roi)
     reg.SetInitialTransform(affine, inPlace=True)
     reg.Execute(fixed.image, moving.image)
-    return affine, float(reg.GetMetricValue())
+    metric = float(reg.GetMetricValue())
+    if params.roi_affine:
+        lo, hi = roi_box_mm
+        margin = params.roi_margin_mm
+        roi = box_mask(moving.image, lo - margin, hi + margin)
+        roi = sitk.And(roi, moving.mask)
+        reg = _mi_method(params, params.affine_iterations, shrink=(1,), sigmas=(0.0,))
+        reg.SetMetricFixedMask(fixed.mask)
+        reg.SetMetricMovingMask(roi)
+        reg.SetInitialTransform(affine, inPlace=True)
+        reg.Execute(fixed.image, moving.image)
+        metric = float(reg.GetMetricValue())
+    return affine, metric
 
 
 # ----------------------------------------------------------------------------- deformable stage
@@ -274,13 +283,24 @@ def register_deformable(fixed: PreparedImage, moving: PreparedImage, affine,
                              params.deformable_spacing_mm)
     f = sitk.Resample(fixed.full, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
     m = sitk.Resample(moving.full, ref, affine, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    f = local_normalise(sitk.Clamp(f, sitk.sitkFloat32, 0.0, params.clip_upper), params.bias_sigma_mm)
-    m = local_normalise(sitk.Clamp(m, sitk.sitkFloat32, 0.0, params.clip_upper), params.bias_sigma_mm)
+    if params.bias_sigma_mm > 0:
+        f = local_normalise(f, params.bias_sigma_mm)
+        m = local_normalise(m, params.bias_sigma_mm)
     if params.demons_smooth_input_mm > 0:
         f = sitk.SmoothingRecursiveGaussian(f, float(params.demons_smooth_input_mm))
         m = sitk.SmoothingRecursiveGaussian(m, float(params.demons_smooth_input_mm))
-    m = sitk.HistogramMatching(m, f, numberOfHistogramLevels=64, numberOfMatchPoints=7,
+    # subject intensities onto the atlas scale
+    f = sitk.HistogramMatching(f, m, numberOfHistogramLevels=128, numberOfMatchPoints=15,
                                thresholdAtMeanIntensity=False)
+    if moving.roi_mask is not None and params.clip_factor > 0:
+        # clip both at the atlas's deep grey level: a hyperintense lesion (or bright PLIC)
+        # becomes indistinguishable from normal deep grey and exerts no force
+        r = sitk.Resample(moving.roi_mask, ref, affine, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+        inside = sitk.GetArrayViewFromImage(r).astype(bool)
+        if inside.any():
+            cap = params.clip_factor * float(np.median(sitk.GetArrayViewFromImage(m)[inside]))
+            f = sitk.Clamp(f, sitk.sitkFloat32, -1e3, cap)
+            m = sitk.Clamp(m, sitk.sitkFloat32, -1e3, cap)
     field = None
     levels = len(params.demons_iterations)
     for level, iters in enumerate(params.demons_iterations):
@@ -301,33 +321,6 @@ def register_deformable(fixed: PreparedImage, moving: PreparedImage, affine,
     return composite, ref
 
 
-def register_bspline(fixed: PreparedImage, moving: PreparedImage, affine,
-                     roi_box_mm: tuple[np.ndarray, np.ndarray], params: RegistrationParameters):
-    """Free-form B-spline deformation (Mattes MI) on the crop; returns (composite, crop grid)."""
-    sitk = _sitk()
-    ref = crop_grid_in_fixed(fixed.full, affine, roi_box_mm, params.roi_margin_mm,
-                             params.deformable_spacing_mm)
-    f = sitk.Resample(fixed.full, ref, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    m = sitk.Resample(moving.full, ref, affine, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    extent = np.array(ref.GetSize()) * np.array(ref.GetSpacing())
-    mesh = [max(1, int(round(e / params.bspline_grid_mm))) for e in extent]
-    bs = sitk.BSplineTransformInitializer(f, mesh, order=3)
-    reg = sitk.ImageRegistrationMethod()
-    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=params.mi_bins)
-    reg.SetMetricSamplingStrategy(reg.REGULAR)
-    reg.SetMetricSamplingPercentage(params.bspline_sampling_fraction, params.seed)
-    reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=params.bspline_iterations,
-                             maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=500,
-                             costFunctionConvergenceFactor=1e7)
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([1.0, 0.0])
-    reg.SetInitialTransform(bs, inPlace=True)
-    reg.Execute(f, m)
-    composite = sitk.CompositeTransform([affine, bs])
-    return composite, ref
-
-
 def register(fixed: PreparedImage, moving: PreparedImage, roi_box_mm: tuple[np.ndarray, np.ndarray],
              params: RegistrationParameters | None = None) -> RegistrationResult:
     """Full pipeline (affine, then demons unless ``params.deformable`` is False)."""
@@ -337,10 +330,7 @@ def register(fixed: PreparedImage, moving: PreparedImage, roi_box_mm: tuple[np.n
     affine, metric = register_affine(fixed, moving, roi_box_mm, params)
     t1 = time.perf_counter()
     timings = {"affine_s": t1 - t0}
-    if params.deformable and params.deformable_method == "bspline":
-        transform, ref = register_bspline(fixed, moving, affine, roi_box_mm, params)
-        timings["deformable_s"] = time.perf_counter() - t1
-    elif params.deformable:
+    if params.deformable:
         transform, ref = register_deformable(fixed, moving, affine, roi_box_mm, params)
         timings["deformable_s"] = time.perf_counter() - t1
     else:

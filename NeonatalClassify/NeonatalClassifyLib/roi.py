@@ -82,6 +82,8 @@ def _prepare_atlas(atlas: Atlas, params: RegistrationParameters) -> list[_Prepar
     for t1, labels in atlas.subjects:
         prepared = prepare(t1, params)
         lab = labels.array
+        roi_all = np.isin(lab, list(roi_values.values())).astype(np.uint8)
+        prepared.roi_mask = volume_to_sitk(labels.with_array(roi_all))
         onehot = []
         pts = []
         for name, atlas_value in roi_values.items():
