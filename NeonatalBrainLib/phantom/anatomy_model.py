@@ -161,7 +161,7 @@ class BrainModel:
         s = self.s
         a = np.array([10.8 * sign, -4.5, 0.0]) * s
         b = np.array([18.8 * sign, -16.0, 0.0]) * s
-        return a, b, 1.5 * s[0], (-5.0 * s[2], 9.0 * s[2])
+        return a, b, 1.25 * s[0], (-5.0 * s[2], 8.0 * s[2])
 
     def brainstem_segment(self):
         s = self.s
@@ -172,6 +172,7 @@ class BrainModel:
         """Approximate distance (mm) below the cerebral envelope surface (negative outside)."""
         a, b, c = self.half_axes
         cz = np.where(p[:, 2] >= 0, c, 0.85 * c)
+        a = a * (1.0 - 0.07 * p[:, 1] / b)
         qx, qy, qz = p[:, 0] / a, p[:, 1] / b, p[:, 2] / cz
         f = qx * qx + qy * qy + qz * qz
         g = 2.0 * np.sqrt((qx / a) ** 2 + (qy / b) ** 2 + (qz / cz) ** 2)
@@ -184,17 +185,14 @@ class BrainModel:
         g = 2.0 * np.linalg.norm(q / r, axis=1)
         return (1.0 - f) / np.maximum(g, 1e-6)
 
-    def sulcal(self, p: np.ndarray):
-        """(distance to the nearest sulcal sheet in mm measured along the surface, sulcal depth mm)."""
-        a, b, c = self.half_axes
-        r = np.sqrt((p[:, 0] / a) ** 2 + (p[:, 1] / b) ** 2 + (p[:, 2] / c) ** 2)
-        q = p / np.maximum(r, 1e-6)[:, None]
-        g = np.sin(q @ self.waves_k.T + self.waves_phase).sum(1) / np.sqrt(len(self.waves_phase) / 2.0)
-        kmag = np.linalg.norm(self.waves_k[0])
-        s_mm = np.abs(g) / kmag
-        h = np.sin(q @ self.depth_k.T + self.depth_phase).mean(1)
-        depth = self.preset.sulcal_depth_mm * (0.65 + 0.35 * h)
-        return s_mm, depth
+    def sylvian(self) -> np.ndarray:
+        """Sylvian fissure parameters (mm): insula |x|, y range, insular z range, cleft z at y=0, half width.
+
+        The cleft from the insula to the lateral surface rises posteriorly (z = zs - 0.3 y).
+        """
+        s = self.s
+        return np.array([31.0 * s[0], -16.0 * s[1], 10.0 * s[1], -9.0 * s[2], 6.0 * s[2], -1.0 * s[2],
+                         0.8 if self.preset.gestational_age_weeks >= 36 else 1.6])
 
     def fissure_floor(self, y: np.ndarray) -> np.ndarray:
         """z (mm) of the bottom of the interhemispheric fissure (top of the corpus callosum)."""
@@ -215,7 +213,7 @@ class BrainModel:
             float(self.preset.extracerebral_csf_mm), float(self.preset.cortex_thickness_mm),
             np.ascontiguousarray(self.waves_k), np.ascontiguousarray(self.waves_phase),
             np.ascontiguousarray(self.depth_k), np.ascontiguousarray(self.depth_phase),
-            float(self.preset.sulcal_depth_mm), 30.0 * float(self.s[1]), float(self.s[2]))
+            float(self.preset.sulcal_depth_mm), 30.0 * float(self.s[1]), float(self.s[2]), self.sylvian())
         x, y, z = p[:, 0], p[:, 1], p[:, 2]
         s = self.s
         deep_box = np.flatnonzero((np.abs(x) < 29 * s[0]) & (y > -50 * s[1]) & (y < 36 * s[1])
@@ -234,7 +232,7 @@ class BrainModel:
             lab[on & _ellipsoid(q, c, r)] = L[f"globus_pallidus_{side}"]
             c, r = self.deep("thalamus", sign)
             lab[on & _ellipsoid(q, c, r)] = L[f"thalamus_{side}"]
-            a, b, half, (z0, z1) = self.plic_segment(sign)
+            a, b, half, (z0, z1) = self.plic_segment(sign)  # noqa: F841
             d = _segment_distance(np.column_stack([q[:, 0], q[:, 1], np.zeros(len(q))]), a, b)
             lab[on & (d < half) & (q[:, 2] > z0) & (q[:, 2] < z1)] = L[f"plic_{side}"]
         c, r = self.deep("third_ventricle", 1.0)
@@ -262,7 +260,7 @@ def _cortex_kernel():
 
     @numba.njit(parallel=True, cache=True, fastmath=False)
     def kernel(p, ax, cb_c, cb_r, bs_a, bs_b, bs_r, csf_mm, ctx_mm, wk, wph, dk, dph,
-               sdepth_mm, fis_ly, sz):
+               sdepth_mm, fis_ly, sz, syl):
         n = p.shape[0]
         out = np.zeros(n, np.uint8)
         nw = wk.shape[0]
@@ -276,11 +274,12 @@ def _cortex_kernel():
             y = p[i, 1]
             z = p[i, 2]
             cz = ax[2] if z >= 0 else 0.85 * ax[2]
-            qx = x / ax[0]
+            axx = ax[0] * (1.0 - 0.07 * y / ax[1])   # narrower frontally, wider parietally
+            qx = x / axx
             qy = y / ax[1]
             qz = z / cz
             f = qx * qx + qy * qy + qz * qz
-            g = 2.0 * np.sqrt((qx / ax[0]) ** 2 + (qy / ax[1]) ** 2 + (qz / cz) ** 2)
+            g = 2.0 * np.sqrt((qx / axx) ** 2 + (qy / ax[1]) ** 2 + (qz / cz) ** 2)
             depth = (1.0 - f) / max(g, 1e-6)
             ux = (x - cb_c[0]) / cb_r[0]
             uy = (y - cb_c[1]) / cb_r[1]
@@ -339,7 +338,20 @@ def _cortex_kernel():
                 out[i] = CSF
                 continue
             d_fis = np.sqrt(max(abs(x) - 0.6, 0.0) ** 2 + max(zf - z, 0.0) ** 2)
-            d_pia = min(depth, min(d_sulc, d_fis))
+            # Sylvian fissure: insular cistern (sheet at |x| = xi) + horizontal cleft to the surface
+            xa = abs(x)
+            ddy = max(max(y - syl[2], syl[1] - y), 0.0)
+            dxa = max(abs(xa - syl[0]) - syl[6], 0.0)
+            dza = max(max(z - syl[4], syl[3] - z), 0.0)
+            d_ins = np.sqrt(dxa * dxa + ddy * ddy + dza * dza)
+            dxb = max(syl[0] - xa, 0.0)
+            dzb = max(abs(z - syl[5] + 0.3 * y) - syl[6], 0.0)  # the cleft rises posteriorly
+            d_cleft = np.sqrt(dxb * dxb + ddy * ddy + dzb * dzb)
+            d_syl = min(d_ins, d_cleft)
+            if d_syl <= 0.0:
+                out[i] = CSF
+                continue
+            d_pia = min(min(depth, min(d_sulc, d_fis)), d_syl)
             if d_pia < ctx_mm:
                 out[i] = LGM if x < 0 else RGM
             else:
@@ -375,7 +387,7 @@ def build_model(preset: Preset, rng: np.random.Generator) -> BrainModel:
         m = len(pts)
         t = np.linspace(0, 1, m)
         # half-width (lateral) and half-height profiles along the curve
-        hw = np.interp(t, [0, 0.12, 0.3, 0.45, 0.62, 0.8, 1.0], [2.0, 2.6, 4.0, 4.5, 4.5, 2.5, 1.5])
+        hw = np.interp(t, [0, 0.12, 0.3, 0.45, 0.62, 0.8, 1.0], [1.6, 2.0, 3.8, 4.5, 4.5, 2.5, 1.5])
         hh = np.interp(t, [0, 0.12, 0.22, 0.32, 0.45, 0.62, 0.8, 1.0], [2.6, 4.0, 3.6, 2.0, 1.6, 2.6, 1.6, 1.0])
         grow = np.sqrt(vside)
         ventricle[side] = Tube(pts, hw * s[0] * grow, hh * s[2] * vside, side=sign)

@@ -53,7 +53,8 @@ def min_ip(volume, pose, z_from, z_to, extent=(60, 72), step=0.25, dz=0.5):
 
 
 def _window(img, lo_pct=1.0, hi_pct=99.5, mask=None):
-    vals = img[mask] if mask is not None else img[img > 0]
+    """Scale to 0..1 between percentiles of the head (values above 15 % of the maximum)."""
+    vals = img[mask] if mask is not None else img[img > 0.15 * float(img.max())]
     lo, hi = np.percentile(vals, [lo_pct, hi_pct])
     return np.clip((img - lo) / max(hi - lo, 1e-6), 0, 1)
 

@@ -50,7 +50,7 @@ def _signal_table(pairs: dict[str, float], skull: float, scalp: float) -> np.nda
 #: Neonatal T1 (term): unmyelinated WM darker than cortex, deep GM intermediate, PLIC bright.
 T1_BASE = {"cortical_gm": 0.56, "white_matter": 0.40, "lateral_ventricle": 0.13, "third_ventricle": 0.13,
            "extracerebral_csf": 0.12, "caudate": 0.52, "putamen": 0.53, "globus_pallidus": 0.55,
-           "thalamus": 0.57, "plic": 0.78, "brainstem": 0.62, "cerebellum": 0.55}
+           "thalamus": 0.57, "plic": 0.72, "brainstem": 0.62, "cerebellum": 0.55}
 #: Neonatal SWI magnitude: CSF bright, unmyelinated WM bright, GM a little darker.
 SWI_BASE = {"cortical_gm": 0.62, "white_matter": 0.74, "lateral_ventricle": 1.0, "third_ventricle": 1.0,
             "extracerebral_csf": 0.97, "caudate": 0.60, "putamen": 0.58, "globus_pallidus": 0.54,

@@ -22,7 +22,7 @@ class Preset:
     brain_scale: float = 1.0             #: 1 = term cerebrum 95 x 115 x 80 mm (L-R x A-P x S-I)
     ventricle_scale: float = 1.0         #: lateral ventricle cross-section relative to term
     extracerebral_csf_mm: float = 2.0
-    sulcal_depth_mm: float = 6.0
+    sulcal_depth_mm: float = 8.0
     sulcal_wavelength_mm: float = 13.0
     cortex_thickness_mm: float = 1.7
     dmv_per_side: tuple[int, int] = (24, 34)

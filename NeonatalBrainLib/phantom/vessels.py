@@ -75,11 +75,11 @@ def _dmv_candidates(model: BrainModel, rng: np.random.Generator, side: str, n: i
     sign = -1.0 if side == "left" else 1.0
     tube = model.ventricle[side]
     m = len(tube.points)
-    lo, hi = int(0.04 * m), int(0.74 * m)   # frontal horn .. atrium (not the temporal horn)
+    lo, hi = int(0.06 * m), int(0.72 * m)   # frontal horn .. atrium (not the temporal horn)
     dmin, dmax = model.preset.dmv_diameter_mm
     for _ in range(n):
         i = int(rng.integers(lo, hi))
-        phi = np.deg2rad(rng.uniform(-15.0, 75.0))   # angle above the lateral direction
+        phi = np.deg2rad(rng.uniform(-10.0, 55.0))   # angle above the lateral direction
         lat, ver, tan = tube.lateral[i], tube.vertical[i], tube.tangent[i]
         if ver[2] < 0:
             ver = -ver
@@ -90,9 +90,9 @@ def _dmv_candidates(model: BrainModel, rng: np.random.Generator, side: str, n: i
         bend_dir /= np.linalg.norm(bend_dir)
         length = rng.uniform(18.0, 34.0) * float(np.mean(model.s))
         u = np.linspace(0.0, 1.0, int(length / 0.1) + 1)
-        bend = rng.uniform(0.04, 0.14) * length
-        wiggle_amp = rng.uniform(0.0, 0.35)
-        wiggle_k = 2 * np.pi / rng.uniform(5.0, 10.0)
+        bend = rng.uniform(0.06, 0.2) * length
+        wiggle_amp = rng.uniform(0.1, 0.6)
+        wiggle_k = 2 * np.pi / rng.uniform(4.0, 8.0)
         wig_dir = np.cross(direction, bend_dir)
         pts = (start + np.outer(u * length, direction) + np.outer(bend * u ** 2, bend_dir)
                + np.outer(wiggle_amp * np.sin(wiggle_k * u * length) * u, wig_dir))
