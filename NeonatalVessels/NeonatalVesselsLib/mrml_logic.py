@@ -66,6 +66,8 @@ REF_SUMMARY_TABLE = "NeonatalVessels.summaryTable"
 REF_MINIP = "NeonatalVessels.minip"
 REF_VESSEL_IDS = "NeonatalVessels.vesselIds"
 REF_CURVE = "NeonatalVessels.curve"
+REF_BRAIN_MASK = "NeonatalVessels.brainMask"
+REF_VENTRICLES = "NeonatalVessels.ventricles"
 #: Node attributes.
 ATTR_ROLE = "NeonatalVessels.Role"
 ATTR_VERSION = "NeonatalVessels.Version"
@@ -139,69 +141,99 @@ def _engine():
     return pipeline
 
 
+def scales_mm(scale_min_mm: float, scale_max_mm: float, scale_count: int) -> tuple[float, ...]:
+    """``scale_count`` vesselness scales (sigma, mm) spaced geometrically from min to max.
+
+    Raises :class:`InputError` if min > max, a scale is not positive or the count is < 1.
+    """
+    if scale_count < 1:
+        raise InputError(f"vesselness scales: count must be at least 1, got {scale_count}")
+    if not 0 < scale_min_mm <= scale_max_mm:
+        raise InputError(f"vesselness scales: need 0 < smallest <= largest, got {scale_min_mm} mm and {scale_max_mm} mm")
+    if scale_count == 1:
+        return (float(scale_min_mm),)
+    return tuple(float(x) for x in np.geomspace(scale_min_mm, scale_max_mm, int(scale_count)))
+
+
 def vessel_params(scale_min_mm: float | None = None, scale_max_mm: float | None = None,
                   scale_count: int | None = None, min_dmv_length_mm: float | None = None,
-                  minip_slab_mm: float | None = None, **extra):
+                  minip_slab_mm: float | None = None, threshold_high: float | None = None,
+                  threshold_low: float | None = None):
     """The engine's ``VesselParams`` with the module's settings (None keeps the engine default).
 
-    Raises :class:`InputError` if the smallest scale exceeds the largest.
+    The scales are :func:`scales_mm` of (min, max, count), except that settings equal to
+    the engine's default set's smallest, largest and number of scales keep that default
+    set as it is.  Raises :class:`InputError` for inconsistent settings (min > max, low
+    threshold above the high one).
     """
-    if scale_min_mm is not None and scale_max_mm is not None and scale_min_mm > scale_max_mm:
-        raise InputError(f"vesselness scales: smallest ({scale_min_mm} mm) is larger than largest ({scale_max_mm} mm)")
     params = _engine().VesselParams()
-    values = {"scale_min_mm": scale_min_mm, "scale_max_mm": scale_max_mm, "scale_count": scale_count,
-              "min_dmv_length_mm": min_dmv_length_mm, "minip_slab_mm": minip_slab_mm, **extra}
-    changes = {}
-    names = set(getattr(params, "__dataclass_fields__", {}))
-    for key, value in values.items():
-        if value is None:
-            continue
-        target = _PARAM_ALIASES.get(key, (key,))
-        found = [t for t in target if t in names]
-        if not found:
-            raise InputError(f"vessel parameter '{key}': the engine's VesselParams has no such field")
-        changes[found[0]] = type(getattr(params, found[0]))(value)
+    changes: dict[str, Any] = {}
+    if scale_min_mm is not None or scale_max_mm is not None or scale_count is not None:
+        default = tuple(params.scales_mm)
+        lo = default[0] if scale_min_mm is None else float(scale_min_mm)
+        hi = default[-1] if scale_max_mm is None else float(scale_max_mm)
+        count = len(default) if scale_count is None else int(scale_count)
+        wanted = scales_mm(lo, hi, count)
+        if not (count == len(default) and math.isclose(lo, default[0]) and math.isclose(hi, default[-1])):
+            changes["scales_mm"] = wanted
+    for name, value in (("min_dmv_length_mm", min_dmv_length_mm), ("minip_slab_mm", minip_slab_mm),
+                        ("threshold_high", threshold_high), ("threshold_low", threshold_low)):
+        if value is not None:
+            changes[name] = float(value)
+    high = changes.get("threshold_high", params.threshold_high)
+    low = changes.get("threshold_low", params.threshold_low)
+    if low > high:
+        raise InputError(f"vesselness thresholds: low ({low}) is above high ({high})")
     return replace(params, **changes) if changes else params
 
 
-#: Module setting -> candidate VesselParams field names (first present wins).
-_PARAM_ALIASES: dict[str, tuple[str, ...]] = {
-    "scale_min_mm": ("scale_min_mm", "sigma_min_mm", "vesselness_scale_min_mm"),
-    "scale_max_mm": ("scale_max_mm", "sigma_max_mm", "vesselness_scale_max_mm"),
-    "scale_count": ("scale_count", "n_scales", "num_scales"),
-    "min_dmv_length_mm": ("min_dmv_length_mm", "min_length_mm", "min_vessel_length_mm"),
-    "minip_slab_mm": ("minip_slab_mm", "minip_thickness_mm", "slab_mm"),
-}
+def params_to_json(params) -> str:
+    """``VesselParams`` as JSON (stored on the result segmentation for recomputation)."""
+    return json.dumps(params.as_dict() if hasattr(params, "as_dict") else {})
+
+
+def params_from_json(text: str | None):
+    """Inverse of :func:`params_to_json`; engine defaults for missing or unknown fields."""
+    engine = _engine()
+    params = engine.VesselParams()
+    if not text:
+        return params
+    data = json.loads(text)
+    known = set(getattr(params, "__dataclass_fields__", {}))
+    changes = {}
+    for key, value in data.items():
+        if key not in known:
+            continue
+        current = getattr(params, key)
+        if key == "rules" and isinstance(value, dict):
+            value = replace(current, **{k: v for k, v in value.items() if k in current.__dataclass_fields__})
+        elif isinstance(current, tuple):
+            value = tuple(value)
+        changes[key] = value
+    return replace(params, **changes)
 
 
 @dataclass
 class _Result:
-    """What this module needs from an engine result, in one shape."""
+    """What this module needs from an engine result (``pipeline.VesselAnalysis``)."""
 
     vessels: list[dict]                 # rows: vessel_id, region, side, length_mm, width_mm, ...
     centerlines: dict[int, np.ndarray]  # vessel_id -> (N, 3) RAS mm
     labels: Volume                      # vessel-id labelmap on the input grid
     summary: dict                       # summary.json content
-    minip: Volume | None
+    minip: Volume | None = None
+    brain_mask: Volume | None = None
+    ventricles: Volume | None = None
 
 
 def _result_from_engine(analysis) -> _Result:
-    vessels = [dict(v) for v in _engine_vessel_rows(analysis)]
+    vessels = analysis.vessels
+    rows = vessels.to_dict("records") if hasattr(vessels, "to_dict") else [dict(r) for r in vessels]
+    rows = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in r.items()} for r in rows]
     centerlines = {int(k): np.asarray(v, dtype=float) for k, v in analysis.centerlines.items()}
-    return _Result(vessels=vessels, centerlines=centerlines, labels=analysis.labels,
-                   summary=dict(analysis.summary), minip=getattr(analysis, "minip", None))
-
-
-def _engine_vessel_rows(analysis) -> list[dict]:
-    rows = analysis.vessels
-    if hasattr(rows, "to_dict"):
-        rows = rows.to_dict("records")
-    out = []
-    for r in rows:
-        if not isinstance(r, Mapping):
-            r = r.__dict__ if not hasattr(r, "_asdict") else r._asdict()
-        out.append({k: v for k, v in r.items() if not isinstance(v, (list, tuple, np.ndarray, dict))})
-    return out
+    return _Result(vessels=rows, centerlines=centerlines, labels=analysis.vessel_labels,
+                   summary=dict(analysis.summary), minip=analysis.minip,
+                   brain_mask=getattr(analysis, "brain_mask", None), ventricles=getattr(analysis, "ventricles", None))
 
 
 def _scalar_summary(summary: Mapping) -> dict:
@@ -224,11 +256,15 @@ class VesselsOutputNodes:
     summary_table: Any
     minip: Any
     vessel_ids: Any
+    brain_mask: Any = None
+    ventricles: Any = None
     curves: dict[int, Any] = field(default_factory=dict)
     folder_item: int = 0
     version: int = 1
     #: Tables of earlier versions (oldest first), kept in the scene.
     previous_tables: list[tuple[Any, Any]] = field(default_factory=list)
+    #: The engine's ``VesselAnalysis`` of the latest run (in memory only; None after a scene reload).
+    analysis: Any = None
 
     @property
     def name(self) -> str:
@@ -236,7 +272,8 @@ class VesselsOutputNodes:
 
     def nodes(self) -> list:
         """All result nodes (not the input)."""
-        out = [self.segmentation, self.vessel_table, self.summary_table, self.minip, self.vessel_ids]
+        out = [self.segmentation, self.vessel_table, self.summary_table, self.minip, self.vessel_ids,
+               self.brain_mask, self.ventricles]
         out += list(self.curves.values())
         for pair in self.previous_tables:
             out += list(pair)
@@ -347,32 +384,52 @@ def analyze_volume_node(scene, swi_node, brain_mask_node=None, ventricles_node=N
     """Run the vessel engine on ``swi_node`` and put the results in ``scene``.
 
     ``brain_mask_node`` / ``ventricles_node``: optional labelmap volume or segmentation
-    nodes (on the SWI grid).  ``params``: the engine's ``VesselParams`` (see
-    :func:`vessel_params`).  ``progress``: :class:`NeonatalBrainLib.progress.Progress`
-    or callback; cancelling raises :class:`OperationCancelled` and leaves ``scene``
-    without any new node.  Returns the :class:`VesselsOutputNodes`.
+    nodes (taken through RAS onto the SWI grid, :func:`mask_from_node`).  ``params``: the
+    engine's ``VesselParams`` (see :func:`vessel_params`; None = engine defaults).
+    ``progress``: :class:`NeonatalBrainLib.progress.Progress` or ``callback(fraction, stage)``;
+    cancelling raises :class:`OperationCancelled` and leaves ``scene`` without any new node.
+    Returns the :class:`VesselsOutputNodes`.
     """
     progress = as_progress(progress)
     swi = _input_volume(swi_node, "SWI volume")
     progress.update(0.0, "reading inputs")
     brain_mask = mask_from_node(brain_mask_node, swi, "brain mask")
     ventricles = mask_from_node(ventricles_node, swi, "ventricle mask")
+    params = params if params is not None else _engine().VesselParams()
     analysis = _engine().run_vessel_analysis(swi, brain_mask=brain_mask, ventricles=ventricles,
                                              params=params, progress=progress.sub(0.0, 0.85))
+    return outputs_from_analysis(scene, swi_node, analysis, params=params, progress=progress.sub(0.85, 1.0))
+
+
+def outputs_from_analysis(scene, swi_node, analysis, params=None, progress=None) -> VesselsOutputNodes:
+    """Put an engine result (``pipeline.VesselAnalysis`` of ``swi_node``'s volume) into ``scene``.
+
+    All or nothing: on any error or cancellation the nodes made so far are removed.
+    """
+    progress = as_progress(progress)
     result = _result_from_engine(analysis)
-    return _create_output_nodes(scene, swi_node, swi, result, progress.sub(0.85, 1.0))
-
-
-def _create_output_nodes(scene, swi_node, swi: Volume, result: _Result, progress: Progress) -> VesselsOutputNodes:
+    swi = _input_volume(swi_node, "SWI volume")
+    if not result.labels.same_grid(swi):
+        raise InputError(f"vessel labelmap: not on the grid of '{swi_node.GetName()}'")
     name = swi_node.GetName()
     progress.update(0.0, "creating result nodes")
     with _Rollback(scene) as rb:
         folder = _new_folder(scene, f"{name} vessels", None, rb)
-        ids_node = rb.add(nbmrml.volume_node_from_volume(
-            scene, result.labels, _unique_node_name(scene, f"{name} vessel ids"), labelmap=True))
-        ids_node.SetHideFromEditors(True)
-        ids_node.SetAttribute(ATTR_ROLE, "vesselIds")
+
+        def hidden_labelmap(volume, title, role):
+            node = rb.add(nbmrml.volume_node_from_volume(scene, volume, _unique_node_name(scene, f"{name} {title}"),
+                                                         labelmap=True))
+            node.SetHideFromEditors(True)
+            node.SetAttribute(ATTR_ROLE, role)
+            return node
+
+        ids_node = hidden_labelmap(result.labels, "vessel ids", "vesselIds")
+        brain_node = hidden_labelmap(result.brain_mask, "vessel brain mask", "brainMask") \
+            if result.brain_mask is not None else None
+        vent_node = hidden_labelmap(result.ventricles, "vessel ventricles", "ventricles") \
+            if result.ventricles is not None else None
         seg_node = rb.add(_segmentation_from_result(scene, swi_node, result, _unique_node_name(scene, f"{name} vessels")))
+        seg_node.SetAttribute("NeonatalVessels.Parameters", params_to_json(params or _engine().VesselParams()))
         progress.update(0.2, "creating result nodes")
         minip_node = None
         if result.minip is not None:
@@ -382,10 +439,11 @@ def _create_output_nodes(scene, swi_node, swi: Volume, result: _Result, progress
         vessel_table, summary_table = _tables_from_result(scene, name, result, version=1, rollback=rb)
         outputs = VesselsOutputNodes(input_node=swi_node, segmentation=seg_node, vessel_table=vessel_table,
                                      summary_table=summary_table, minip=minip_node, vessel_ids=ids_node,
-                                     folder_item=folder, version=1)
+                                     brain_mask=brain_node, ventricles=vent_node, folder_item=folder, version=1,
+                                     analysis=analysis)
         curves_folder = _new_folder(scene, "centrelines", folder, rb)
         _sync_curves(scene, outputs, result, curves_folder, rb, progress.sub(0.3, 0.95))
-        for node in (seg_node, vessel_table, summary_table, minip_node, ids_node):
+        for node in (seg_node, vessel_table, summary_table, minip_node, ids_node, brain_node, vent_node):
             if node is not None:
                 nbmrml.place_in_folder(scene, node, folder)
         _link(outputs)
@@ -490,6 +548,8 @@ def _link(outputs: VesselsOutputNodes) -> None:
     seg.SetNodeReferenceID(REF_SUMMARY_TABLE, outputs.summary_table.GetID())
     seg.SetNodeReferenceID(REF_MINIP, outputs.minip.GetID() if outputs.minip is not None else None)
     seg.SetNodeReferenceID(REF_VESSEL_IDS, outputs.vessel_ids.GetID())
+    seg.SetNodeReferenceID(REF_BRAIN_MASK, outputs.brain_mask.GetID() if outputs.brain_mask is not None else None)
+    seg.SetNodeReferenceID(REF_VENTRICLES, outputs.ventricles.GetID() if outputs.ventricles is not None else None)
     seg.RemoveNodeReferenceIDs(REF_CURVE)
     for vid in sorted(outputs.curves):
         seg.AddNodeReferenceID(REF_CURVE, outputs.curves[vid].GetID())
@@ -519,7 +579,8 @@ def outputs_from_segmentation(scene, segmentation_node) -> VesselsOutputNodes:
     return VesselsOutputNodes(
         input_node=seg.GetNodeReference(REF_INPUT), segmentation=seg,
         vessel_table=seg.GetNodeReference(REF_VESSEL_TABLE), summary_table=seg.GetNodeReference(REF_SUMMARY_TABLE),
-        minip=seg.GetNodeReference(REF_MINIP), vessel_ids=seg.GetNodeReference(REF_VESSEL_IDS), curves=curves,
+        minip=seg.GetNodeReference(REF_MINIP), vessel_ids=seg.GetNodeReference(REF_VESSEL_IDS),
+        brain_mask=seg.GetNodeReference(REF_BRAIN_MASK), ventricles=seg.GetNodeReference(REF_VENTRICLES), curves=curves,
         folder_item=int(sh.GetItemParent(seg_item)) if seg_item else 0,
         version=int(seg.GetAttribute(ATTR_VERSION) or 1), previous_tables=previous)
 
@@ -553,18 +614,28 @@ def recompute_from_segmentation(scene, outputs: VesselsOutputNodes, edited_segme
                                 progress=None) -> VesselsOutputNodes:
     """Measure the edited segmentation again (no detection), keep the edits and the earlier tables.
 
-    The vessel-id labelmap is restricted to the edited segmentation
-    (:func:`edited_vessel_labels`) and measured by the engine's
-    ``measure_vessel_mask``.  New tables are added as ``"... (v<N>)"``; the earlier
-    ones stay in the scene (``outputs.previous_tables``).  Curves of erased vessels
-    are removed, the others updated.  The segmentation is not modified.  Returns
-    the updated ``outputs``.
+    The edited segmentation (all segments) is measured by the engine's
+    ``measure_vessel_mask`` with the brain mask, ventricles and parameters of the
+    original run (``params`` overrides them): split into vessels, centrelines, widths.
+    A vessel whose voxels lie mostly in a segment of another region or side than the
+    engine's classification takes the segment's region and side (moving a vein to
+    another segment in the Segment Editor re-labels it).  New tables are added as
+    ``"... (v<N>)"``; the earlier ones stay in the scene (``outputs.previous_tables``).
+    The curves are replaced by the new centrelines (vessel ids are renumbered by the
+    engine); the segmentation is not modified.  Cancelling leaves the scene as it was.
+    Returns the updated ``outputs``.
     """
     progress = as_progress(progress)
     progress.update(0.0, "reading the edited segmentation")
     swi = _input_volume(outputs.input_node, "SWI volume")
     labels, seg_values = edited_vessel_labels(outputs, edited_segmentation_node)
-    analysis = _engine().measure_vessel_mask(swi, labels, params=params, progress=progress.sub(0.05, 0.85))
+    if params is None:
+        params = params_from_json(outputs.segmentation.GetAttribute("NeonatalVessels.Parameters"))
+    masks = {key: nbmrml.volume_from_node(node) for key, node in
+             (("brain_mask", outputs.brain_mask), ("ventricles", outputs.ventricles)) if node is not None}
+    analysis = _engine().measure_vessel_mask(swi, labels, params=params, progress=progress.sub(0.05, 0.85),
+                                             **masks)
+    outputs.analysis = analysis
     result = _result_from_engine(analysis)
     result = _apply_segment_regions(result, seg_values)
     version = outputs.version + 1
@@ -608,9 +679,9 @@ def _apply_segment_regions(result: _Result, seg_values: Volume) -> _Result:
             row["region"], row["side"] = region, side
             changed = True
     if changed:
-        summarize = getattr(_engine(), "summarize_vessels", None)
-        if summarize is not None:
-            result.summary = {**result.summary, **dict(summarize(result.vessels))}
+        import pandas as pd
+
+        result.summary = {**result.summary, **dict(_engine().summarize(pd.DataFrame(result.vessels)))}
     return result
 
 
