@@ -148,7 +148,8 @@ class NeonatalVesselsParameterNode:
     brainMask - optional brain mask on the SWI grid (labelmap volume or segmentation).
     ventricles - optional lateral + third ventricle mask (labelmap volume or segmentation).
     vesselnessScaleMinMm, vesselnessScaleMaxMm - smallest and largest Gaussian scale (sigma, mm).
-    vesselnessScaleCount - number of scales between them.
+    vesselnessScaleCount - number of scales between them (geometric spacing).
+    vesselnessThresholdHigh, vesselnessThresholdLow - hysteresis thresholds of the vesselness (0..1).
     minDmvLengthMm - shorter vessels (centreline arc length, mm) are not counted as DMVs.
     minipSlabMm - thickness (mm) of the minimum-intensity-projection slab.
     outputSegmentation, outputVesselTable, outputSummaryTable, outputMinip - the current result.
@@ -159,9 +160,11 @@ class NeonatalVesselsParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     brainMask: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]] = None
     ventricles: Optional[Union[vtkMRMLLabelMapVolumeNode, vtkMRMLSegmentationNode]] = None
-    vesselnessScaleMinMm: Annotated[float, WithinRange(0.1, 2.0)] = 0.3
+    vesselnessScaleMinMm: Annotated[float, WithinRange(0.1, 2.0)] = 0.35
     vesselnessScaleMaxMm: Annotated[float, WithinRange(0.1, 3.0)] = 0.8
-    vesselnessScaleCount: Annotated[int, WithinRange(1, 8)] = 4
+    vesselnessScaleCount: Annotated[int, WithinRange(1, 8)] = 3
+    vesselnessThresholdHigh: Annotated[float, WithinRange(0.01, 1.0)] = 0.12
+    vesselnessThresholdLow: Annotated[float, WithinRange(0.005, 1.0)] = 0.05
     minDmvLengthMm: Annotated[float, WithinRange(0.0, 30.0)] = 3.0
     minipSlabMm: Annotated[float, WithinRange(1.0, 40.0)] = 8.0
     outputSegmentation: vtkMRMLSegmentationNode
@@ -475,6 +478,8 @@ class NeonatalVesselsLogic(ScriptedLoadableModuleLogic):
             scale_min_mm=parameterNode.vesselnessScaleMinMm,
             scale_max_mm=parameterNode.vesselnessScaleMaxMm,
             scale_count=parameterNode.vesselnessScaleCount,
+            threshold_high=parameterNode.vesselnessThresholdHigh,
+            threshold_low=parameterNode.vesselnessThresholdLow,
             min_dmv_length_mm=parameterNode.minDmvLengthMm,
             minip_slab_mm=parameterNode.minipSlabMm)
 
