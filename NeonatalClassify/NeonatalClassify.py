@@ -104,7 +104,7 @@ class NeonatalClassifyParameterNode:
     heatmapVolume, resultTable, sliceTable - outputs of the last classification.
     exportDirectory, export* - Export section.
     cohortCsv, validationCsv, cohortOutputDirectory, architecture, epochs, seed,
-    clinicalVariables - Cohort tab.
+    useCohortLabels (ROIs from the cohort's labels instead of the atlas), clinicalVariables - Cohort tab.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -127,6 +127,7 @@ class NeonatalClassifyParameterNode:
     architecture: Annotated[str, Choice(list(ARCHITECTURES))] = "resnet18"
     epochs: Annotated[int, WithinRange(1, 500)] = 8
     seed: Annotated[int, WithinRange(0, 2147483647)] = 0
+    useCohortLabels: bool = False
     clinicalVariables: str = "birthweight_g"
 
 
@@ -502,8 +503,9 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Cannot evaluate."), waitCursor=False):
             csv, out = self._cohortInputs()
         modelId = self.ui.modelComboBox.currentData
+        rois = "cohort" if self._parameterNode.useCohortLabels else "atlas"
         result = self._run(_("Evaluation failed."), _("Evaluation"),
-                           lambda progress: self.logic.evaluate(csv, modelId, out, progress=progress))
+                           lambda progress: self.logic.evaluate(csv, modelId, out, rois=rois, progress=progress))
         if result is not None:
             self._lastPredictionsCsv = (str(csv), modelId, result.files.get("predictions.csv"))
             self._showCohortResult(_("Evaluation"), result)
@@ -515,8 +517,10 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             csv, out = self._cohortInputs()
         modelA = self.ui.modelComboBox.currentData
         modelB = self.ui.compareModelComboBox.currentData
+        rois = "cohort" if self._parameterNode.useCohortLabels else "atlas"
         result = self._run(_("Comparison failed."), _("Comparison"),
-                           lambda progress: self.logic.compare(csv, modelA, modelB, out, progress=progress))
+                           lambda progress: self.logic.compare(csv, modelA, modelB, out, rois=rois,
+                                                               progress=progress))
         if result is not None:
             self._showCohortResult(_("Comparison (DeLong)"), result)
 
@@ -533,7 +537,8 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         predictionsCsv = last[2] if last and last[0] == str(csv) and last[1] == modelId else None
         result = self._run(_("Nomogram failed."), _("Nomogram"), lambda progress: self.logic.nomogram(
             csv, out, clinical=clinical, predictionsCsv=predictionsCsv, modelId=modelId,
-            validationCsv=_path_or_none(p.validationCsv), progress=progress))
+            validationCsv=_path_or_none(p.validationCsv), rois="cohort" if p.useCohortLabels else "atlas",
+            progress=progress))
         if result is not None:
             self._showCohortResult(_("Nomogram"), result)
 
@@ -677,18 +682,19 @@ class NeonatalClassifyLogic(ScriptedLoadableModuleLogic):
                                         epochs=epochs, seed=seed, atlas=atlas, add_to_catalogue=True,
                                         progress=progress)
 
-    def evaluate(self, cohortCsv, modelId, outputFolder, progress=None):
-        return self._lib().evaluate_cohort(slicer.mrmlScene, cohortCsv, modelId, outputFolder, progress=progress)
+    def evaluate(self, cohortCsv, modelId, outputFolder, rois="atlas", progress=None):
+        return self._lib().evaluate_cohort(slicer.mrmlScene, cohortCsv, modelId, outputFolder, rois=rois,
+                                           progress=progress)
 
-    def compare(self, cohortCsv, modelA, modelB, outputFolder, progress=None):
-        return self._lib().compare_models(slicer.mrmlScene, cohortCsv, modelA, modelB, outputFolder,
+    def compare(self, cohortCsv, modelA, modelB, outputFolder, rois="atlas", progress=None):
+        return self._lib().compare_models(slicer.mrmlScene, cohortCsv, modelA, modelB, outputFolder, rois=rois,
                                           progress=progress)
 
     def nomogram(self, cohortCsv, outputFolder, clinical, predictionsCsv=None, modelId=None, validationCsv=None,
-                 progress=None):
+                 rois="atlas", progress=None):
         return self._lib().fit_nomogram(slicer.mrmlScene, cohortCsv, outputFolder, clinical=clinical,
                                         predictions_csv=predictionsCsv, model=modelId,
-                                        validation_csv=validationCsv, progress=progress)
+                                        validation_csv=validationCsv, rois=rois, progress=progress)
 
     def showFigure(self, node) -> None:
         """Show a plot chart node in the plot view, or an image (vector volume) node in the red view."""

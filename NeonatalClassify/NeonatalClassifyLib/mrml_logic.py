@@ -914,11 +914,12 @@ def _read_card(folder: Path) -> dict:
     return {}
 
 
-def _evaluate_into(cohort_csv, model, out: Path, progress) -> tuple[dict, list[dict]]:
+def _evaluate_into(cohort_csv, model, out: Path, progress, rois: str = "atlas") -> tuple[dict, list[dict]]:
     from NeonatalClassifyLib import evaluation
 
     _call_with(evaluation.evaluate, [Path(cohort_csv)],
-               {"model|model_dir": resolve_model(model), "out_dir|out": out, "progress": progress})
+               {"model|model_dir": resolve_model(model), "out_dir|out": out, "progress": progress,
+                "rois": None if rois == "atlas" else rois})
     metrics = json.loads((out / "metrics.json").read_text())
     predictions = _read_csv_rows(out / "predictions.csv")
     return metrics, predictions
@@ -929,16 +930,17 @@ def _metrics_rows(metrics: Mapping[str, Any]) -> list[dict]:
             if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
-def evaluate_cohort(scene, cohort_csv, model, out_parent, progress=None) -> CohortResult:
+def evaluate_cohort(scene, cohort_csv, model, out_parent, progress=None, *, rois: str = "atlas") -> CohortResult:
     """Evaluate a model on a cohort: predictions/metrics tables, ROC plot chart and the ROC image.
 
     Files (from the engine, in a new folder under ``out_parent``): predictions.csv,
-    metrics.json, roc.png.
+    metrics.json, roc.png.  ``rois``: "atlas" (segment each T1, as Classify does) or
+    "cohort" (the cohort's own ``<subject_id>/labels.nii.gz``).
     """
     prog = as_progress(progress)
     model_id = _model_id_of(model)
     out = _new_run_folder(out_parent, f"evaluate-{model_id}")
-    metrics, predictions = _evaluate_into(cohort_csv, model, out, prog.sub(0.0, 0.9))
+    metrics, predictions = _evaluate_into(cohort_csv, model, out, prog.sub(0.0, 0.9), rois)
     labels = _cohort_labels(cohort_csv)
     ids = [r["subject_id"] for r in predictions]
     y = [labels[i] for i in ids]
@@ -961,7 +963,8 @@ def evaluate_cohort(scene, cohort_csv, model, out_parent, progress=None) -> Coho
                         figures=figures, out_dir=out)
 
 
-def compare_models(scene, cohort_csv, model_a, model_b, out_parent, progress=None) -> CohortResult:
+def compare_models(scene, cohort_csv, model_a, model_b, out_parent, progress=None, *,
+                   rois: str = "atlas") -> CohortResult:
     """Evaluate two models on the same cohort and compare their AUCs with the paired DeLong test.
 
     Writes ``a/`` and ``b/`` (each model's evaluation) and ``compare/`` (compare.json,
@@ -973,8 +976,8 @@ def compare_models(scene, cohort_csv, model_a, model_b, out_parent, progress=Non
         raise InputError(f"compare: choose two different models (both are '{id_a}')")
     out = _new_run_folder(out_parent, f"compare-{id_a}-vs-{id_b}")
     out.mkdir(parents=True)
-    _metrics_a, pred_a = _evaluate_into(cohort_csv, model_a, out / "a", prog.sub(0.0, 0.45))
-    _metrics_b, pred_b = _evaluate_into(cohort_csv, model_b, out / "b", prog.sub(0.45, 0.9))
+    _metrics_a, pred_a = _evaluate_into(cohort_csv, model_a, out / "a", prog.sub(0.0, 0.45), rois)
+    _metrics_b, pred_b = _evaluate_into(cohort_csv, model_b, out / "b", prog.sub(0.45, 0.9), rois)
     _stats_command(["compare", out / "a" / "predictions.csv", out / "b" / "predictions.csv",
                     "--cohort", cohort_csv, "--out", out / "compare", "--names", f"{id_a},{id_b}"])
     result = json.loads((out / "compare" / "compare.json").read_text())
@@ -997,7 +1000,8 @@ def compare_models(scene, cohort_csv, model_a, model_b, out_parent, progress=Non
 
 
 def fit_nomogram(scene, cohort_csv, out_parent, *, clinical: Sequence[str] = ("birthweight_g",),
-                 predictions_csv=None, model=None, validation_csv=None, progress=None) -> CohortResult:
+                 predictions_csv=None, model=None, validation_csv=None, progress=None,
+                 rois: str = "atlas") -> CohortResult:
     """Nomogram ``label ~ dl_score + clinical`` with calibration and decision curves.
 
     ``predictions_csv``: the deep-learning scores of the cohort (subject_id, probability);
@@ -1015,13 +1019,13 @@ def fit_nomogram(scene, cohort_csv, out_parent, *, clinical: Sequence[str] = ("b
     if predictions_csv is None:
         if model is None:
             raise InputError("nomogram: give the predictions CSV or a model to score the cohort with")
-        _evaluate_into(cohort_csv, model, out / "training-predictions", prog.sub(0.0, 0.45))
+        _evaluate_into(cohort_csv, model, out / "training-predictions", prog.sub(0.0, 0.45), rois)
         predictions_csv = out / "training-predictions" / "predictions.csv"
     argv = ["nomogram", predictions_csv, cohort_csv, "--clinical", ",".join(clinical), "--out", out / "nomogram"]
     if validation_csv is not None:
         if model is None:
             raise InputError("nomogram: a validation cohort needs a model to score it with")
-        _evaluate_into(validation_csv, model, out / "validation-predictions", prog.sub(0.45, 0.9))
+        _evaluate_into(validation_csv, model, out / "validation-predictions", prog.sub(0.45, 0.9), rois)
         argv += ["--validation-predictions", out / "validation-predictions" / "predictions.csv",
                  "--validation-cohort", validation_csv]
     prog.update(0.9, "fitting the nomogram")
