@@ -13,13 +13,14 @@ Procedure (``train``):
    left-right mirror with p = 0.5 (injury on either side is injury, so the subject
    label is unchanged; anterior-posterior is never flipped), rotation +-10 deg,
    translation +-3 px, scaling 0.92-1.08, Gaussian blur sigma 0-0.8 px (resolution
-   differences), intensity x a + b (a 0.85-1.15, b +-0.15), a linear in-plane
-   intensity ramp +-0.15 (bias field) and Gaussian noise sigma 0-0.08 (SNR).
+   differences), intensity x a + b (a 0.8-1.2, b +-0.15), a linear in-plane
+   intensity ramp +-0.15 (bias field) and Gaussian noise sigma 0-0.12 (SNR).
 5. After every epoch: subject probabilities (mean of slice probabilities) of the
    validation subjects, their AUC; the weights of the best epoch (highest AUC, ties:
    lower validation loss) are kept; training stops after ``patience`` epochs without
    improvement.
-6. Threshold = Youden's J on the validation subjects' probabilities (best epoch).
+6. Threshold = Youden's J on the validation subjects' probabilities (best epoch), placed
+   midway between the two validation scores that bound the optimal cut.
 
 Determinism: ``torch.manual_seed(seed)``, a seeded NumPy generator for augmentation
 and batching, ``torch.use_deterministic_algorithms(True)`` and a fixed number of
@@ -104,9 +105,9 @@ def augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
             if ch == 0:
                 if sigma > 0.1:
                     a = ndimage.gaussian_filter(a, sigma)
-                a = a * rng.uniform(0.85, 1.15) + rng.uniform(-0.15, 0.15)
+                a = a * rng.uniform(0.8, 1.2) + rng.uniform(-0.15, 0.15)
                 a = a + rng.uniform(-0.15, 0.15) * xx + rng.uniform(-0.15, 0.15) * yy
-                a = a + rng.normal(0, rng.uniform(0, 0.08), a.shape)
+                a = a + rng.normal(0, rng.uniform(0, 0.12), a.shape)
             out[b, ch] = a
     return out.astype(np.float32)
 
@@ -151,6 +152,20 @@ def atlas_record(atlas, used_cohort_labels: bool) -> dict:
         rec.update({"name": str(target), "checksum": None, "error": str(exc)[:200]})
     rec["source"] = str(target)
     return rec
+
+
+def youden_midpoint_threshold(y_true, score) -> float:
+    """Threshold maximising Youden's J on (y_true, score), placed midway in the optimal gap.
+
+    ``stats.roc.youden_threshold`` gives the largest observed score t_hi whose rule
+    "positive iff score >= t_hi" maximises J; every threshold in (t_lo, t_hi], t_lo = the
+    next lower observed score, gives the same rule on these data.  The midpoint
+    (t_lo + t_hi) / 2 is returned (t_hi when no lower score exists), so the cut does not
+    sit on a validation subject's own score.
+    """
+    t_hi = float(_roc.youden_threshold(y_true, score))
+    lower = np.asarray(score, float)[np.asarray(score, float) < t_hi]
+    return 0.5 * (t_hi + float(lower.max())) if lower.size else t_hi
 
 
 # ----------------------------------------------------------------------------- train
@@ -250,7 +265,7 @@ def train(cohort_csv: str | os.PathLike, arch: str = "resnet18", out_dir: str | 
 
     # 6: threshold on validation subjects
     vprobs = best["probs"]
-    threshold = float(_roc.youden_threshold(y[va], vprobs))
+    threshold = youden_midpoint_threshold(y[va], vprobs)
     vmetrics = _roc.binary_metrics(y[va], vprobs, threshold)
     vmetrics["auc"] = float(best["auc"])
     try:
@@ -284,7 +299,7 @@ def train(cohort_csv: str | os.PathLike, arch: str = "resnet18", out_dir: str | 
             "classes": CLASSES,
             "output": "P(injured) = mean over slices of softmax(logits)[1]; injured iff P >= threshold",
             "threshold": threshold,
-            "threshold_rule": "Youden's J on the validation subjects",
+            "threshold_rule": "Youden's J on the validation subjects (midpoint of the optimal gap)",
             "gradcam_layer": _models.GRADCAM_LAYERS[arch],
             "training": {
                 "cohort_csv": str(Path(cohort_csv).resolve()),
@@ -296,7 +311,7 @@ def train(cohort_csv: str | os.PathLike, arch: str = "resnet18", out_dir: str | 
                 "seed": int(seed), "batch_size": batch_size, "lr": lr, "optimizer": "AdamW (wd 1e-4)",
                 "loss": "class-balanced cross-entropy", "num_threads": int(num_threads),
                 "augmentation": "LR mirror, rot +-10 deg, shift +-3 px, scale 0.92-1.08, blur 0-0.8 px, "
-                                "intensity x0.85-1.15 +-0.15, linear ramp +-0.15, noise 0-0.08",
+                                "intensity x0.8-1.2 +-0.15, linear ramp +-0.15, noise 0-0.12",
                 "rois": "cohort labels.nii.gz" if used_labels else "atlas segmentation",
             },
             "validation_metrics": vmetrics,
