@@ -1,0 +1,127 @@
+"""Region and side of each vessel, from its centreline, the ventricles and the midline plane.
+
+Geometric features (all in mm, RAS; ``dx`` = x minus the midline plane):
+
+* ``vent_dist``: distance of each centreline point to the ventricle surface
+  (anisotropic EDT outside the ventricle mask);
+* ``radial``: ``|vent_dist(end) - vent_dist(start)| / arc length`` -- 1 for a vein
+  running straight away from the ventricle wall, 0 for one running along it;
+* ``depth``: distance to the brain surface.
+
+Rules, applied in order (first match wins):
+
+1. ``other`` -- superficial (median depth < ``superficial_mm``; cortical veins,
+   sinuses) or on the midline (median ``|dx|`` < ``midline_mm``, e.g. vein of
+   Galen / straight sinus).
+2. ``internal_cerebral`` -- paramedian (median ``|dx|`` < ``paramedian_mm``) and
+   running antero-posteriorly (|direction_y| > 0.7), above/behind the foramen.
+3. ``dmv`` -- in periventricular white matter running roughly radially from the
+   ventricle wall: ``radial >= min_radial``, nearest point within
+   ``dmv_start_mm`` of the ventricle surface, length >= ``min_dmv_length_mm``.
+4. ``thalamic`` / ``anterior_caudate`` -- hugging the ventricle wall (median
+   ``vent_dist`` < ``wall_mm``) and not radial: ``anterior_caudate`` when its
+   centroid lies anterior to the ventricles' centre by more than
+   ``caudate_anterior_mm`` (over the caudate head, frontal horn),
+   ``thalamic`` otherwise (caudothalamic groove, along the ventricle floor).
+5. ``other`` -- everything else.
+
+When anatomical labels (``anatomy.LABELS``) are given, rule 4 uses them instead:
+a wall vein is ``anterior_caudate`` when most of its points lie next to
+(within 2 mm of) the caudate and in front of the thalamus, ``thalamic`` when next to
+both caudate and thalamus (the caudothalamic groove).
+
+Side: ``left`` when the median ``dx`` < -``side_mm``, ``right`` when > ``side_mm``,
+else ``midline``; internal cerebral veins are reported as ``midline`` (the paired
+veins run together in the velum interpositum).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from NeonatalBrainLib import anatomy, centerline as cl
+
+
+@dataclass
+class RegionRules:
+    superficial_mm: float = 3.0
+    midline_mm: float = 1.0
+    paramedian_mm: float = 4.0
+    min_radial: float = 0.45
+    dmv_start_mm: float = 8.0
+    min_dmv_length_mm: float = 3.0
+    wall_mm: float = 3.5
+    caudate_anterior_mm: float = 6.0
+    side_mm: float = 1.0
+
+
+def _sample(field: np.ndarray, inv_affine: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    ijk = pts @ inv_affine[:3, :3].T + inv_affine[:3, 3]
+    return ndimage.map_coordinates(field, ijk.T, order=1, mode="nearest")
+
+
+def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, vent_dist_mm: np.ndarray,
+                     depth_mm: np.ndarray, midline_x: float, ventricle_centre_ras: np.ndarray | None,
+                     labels: np.ndarray | None = None, rules: RegionRules | None = None) -> dict[int, tuple[str, str]]:
+    """vessel id -> (region, side) by the rules of the module docstring."""
+    rules = rules or RegionRules()
+    inv = np.linalg.inv(affine)
+    out: dict[int, tuple[str, str]] = {}
+    lab_near = None
+    if labels is not None:
+        lab = np.asarray(labels).astype(np.int32)
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        size = np.maximum(1, np.round(2.0 / spacing).astype(int)) * 2 + 1
+        lab_near = {}
+        for struct in ("caudate", "thalamus"):
+            vals = [anatomy.LABEL_VALUES[f"{struct}_{s}"] for s in ("left", "right")]
+            lab_near[struct] = ndimage.maximum_filter(np.isin(lab, vals).astype(np.uint8), size=tuple(size))
+    for vid, pts in centrelines.items():
+        pts = np.asarray(pts, float)
+        dx = pts[:, 0] - midline_x
+        med_dx = float(np.median(dx))
+        side = "left" if med_dx < -rules.side_mm else ("right" if med_dx > rules.side_mm else "midline")
+        if len(pts) < 2:
+            out[vid] = ("other", side)
+            continue
+        length = cl.arc_length_mm(pts)
+        vd = _sample(vent_dist_mm, inv, pts)
+        dp = _sample(depth_mm, inv, pts)
+        chord = pts[-1] - pts[0]
+        direction = chord / max(np.linalg.norm(chord), 1e-9)
+        radial = abs(float(vd[-1] - vd[0])) / max(length, 1e-9)
+        if np.median(dp) < rules.superficial_mm or abs(med_dx) < rules.midline_mm:
+            region = "other"
+        elif abs(med_dx) < rules.paramedian_mm and abs(direction[1]) > 0.7:
+            region = "internal_cerebral"
+            side = "midline"
+        elif radial >= rules.min_radial and vd.min() <= rules.dmv_start_mm and length >= rules.min_dmv_length_mm:
+            region = "dmv"
+        elif np.median(vd) < rules.wall_mm:
+            if lab_near is not None:
+                near_c = float(np.mean(_sample(lab_near["caudate"].astype(np.float32), inv, pts) > 0.5))
+                near_t = float(np.mean(_sample(lab_near["thalamus"].astype(np.float32), inv, pts) > 0.5))
+                region = "thalamic" if near_t >= 0.3 and near_c >= 0.3 else (
+                    "anterior_caudate" if near_c >= 0.5 else "other")
+            else:
+                yc = float(ventricle_centre_ras[1]) if ventricle_centre_ras is not None else 0.0
+                region = "anterior_caudate" if float(np.mean(pts[:, 1])) - yc > rules.caudate_anterior_mm else "thalamic"
+        else:
+            region = "other"
+        out[vid] = (region, side)
+    return out
+
+
+def region_label_table() -> list[tuple[int, str, tuple[float, float, float]]]:
+    """(value, name, rgb) of the region+side segments: value = 1 + 3 * region_index + side_index."""
+    table = []
+    for r, region in enumerate(anatomy.VESSEL_REGIONS):
+        for s, side in enumerate(anatomy.VESSEL_SIDES):
+            table.append((1 + 3 * r + s, f"{region}_{side}", anatomy.VESSEL_REGION_COLORS[region]))
+    return table
+
+
+def region_value(region: str, side: str) -> int:
+    return 1 + 3 * anatomy.VESSEL_REGIONS.index(region) + anatomy.VESSEL_SIDES.index(side)
