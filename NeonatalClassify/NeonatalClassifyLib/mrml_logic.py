@@ -369,59 +369,31 @@ def classify_volume_node(scene, t1_node, model_id_or_dir, roi_segmentation_node=
 
 
 def _engine_classify(t1: Volume, model_dir: Path, labels: Volume, device=None, progress=None):
-    """Call the engine's ``classify_t1`` with the ROI labels (and device when it takes one)."""
-    import inspect
-
+    """The engine's ``inference.classify_t1`` with these ROI labels (standard label values, T1 grid)."""
     from NeonatalClassifyLib import inference
 
-    kwargs: dict[str, Any] = {}
-    params = inspect.signature(inference.classify_t1).parameters
-    for key in ("roi_labels", "labels", "rois"):
-        if key in params:
-            kwargs[key] = labels
-            break
-    else:
-        raise RuntimeError("NeonatalClassifyLib.inference.classify_t1 takes no ROI labels argument")
-    if device is not None and "device" in params:
-        kwargs["device"] = device
-    if "progress" in params:
-        kwargs["progress"] = progress
-    return inference.classify_t1(t1, model_dir, **kwargs)
-
-
-def _get(obj, *keys, default=None):
-    for key in keys:
-        if isinstance(obj, Mapping) and key in obj:
-            return obj[key]
-        if not isinstance(obj, Mapping) and hasattr(obj, key):
-            return getattr(obj, key)
-    return default
+    return _call_with(inference.classify_t1, [t1, model_dir],
+                      {"rois": labels, "device": device, "progress": progress, "gradcam": True})
 
 
 def _normalise_result(result, model_ref, model_dir: Path) -> tuple[dict, list[dict], np.ndarray]:
-    """(summary row, per-slice rows, heatmap array) from the engine's classification result."""
-    probability = float(_get(result, "probability"))
-    threshold = float(_get(result, "threshold"))
-    predicted = int(_get(result, "predicted_label", default=int(probability >= threshold)))
-    classes = _get(result, "classes", default=None) or ["control", "injured"]
-    model_id = str(_get(result, "model_id", default=None) or Path(str(model_ref)).name)
-    heat = _get(result, "gradcam", "heatmap", "cam")
-    heat = np.asarray(heat.array if isinstance(heat, Volume) else heat, dtype=np.float32)
-    slices_raw = _get(result, "slices", "slice_table", "per_slice", default=[]) or []
-    if hasattr(slices_raw, "to_dict"):
-        slices = slices_raw.to_dict(orient="records")
-    else:
-        slices = [dict(s) if isinstance(s, Mapping) else dict(vars(s)) for s in slices_raw]
+    """(summary row, per-slice rows, heatmap array) of an ``inference.ClassificationResult``."""
+    from NeonatalClassifyLib import inference
+
+    doc = result.to_dict()
+    slices = [dict(r) for r in doc.pop("slices", [])]
+    if result.gradcam is None:
+        raise RuntimeError("the engine returned no Grad-CAM heatmap")
     summary = {
-        "model_id": model_id,
-        "architecture": str(_get(result, "architecture", default="") or ""),
-        "probability": probability,
-        "predicted_label": predicted,
-        "predicted_class": str(classes[predicted]) if predicted < len(classes) else str(predicted),
-        "threshold": threshold,
+        "model_id": str(doc.get("model_id") or Path(str(model_ref)).name),
+        "architecture": "",
+        "probability": float(doc["probability"]),
+        "predicted_label": int(doc["predicted_label"]),
+        "predicted_class": str(doc.get("predicted_class") or inference.CLASSES[int(doc["predicted_label"])]),
+        "threshold": float(doc["threshold"]),
         "n_slices": len(slices),
     }
-    return summary, slices, heat
+    return summary, slices, np.asarray(result.gradcam.array, dtype=np.float32)
 
 
 # ----------------------------------------------------------------------------- heatmap display
