@@ -377,3 +377,10 @@ def measure_vessel_mask(swi: Volume, vessel_mask, *, brain_mask=None, ventricles
     vm = np.asarray(vm) > 0
     ctx = _prepare(swi, brain_mask, ventricles, labels, params, prog)
     return _measure(ctx, vm, params, prog, method="given_mask", t_start=t_start)
+
+
+def write_outputs(analysis: VesselAnalysis, out_dir, *, input_path=None):
+    """Write the output folder (see :func:`NeonatalVesselsLib.report.write_outputs`)."""
+    from .report import write_outputs as _write
+
+    return _write(analysis, out_dir, input_path=input_path)

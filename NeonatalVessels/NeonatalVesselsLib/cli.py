@@ -1,0 +1,200 @@
+"""Sub-commands ``vessels``, ``vessels-measure`` and ``vessels-batch`` of ``neonatal-brain``.
+
+* ``neonatal-brain vessels SWI --out DIR [--brain-mask M] [--ventricles V] [--labels L]``
+* ``neonatal-brain vessels-measure SWI --mask EDITED --out DIR`` (labelmap NIfTI/NRRD or ``.seg.nrrd``)
+* ``neonatal-brain vessels-batch CASES.csv|FOLDER --out DIR [--jobs N] [--scheduler ADDRESS]``
+
+``CASES.csv`` has a header with at least ``case_id,swi`` (optional ``brain_mask``,
+``ventricles``, ``labels``); relative paths are relative to the CSV's folder.  A
+FOLDER is scanned for sub-folders holding ``swi.nii.gz`` (or ``swi.nrrd``), the
+sub-folder name being the case id (a phantom cohort folder works as is).
+"""
+from __future__ import annotations
+
+import csv
+import sys
+from pathlib import Path
+
+SUMMARY_METRICS_PREFIX = ""
+
+
+def _load_optional(path, reference, name):
+    if not path:
+        return None
+    from NeonatalBrainLib.imageio import load_mask
+
+    return load_mask(path, reference, name, "SWI")
+
+
+def analyse_case(case_id: str, swi_path: str, brain_mask: str | None = None, ventricles: str | None = None,
+                 labels: str | None = None, *, out_dir: str) -> dict:
+    """Batch worker: analyse one SWI, write its output folder, return its summary metrics (flat)."""
+    from NeonatalBrainLib.imageio import load_volume
+
+    from .pipeline import SUMMARY_KEYS, run_vessel_analysis, write_outputs
+
+    swi = load_volume(swi_path, "SWI")
+    analysis = run_vessel_analysis(
+        swi, brain_mask=_load_optional(brain_mask, swi, "brain mask"),
+        ventricles=_load_optional(ventricles, swi, "ventricle mask"),
+        labels=_load_optional(labels, swi, "labels"))
+    write_outputs(analysis, out_dir, input_path=swi_path)
+    return {k: analysis.summary[k] for k in SUMMARY_KEYS}
+
+
+def read_cases(source: str | Path) -> list[tuple]:
+    """``(case_id, swi, brain_mask, ventricles, labels)`` tuples from a CSV or a folder."""
+    from NeonatalBrainLib.imageio import InputError
+
+    source = Path(source)
+    if not source.exists():
+        raise InputError(f"cases {source}: not found")
+    cases = []
+    if source.is_dir():
+        for sub in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            swi = next((sub / n for n in ("swi.nii.gz", "swi.nii", "swi.nrrd") if (sub / n).exists()), None)
+            if swi is not None:
+                cases.append((sub.name, str(swi), None, None, None))
+        if not cases:
+            raise InputError(f"cases folder {source}: no sub-folder holds swi.nii.gz / swi.nrrd")
+        return cases
+    with open(source, newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = reader.fieldnames or []
+        if "case_id" not in cols or "swi" not in cols:
+            raise InputError(f"cases {source}: needs the columns case_id,swi (got {cols})")
+        for n, row in enumerate(reader, start=2):
+            cid, swi = (row.get("case_id") or "").strip(), (row.get("swi") or "").strip()
+            if not cid or not swi:
+                raise InputError(f"cases {source}: line {n} lacks case_id or swi")
+
+            def path(v):
+                v = (v or "").strip()
+                return str((source.parent / v) if v and not Path(v).is_absolute() else v) if v else None
+
+            cases.append((cid, path(swi), path(row.get("brain_mask")), path(row.get("ventricles")),
+                          path(row.get("labels"))))
+    if not cases:
+        raise InputError(f"cases {source}: no rows")
+    return cases
+
+
+def _cmd_vessels(args) -> int:
+    from NeonatalBrainLib.imageio import load_volume
+    from NeonatalBrainLib.outputs import require_empty_dir
+    from NeonatalBrainLib.progress import tqdm_progress
+
+    from .pipeline import run_vessel_analysis, write_outputs
+
+    require_empty_dir(args.out, create=False)
+    swi = load_volume(args.swi, "SWI")
+    prog, close = tqdm_progress("vessels")
+    try:
+        analysis = run_vessel_analysis(
+            swi, brain_mask=_load_optional(args.brain_mask, swi, "brain mask"),
+            ventricles=_load_optional(args.ventricles, swi, "ventricle mask"),
+            labels=_load_optional(args.labels, swi, "labels"), progress=prog)
+    finally:
+        close()
+    write_outputs(analysis, args.out, input_path=args.swi)
+    s = analysis.summary
+    print(f"{s['dmv_count']} DMVs ({s['dmv_count_left']} left, {s['dmv_count_right']} right); "
+          f"outputs in {args.out}")
+    return 0
+
+
+def load_edited_mask(path, swi):
+    """A vessel mask from a labelmap (NIfTI/NRRD on the SWI grid) or a ``.seg.nrrd`` (resampled if cropped)."""
+    from NeonatalBrainLib.imageio import check_same_grid, load_volume, resample_to_grid
+
+    if str(path).endswith(".seg.nrrd"):
+        from NeonatalBrainLib.slicerfiles import read_seg_nrrd
+
+        vol, _segments = read_seg_nrrd(path)
+        if not vol.same_grid(swi):
+            vol = resample_to_grid(vol, swi, interpolation="nearest")
+        return vol.array
+    vol = load_volume(path, "vessel mask")
+    check_same_grid(swi, vol, "SWI", "vessel mask")
+    return vol.array
+
+
+def _cmd_measure(args) -> int:
+    from NeonatalBrainLib.imageio import load_volume
+    from NeonatalBrainLib.outputs import require_empty_dir
+    from NeonatalBrainLib.progress import tqdm_progress
+
+    from .pipeline import measure_vessel_mask, write_outputs
+
+    require_empty_dir(args.out, create=False)
+    swi = load_volume(args.swi, "SWI")
+    mask = load_edited_mask(args.mask, swi)
+    prog, close = tqdm_progress("vessels-measure")
+    try:
+        analysis = measure_vessel_mask(
+            swi, mask, brain_mask=_load_optional(args.brain_mask, swi, "brain mask"),
+            ventricles=_load_optional(args.ventricles, swi, "ventricle mask"),
+            labels=_load_optional(args.labels, swi, "labels"), progress=prog)
+    finally:
+        close()
+    write_outputs(analysis, args.out, input_path=args.swi)
+    print(f"{analysis.summary['dmv_count']} DMVs measured; outputs in {args.out}")
+    return 0
+
+
+def _cmd_batch(args) -> int:
+    from NeonatalBrainLib.batch import dask_executor, run_batch
+    from NeonatalBrainLib.progress import tqdm_progress
+
+    cases = read_cases(args.cases)
+    client = executor = None
+    if args.scheduler:
+        client, executor = dask_executor(args.scheduler)
+    prog, close = tqdm_progress("vessels-batch")
+    try:
+        results = run_batch(cases, analyse_case, args.out, executor=executor, jobs=args.jobs, progress=prog)
+    finally:
+        close()
+        if client is not None:
+            client.close()
+    failed = [r for r in results if r["status"] == "failed"]
+    done = sum(r["status"] == "done" for r in results)
+    skipped = sum(r["status"] == "skipped" for r in results)
+    print(f"{done} cases done, {skipped} already done, {len(failed)} failed; metrics in {Path(args.out) / 'metrics.csv'}")
+    for r in failed:
+        print(f"  {r['case_id']}: {r['error']}", file=sys.stderr)
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("vessels", help="automatic DMV segmentation and measurement on SWI",
+                              description="Segment and measure the deep medullary veins on an SWI magnitude "
+                                          "volume; writes summary.json, vessels.csv, centerlines.csv, "
+                                          "vessel_labels.nii.gz, vessels.seg.nrrd, centerlines.mrk.json, "
+                                          "minip.nii.gz and report.html into --out (new or empty folder).")
+    p.add_argument("swi", help="SWI magnitude (NIfTI, NRRD or a DICOM series folder)")
+    p.add_argument("--out", required=True, help="output folder (new or empty)")
+    p.add_argument("--brain-mask", help="uint8 brain mask on the SWI grid (optional)")
+    p.add_argument("--ventricles", help="uint8 lateral + third ventricle mask on the SWI grid (optional)")
+    p.add_argument("--labels", help="anatomical labels on the SWI grid (anatomy.LABELS values, optional)")
+    p.set_defaults(func=_cmd_vessels)
+
+    p = subparsers.add_parser("vessels-measure", help="measure a given (edited) vessel segmentation",
+                              description="Re-split, re-classify and re-measure the vessels of a given mask "
+                                          "(labelmap on the SWI grid, > 0 = vessel, or a .seg.nrrd).")
+    p.add_argument("swi")
+    p.add_argument("--mask", required=True, help="edited vessel labelmap / .seg.nrrd")
+    p.add_argument("--out", required=True)
+    p.add_argument("--brain-mask")
+    p.add_argument("--ventricles")
+    p.add_argument("--labels")
+    p.set_defaults(func=_cmd_measure)
+
+    p = subparsers.add_parser("vessels-batch", help="run the vessel analysis on many cases (resumable)",
+                              description="One output folder per case plus a cohort metrics.csv; restart to "
+                                          "resume; failing cases are listed in errors.csv.")
+    p.add_argument("cases", help="CASES.csv (case_id,swi[,brain_mask,ventricles,labels]) or a folder of case folders")
+    p.add_argument("--out", required=True)
+    p.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
+    p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786")
+    p.set_defaults(func=_cmd_batch)
