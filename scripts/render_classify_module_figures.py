@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "docs" / "images"))
     parser.add_argument("--seed", type=int, default=7, help="phantom seed")
     parser.add_argument("--injury", default="bilirubin", help="phantom injury kind ('' for a control)")
+    parser.add_argument("--model", default=None, help="catalogue id or model folder (default: the demo model)")
     args = parser.parse_args(argv)
 
     import matplotlib
@@ -63,6 +64,7 @@ def main(argv=None) -> int:
     from NeonatalBrainLib.phantom import InjurySpec, write_phantom
     from NeonatalClassifyLib import mrml_logic
 
+    model = args.model or mrml_logic.DEMO_MODEL_ID
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     names = ["classify_module_rois.png", "classify_module_gradcam.png", "classify_module_edited.png",
@@ -82,14 +84,14 @@ def main(argv=None) -> int:
         scene = ctx.scene
         t1_node = mrml.load_volume_node(scene, tmp / "neonate" / "t1.nii.gz", "neonate_T1")
         t0 = time.perf_counter()
-        seg = mrml_logic.extract_rois(scene, t1_node)
+        seg = mrml_logic.extract_rois(scene, t1_node, model=model)
         print(f"Extract ROIs: {time.perf_counter() - t0:.1f} s, "
               f"{seg.GetSegmentation().GetNumberOfSegments()} segments")
         mrml_logic.render_overlay_figure(out / names[0], t1_node, segmentation_node=seg,
                                          title="Extract ROIs: deep grey-matter segmentation over the T1")
 
         t0 = time.perf_counter()
-        res = mrml_logic.classify_volume_node(scene, t1_node, mrml_logic.DEMO_MODEL_ID, roi_segmentation_node=seg)
+        res = mrml_logic.classify_volume_node(scene, t1_node, model, roi_segmentation_node=seg)
         print(f"Classify: {time.perf_counter() - t0:.1f} s; P(injured) = {res.probability:.3f}, "
               f"threshold {res.threshold:.3f} -> {res.predicted_class}; ROIs: {res.roi_source}")
         mrml_logic.set_heatmap_overlay(scene, t1_node, res.heatmap_node, opacity=0.6, threshold_fraction=0.2)
@@ -101,10 +103,12 @@ def main(argv=None) -> int:
 
         # a user edit, as the Segment Editor makes it: erase the upper half of both globus pallidus segments
         erase_upper_half(seg, t1_node, ("globus_pallidus_left", "globus_pallidus_right"))
+        t0 = time.perf_counter()
         res2 = mrml_logic.classify_volume_node(
-            scene, t1_node, mrml_logic.DEMO_MODEL_ID, roi_segmentation_node=seg, heatmap_node=res.heatmap_node,
+            scene, t1_node, model, roi_segmentation_node=seg, heatmap_node=res.heatmap_node,
             summary_table_node=res.summary_table_node, slice_table_node=res.slice_table_node)
-        print(f"Classify after the edit: P(injured) = {res2.probability:.3f}; ROIs: {res2.roi_source}; "
+        print(f"Classify after the edit ({time.perf_counter() - t0:.1f} s, libraries loaded): "
+              f"P(injured) = {res2.probability:.3f}; ROIs: {res2.roi_source}; "
               f"slice z before {[round(s['z_mm'], 1) for s in slices_before]} "
               f"after {[round(s['z_mm'], 1) for s in res2.slices]}")
         mrml_logic.render_overlay_figure(
