@@ -237,10 +237,12 @@ def _result_from_engine(analysis) -> _Result:
 
 
 def _scalar_summary(summary: Mapping) -> dict:
-    """Only the scalar entries of a summary (numbers, strings, None): one table row."""
+    """The scalar entries of a summary as one table row; None ("could not be measured") -> NaN."""
     out = {}
     for k, v in summary.items():
-        if v is None or isinstance(v, (bool, int, float, str, np.integer, np.floating)):
+        if v is None:
+            out[str(k)] = float("nan")
+        elif isinstance(v, (bool, int, float, str, np.integer, np.floating)):
             out[str(k)] = v.item() if isinstance(v, np.generic) else v
     return out
 
@@ -300,8 +302,12 @@ class _Rollback:
         if exc_type is None:
             self.committed = True
             return False
+        sh = _sh(self.scene)
         for node in reversed(self.nodes):
             if node is not None and self.scene.IsNodePresent(node):
+                item = sh.GetItemByDataNode(node) if sh is not None else 0
+                if item:
+                    sh.RemoveItem(item, False, False)
                 for i in range(node.GetNumberOfDisplayNodes() if hasattr(node, "GetNumberOfDisplayNodes") else 0):
                     display = node.GetNthDisplayNode(i)
                     if display is not None and self.scene.IsNodePresent(display):
@@ -310,8 +316,7 @@ class _Rollback:
                 if storage is not None and self.scene.IsNodePresent(storage):
                     self.scene.RemoveNode(storage)
                 self.scene.RemoveNode(node)
-        if self.folders:
-            sh = _sh(self.scene)
+        if self.folders and sh is not None:
             for item in reversed(self.folders):
                 if sh.GetItemName(item):  # still there
                     sh.RemoveItem(item, True, True)
@@ -842,7 +847,7 @@ def export_results(outputs: VesselsOutputNodes, folder, overwrite: bool = False,
 
 
 def _save_curves_json(outputs: VesselsOutputNodes, path: Path, tmp: Path) -> Path:
-    """All curves in one ``.mrk.json`` (a "markups" list; Slicer loads every entry as a node)."""
+    """All curves in one ``.mrk.json`` (a "markups" list; Slicer loads every entry as a node, named by "name")."""
     markups = []
     schema = None
     for n, vid in enumerate(sorted(outputs.curves)):
@@ -850,6 +855,8 @@ def _save_curves_json(outputs: VesselsOutputNodes, path: Path, tmp: Path) -> Pat
         nbmrml.save_markups(outputs.curves[vid], one)
         data = json.loads(one.read_text())
         schema = schema or data.get("@schema")
+        for entry in data["markups"]:
+            entry.setdefault("name", outputs.curves[vid].GetName())  # Slicer names the node from it
         markups += data["markups"]
         one.unlink()
     doc = {"@schema": schema or "https://raw.githubusercontent.com/slicer/slicer/main/Modules/Loadable/Markups/"
