@@ -126,6 +126,15 @@ def _subject_folder(scene, t1_node) -> int:
     return mrml.subject_hierarchy_folder(scene, f"{t1_node.GetName()} NeonatalClassify")
 
 
+def _ijk_to_ras(volume_node) -> np.ndarray:
+    """The node's own IJK-to-RAS matrix (before any parent transform)."""
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    volume_node.GetIJKToRASMatrix(m)
+    return np.array([[m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
 def _tag_output(node, t1_node) -> None:
     node.SetAttribute(SOURCE_VOLUME_ATTRIBUTE, t1_node.GetID())
 
@@ -345,8 +354,10 @@ def classify_volume_node(scene, t1_node, model_id_or_dir, roi_segmentation_node=
 
     folder = _subject_folder(scene, t1_node)
     heat_name = f"{t1_node.GetName()} Grad-CAM"
-    heatmap_node = mrml.volume_node_from_volume(scene, Volume(heat, t1.affine.copy()), heat_name,
+    # same IJK-to-RAS matrix and parent transform as the T1 node, so the two share one grid
+    heatmap_node = mrml.volume_node_from_volume(scene, Volume(heat, _ijk_to_ras(t1_node)), heat_name,
                                                 node=heatmap_node)
+    heatmap_node.SetAndObserveTransformNodeID(t1_node.GetTransformNodeID())
     _tag_output(heatmap_node, t1_node)
     style_heatmap(scene, heatmap_node)
     summary_table_node = mrml.table_node_from_rows(scene, [summary], f"{t1_node.GetName()} classification",
