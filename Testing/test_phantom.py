@@ -169,19 +169,19 @@ def test_vessel_labels_agree_with_the_analytic_tubes(phantom_dir, vessels_json):
         ids_far = lab.array[tuple(far.T)]
         assert not np.any(ids_far == v["vessel_id"]), v["vessel_id"]
         assert np.count_nonzero(lab.array == v["vessel_id"]) == v["n_voxels"]
-        sample = near[rng.permutation(len(near))[:60]]
+        sample = near[rng.permutation(len(near))[:40]]
         for vox in sample:
-            sub = lab.ijk_to_ras(vox + rng.uniform(-0.5, 0.5, (1500, 3)))
+            sub = lab.ijk_to_ras(vox + rng.uniform(-0.5, 0.5, (800, 3)))
             frac = float(np.mean(_segment_distances(sub, line) <= r))
             got = lab.array[tuple(vox)]
-            if frac > 0.6:
+            if frac > 0.62:
                 assert got != 0, (v["vessel_id"], vox, frac)
                 if got != v["vessel_id"]:  # a junction: another vessel covers the voxel as well
                     assert v["region"] != "dmv"
-            elif frac < 0.4:
+            elif frac < 0.38:
                 assert got != v["vessel_id"], (v["vessel_id"], vox, frac)
             checked += 1
-    assert checked > 200
+    assert checked > 150
 
 
 def test_swi_contrast(phantom):

@@ -143,9 +143,9 @@ def _fig_injury(plt, ph, pose, seed, out, paths):
     for ax, (title, inj) in zip(axs, cases):
         p = ph if inj is None else generate_phantom(seed, "term_3t", inj, ("t1",))
         img = axial(p.t1, pose, 1.0, extent=(40, 40))
-        if ref is None:
-            vals = img[img > 0]
-            ref = np.percentile(vals, [1, 99.5])
+        if ref is None:  # window of the control's whole slice (head incl. scalp fat)
+            full = axial(p.t1, pose, 1.0)
+            ref = np.percentile(full[full > 0.15 * full.max()], [0.5, 99.8])
         ax.imshow(np.clip((img - ref[0]) / (ref[1] - ref[0]), 0, 1), cmap="gray")
         ax.set_title(title, fontsize=10)
         ax.set_xticks([])

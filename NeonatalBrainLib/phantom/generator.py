@@ -259,6 +259,12 @@ def vessel_summary(vessels: list[dict]) -> dict:
         "dmv_tortuosity": mean(v["tortuosity"] for v in dmv),
         "dmv_curvature_per_mm": mean(v["curvature_per_mm"] for v in dmv),
     }
+    # DMVs with at least one voxel in vessel_labels (fraction >= 0.5); 0.5 mm veins in 2 mm
+    # slices may darken the image without reaching that fraction anywhere.
+    lab = [v for v in dmv if v.get("n_voxels", 0) > 0]
+    out["dmv_count_labelled"] = len(lab)
+    out["dmv_count_labelled_left"] = sum(v["side"] == "left" for v in lab)
+    out["dmv_count_labelled_right"] = sum(v["side"] == "right" for v in lab)
     for region, key in (("thalamic", "thalamic_vein_width_mm"), ("anterior_caudate", "anterior_caudate_vein_width_mm")):
         for side in ("left", "right"):
             out[f"{key}_{side}"] = mean(v["diameter_mm"] for v in vessels

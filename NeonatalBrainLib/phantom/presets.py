@@ -26,7 +26,7 @@ class Preset:
     sulcal_wavelength_mm: float = 13.0
     cortex_thickness_mm: float = 1.7
     dmv_per_side: tuple[int, int] = (24, 34)
-    dmv_diameter_mm: tuple[float, float] = (0.5, 1.5)
+    dmv_diameter_mm: tuple[float, float] = (0.6, 1.6)
     vein_diameter_scale: float = 1.0     #: scales thalamostriate/ICV/anterior caudate veins
     plic_myelinated: bool = True
     field_strength_t: float = 3.0
@@ -60,7 +60,7 @@ PRESETS: dict[str, Preset] = {
                    "fewer and thinner DMVs, no PLIC myelination",
         gestational_age_weeks=31.0, brain_scale=0.8, ventricle_scale=1.9, extracerebral_csf_mm=3.5,
         sulcal_depth_mm=2.5, sulcal_wavelength_mm=20.0, cortex_thickness_mm=1.4,
-        dmv_per_side=(12, 18), dmv_diameter_mm=(0.4, 0.9), vein_diameter_scale=0.8,
+        dmv_per_side=(12, 18), dmv_diameter_mm=(0.45, 1.0), vein_diameter_scale=0.8,
         plic_myelinated=False, swi_fov_mm=(110.0, 128.0, 84.0), t1_fov_mm=(108.0, 126.0, 96.0)),
     "isotropic": Preset(
         "isotropic", "term neonate at 3 T, SWI 0.6 mm isotropic (3D acquisition)",

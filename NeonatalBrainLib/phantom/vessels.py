@@ -5,7 +5,8 @@ Regions (``anatomy.VESSEL_REGIONS``):
 * ``dmv``: deep medullary veins.  Each starts on the superolateral wall of the
   lateral ventricle (frontal horn, body, atrium), runs outward through the
   periventricular white matter roughly perpendicular to the wall (a radial fan),
-  gently curved (a quadratic bend plus a small sinusoidal wiggle), and stops
+  gently curved (a quadratic bend plus a small sinusoidal wiggle growing along the
+  vein; tortuosity ~1.01-1.1), and stops
   ``end_depth`` mm below the cortical surface.  DMVs keep a minimum surface-to-
   surface separation from every other vessel (``MIN_SEPARATION_MM``).
 * ``thalamic``: thalamostriate vein in the caudothalamic groove, running forward
@@ -90,9 +91,9 @@ def _dmv_candidates(model: BrainModel, rng: np.random.Generator, side: str, n: i
         bend_dir /= np.linalg.norm(bend_dir)
         length = rng.uniform(18.0, 34.0) * float(np.mean(model.s))
         u = np.linspace(0.0, 1.0, int(length / 0.1) + 1)
-        bend = rng.uniform(0.06, 0.2) * length
-        wiggle_amp = rng.uniform(0.1, 0.6)
-        wiggle_k = 2 * np.pi / rng.uniform(4.0, 8.0)
+        bend = rng.uniform(0.15, 0.45) * length       # sagitta of the bend: a quarter of this
+        wiggle_amp = rng.uniform(0.2, 0.8)
+        wiggle_k = 2 * np.pi / rng.uniform(5.0, 10.0)
         wig_dir = np.cross(direction, bend_dir)
         pts = (start + np.outer(u * length, direction) + np.outer(bend * u ** 2, bend_dir)
                + np.outer(wiggle_amp * np.sin(wiggle_k * u * length) * u, wig_dir))
