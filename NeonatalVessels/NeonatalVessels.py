@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import os
 import pathlib
+import threading
 from typing import Annotated, Optional, Union
 
 import vtk
@@ -192,6 +193,7 @@ class NeonatalVesselsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._parameterNodeGuiTag = None
         self._progress = None  # NeonatalBrainLib.progress.Progress of the running job, if any
+        self._showProgress = lambda: None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
@@ -273,26 +275,59 @@ class NeonatalVesselsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.summaryTableView.setMRMLTableNode(pn.outputSummaryTable if pn else None)
 
     def _startProgress(self, progressBar, statusLabel):
-        """A Progress whose callback shows stage and percent and keeps Slicer responsive."""
+        """A Progress shown as stage and percent; Cancel sets it to raise at the next checkpoint.
+
+        Updates from the engine's worker thread are only stored; the main thread shows
+        them (Qt widgets must not be touched from another thread).
+        """
         from NeonatalBrainLib.progress import Progress
 
         progressBar.setVisible(True)
         progressBar.value = 0
+        state = {"fraction": 0.0, "stage": ""}
+
+        def show() -> None:
+            progressBar.value = int(round(100 * state["fraction"]))
+            if state["stage"]:
+                statusLabel.text = f"{state['stage']} ({100 * state['fraction']:.0f} %)"
 
         def callback(fraction: float, stage: str) -> None:
-            progressBar.value = int(round(100 * fraction))
-            if stage:
-                statusLabel.text = f"{stage} ({100 * fraction:.0f} %)"
-            slicer.app.processEvents()  # lets Cancel be clicked
+            state["fraction"], state["stage"] = fraction, stage
+            if threading.current_thread() is threading.main_thread():
+                show()
+                slicer.app.processEvents()  # lets Cancel be clicked
 
+        self._showProgress = show
         self._progress = Progress(callback)
         self._updateButtons()
         return self._progress
 
     def _stopProgress(self, progressBar) -> None:
         self._progress = None
-        progressBar.setVisible(progressBar is not self.ui.progressBar)
+        if progressBar is self.ui.progressBar:
+            progressBar.setVisible(False)
         self._updateButtons()
+
+    def _runInBackground(self, fn):
+        """``fn()`` in a worker thread (engine work only, no MRML); Slicer stays responsive meanwhile."""
+        outcome = {}
+
+        def target():
+            try:
+                outcome["value"] = fn()
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=target, name="NeonatalVesselsEngine", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            self._showProgress()
+            slicer.app.processEvents()
+            thread.join(0.05)
+        self._showProgress()
+        if "error" in outcome:
+            raise outcome["error"]
+        return outcome["value"]
 
     def _ensureDependencies(self) -> bool:
         """Install missing Python packages (after the user confirms) before the first run."""
@@ -322,8 +357,8 @@ class NeonatalVesselsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.tryWithErrorDisplay(_("Vessel analysis failed."), waitCursor=True):
                 try:
                     outputs = self.logic.process(
-                        pn.inputVolume, pn.brainMask, pn.ventricles,
-                        params=self.logic.parametersFromNode(pn), progress=progress)
+                        pn.inputVolume, pn.brainMask, pn.ventricles, params=self.logic.parametersFromNode(pn),
+                        progress=progress, runner=self._runInBackground)
                 except OperationCancelled:
                     self.ui.statusLabel.text = _("Cancelled: nothing was added to the scene.")
                     return
@@ -367,7 +402,8 @@ class NeonatalVesselsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             with slicer.util.tryWithErrorDisplay(_("Recomputing the metrics failed."), waitCursor=True):
                 try:
-                    outputs = self.logic.recompute(pn.outputSegmentation, progress=progress)
+                    outputs = self.logic.recompute(pn.outputSegmentation, progress=progress,
+                                                   runner=self._runInBackground)
                 except OperationCancelled:
                     self.ui.statusLabel.text = _("Cancelled: the previous tables are unchanged.")
                     return
@@ -420,22 +456,27 @@ class NeonatalVesselsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onRunBatchButton(self) -> None:
         if not self._ensureDependencies():
             return
+        import concurrent.futures
+
         from NeonatalBrainLib.progress import OperationCancelled
 
         pn = self._parameterNode
-        self.ui.applyButton.enabled = False
         progress = self._startProgress(self.ui.batchProgressBar, self.ui.batchStatusLabel)
+        # Threads, not processes: Slicer's executable cannot serve as a worker process.
+        executor = concurrent.futures.ThreadPoolExecutor(max_workers=pn.batchJobs)
         try:
-            with slicer.util.tryWithErrorDisplay(_("Batch run failed."), waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Batch run failed."), waitCursor=False):
                 try:
-                    result = self.logic.runBatch(str(pn.batchCasesPath), str(pn.batchOutputDirectory),
-                                                 jobs=pn.batchJobs, params=self.logic.parametersFromNode(pn),
-                                                 progress=progress)
+                    results = self.logic.runBatch(str(pn.batchCasesPath), str(pn.batchOutputDirectory),
+                                                  jobs=pn.batchJobs, progress=progress, executor=executor,
+                                                  runner=self._runInBackground)
                 except OperationCancelled:
-                    self.ui.batchStatusLabel.text = _("Cancelled; run again to finish the remaining cases.")
+                    self.ui.batchStatusLabel.text = _("Cancelled after the running cases; run again to finish "
+                                                      "the remaining cases.")
                     return
-                self.ui.batchStatusLabel.text = self.logic.batchText(result)
+                self.ui.batchStatusLabel.text = self.logic.batchText(results)
         finally:
+            executor.shutdown(wait=False, cancel_futures=True)
             self._stopProgress(self.ui.batchProgressBar)
 
 
@@ -483,25 +524,27 @@ class NeonatalVesselsLogic(ScriptedLoadableModuleLogic):
             min_dmv_length_mm=parameterNode.minDmvLengthMm,
             minip_slab_mm=parameterNode.minipSlabMm)
 
-    def process(self, inputVolume, brainMask=None, ventricles=None, params=None, progress=None):
+    def process(self, inputVolume, brainMask=None, ventricles=None, params=None, progress=None, runner=None):
         """Segment and measure the veins of ``inputVolume``; returns ``mrml_logic.VesselsOutputNodes``.
 
-        Raises ``OperationCancelled`` when ``progress`` is cancelled (the scene is left unchanged).
+        ``runner(fn)`` (optional) runs the engine step, e.g. in a worker thread.  Raises
+        ``OperationCancelled`` when ``progress`` is cancelled (the scene is left unchanged).
         """
         if not inputVolume:
             raise ValueError("input SWI volume: none selected")
         return self._lib().analyze_volume_node(slicer.mrmlScene, inputVolume, brain_mask_node=brainMask,
-                                               ventricles_node=ventricles, params=params, progress=progress)
+                                               ventricles_node=ventricles, params=params, progress=progress,
+                                               runner=runner)
 
     def outputsOf(self, segmentationNode):
         """The result nodes belonging to a result segmentation (works after scene save/load)."""
         return self._lib().outputs_from_segmentation(slicer.mrmlScene, segmentationNode)
 
-    def recompute(self, segmentationNode, progress=None):
+    def recompute(self, segmentationNode, progress=None, runner=None):
         """Measure the (edited) result segmentation again; new, versioned tables; old ones kept."""
         outputs = self.outputsOf(segmentationNode)
         return self._lib().recompute_from_segmentation(slicer.mrmlScene, outputs, segmentationNode,
-                                                       progress=progress)
+                                                       progress=progress, runner=runner)
 
     def centerViewsOnTableRow(self, segmentationNode, tableNode, row):
         """Centre the slice views on the vessel in ``row`` of the vessel table; returns its RAS point."""
@@ -520,14 +563,16 @@ class NeonatalVesselsLogic(ScriptedLoadableModuleLogic):
         return self._lib().export_results(self.outputsOf(segmentationNode), folder, overwrite=overwrite,
                                           screenshot_png=screenshot)
 
-    def runBatch(self, cases, outputDirectory, jobs=1, params=None, progress=None):
-        return self._lib().run_batch(cases, outputDirectory, progress=progress, jobs=jobs, params=params)
+    def runBatch(self, cases, outputDirectory, jobs=1, progress=None, executor=None, runner=None):
+        """The engine over a cases CSV or folder (as ``neonatal-brain vessels-batch``); per-case results."""
+        return self._lib().run_batch(cases, outputDirectory, progress=progress, jobs=jobs, executor=executor,
+                                     runner=runner)
 
     def summaryText(self, outputs):
         return self._lib().summary_text(outputs)
 
-    def batchText(self, result):
-        return self._lib().batch_text(result)
+    def batchText(self, results):
+        return self._lib().batch_text(results)
 
 
 #

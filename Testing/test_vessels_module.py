@@ -11,6 +11,7 @@ import ast
 import csv
 import json
 import math
+import threading
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -309,7 +310,17 @@ def test_erase_one_dmv_then_recompute_drops_the_count_by_one(fresh_result):
     array[mask] = 0
     slicer.util.updateSegmentBinaryLabelmapFromArray(array, outputs.segmentation, segment_id, swi_node)
 
-    outputs = ml.recompute_from_segmentation(scene, outputs, outputs.segmentation)
+    threads = []
+
+    def in_worker_thread(fn):  # what the widget does to keep Slicer responsive
+        out = {}
+        worker = threading.Thread(target=lambda: (threads.append(threading.current_thread()), out.setdefault("v", fn())))
+        worker.start()
+        worker.join()
+        return out["v"]
+
+    outputs = ml.recompute_from_segmentation(scene, outputs, outputs.segmentation, runner=in_worker_thread)
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
     after = ml.summary_from_table(outputs.summary_table)
     assert after["dmv_count"] == before["dmv_count"] - 1
     assert after[f"dmv_count_{side}"] == before[f"dmv_count_{side}"] - 1
@@ -453,3 +464,6 @@ def test_bad_inputs_raise_input_errors_naming_the_problem(mrml_scene, phantom_di
     assert mask.same_grid(swi) and abs(int(mask.array.sum()) - int((brain.array > 0).sum())) == 0
     with pytest.raises(InputError, match="not a NeonatalVessels result"):
         ml.outputs_from_segmentation(scene, scene.AddNewNodeByClass("vtkMRMLSegmentationNode"))
+    with pytest.raises(InputError, match="not found"):
+        ml.run_batch(Path(phantom_dir) / "no-such-cases.csv", Path(phantom_dir).parent / "batch-out")
+    assert not (Path(phantom_dir).parent / "batch-out").exists()

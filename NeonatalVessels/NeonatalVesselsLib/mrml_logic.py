@@ -384,8 +384,12 @@ def mask_from_node(node, reference: Volume, what: str) -> Volume | None:
     raise InputError(f"{what} '{node.GetName()}': expected a labelmap volume or a segmentation node")
 
 
+def _direct(fn):
+    return fn()
+
+
 def analyze_volume_node(scene, swi_node, brain_mask_node=None, ventricles_node=None, params=None,
-                        progress=None) -> VesselsOutputNodes:
+                        progress=None, runner=None) -> VesselsOutputNodes:
     """Run the vessel engine on ``swi_node`` and put the results in ``scene``.
 
     ``brain_mask_node`` / ``ventricles_node``: optional labelmap volume or segmentation
@@ -393,6 +397,9 @@ def analyze_volume_node(scene, swi_node, brain_mask_node=None, ventricles_node=N
     engine's ``VesselParams`` (see :func:`vessel_params`; None = engine defaults).
     ``progress``: :class:`NeonatalBrainLib.progress.Progress` or ``callback(fraction, stage)``;
     cancelling raises :class:`OperationCancelled` and leaves ``scene`` without any new node.
+    ``runner``: ``runner(fn) -> fn()``, called with the engine step only (pure numpy, no
+    MRML access), e.g. to run it in a worker thread while the GUI stays responsive; the
+    scene is read before and written after it, in the calling thread.
     Returns the :class:`VesselsOutputNodes`.
     """
     progress = as_progress(progress)
@@ -401,8 +408,9 @@ def analyze_volume_node(scene, swi_node, brain_mask_node=None, ventricles_node=N
     brain_mask = mask_from_node(brain_mask_node, swi, "brain mask")
     ventricles = mask_from_node(ventricles_node, swi, "ventricle mask")
     params = params if params is not None else _engine().VesselParams()
-    analysis = _engine().run_vessel_analysis(swi, brain_mask=brain_mask, ventricles=ventricles,
-                                             params=params, progress=progress.sub(0.0, 0.85))
+    engine_progress = progress.sub(0.0, 0.85)
+    analysis = (runner or _direct)(lambda: _engine().run_vessel_analysis(
+        swi, brain_mask=brain_mask, ventricles=ventricles, params=params, progress=engine_progress))
     return outputs_from_analysis(scene, swi_node, analysis, params=params, progress=progress.sub(0.85, 1.0))
 
 
@@ -616,7 +624,7 @@ def edited_vessel_labels(outputs: VesselsOutputNodes, edited_segmentation_node=N
 
 
 def recompute_from_segmentation(scene, outputs: VesselsOutputNodes, edited_segmentation_node=None, params=None,
-                                progress=None) -> VesselsOutputNodes:
+                                progress=None, runner=None) -> VesselsOutputNodes:
     """Measure the edited segmentation again (no detection), keep the edits and the earlier tables.
 
     The edited segmentation (all segments) is measured by the engine's
@@ -628,7 +636,7 @@ def recompute_from_segmentation(scene, outputs: VesselsOutputNodes, edited_segme
     ``"... (v<N>)"``; the earlier ones stay in the scene (``outputs.previous_tables``).
     The curves are replaced by the new centrelines (vessel ids are renumbered by the
     engine); the segmentation is not modified.  Cancelling leaves the scene as it was.
-    Returns the updated ``outputs``.
+    ``runner`` as in :func:`analyze_volume_node`.  Returns the updated ``outputs``.
     """
     progress = as_progress(progress)
     progress.update(0.0, "reading the edited segmentation")
@@ -638,8 +646,9 @@ def recompute_from_segmentation(scene, outputs: VesselsOutputNodes, edited_segme
         params = params_from_json(outputs.segmentation.GetAttribute("NeonatalVessels.Parameters"))
     masks = {key: nbmrml.volume_from_node(node) for key, node in
              (("brain_mask", outputs.brain_mask), ("ventricles", outputs.ventricles)) if node is not None}
-    analysis = _engine().measure_vessel_mask(swi, labels, params=params, progress=progress.sub(0.05, 0.85),
-                                             **masks)
+    engine_progress = progress.sub(0.05, 0.85)
+    analysis = (runner or _direct)(lambda: _engine().measure_vessel_mask(
+        swi, labels, params=params, progress=engine_progress, **masks))
     outputs.analysis = analysis
     result = _result_from_engine(analysis)
     result = _apply_segment_regions(result, seg_values)
@@ -866,18 +875,36 @@ def _save_curves_json(outputs: VesselsOutputNodes, path: Path, tmp: Path) -> Pat
 
 
 # ----------------------------------------------------------------------------- batch
-def run_batch(cases, out_dir, progress=None, jobs: int = 1, params=None):
-    """Run the engine over a cases CSV or folder with the project's batch runner (same as the CLI).
+def run_batch(cases, out_dir, progress=None, jobs: int = 1, executor=None, runner=None) -> list[dict]:
+    """Run the engine over a cases CSV or folder with the project's batch runner (as ``neonatal-brain vessels-batch``).
 
-    Writes one folder per case and the cohort ``metrics.csv`` into ``out_dir``;
-    resumable.  Returns the batch runner's result.
+    ``cases``: a cases CSV (``case_id,swi[,brain_mask,ventricles,labels]``) or a folder of
+    case sub-folders holding ``swi.nii.gz``.  Writes ``out_dir/<case_id>/`` per case and
+    the cohort ``out_dir/metrics.csv``; resumable (finished cases are skipped), a failing
+    case is logged in ``errors.csv`` without stopping the others.  The engine runs with its
+    default parameters, as on the command line.  ``executor``: a ``concurrent.futures``
+    executor (default: ``jobs`` local processes).  ``runner`` as in
+    :func:`analyze_volume_node`.  Returns the runner's per-case results
+    (``case_id``, ``status`` done/skipped/failed, ``error``).
     """
     from NeonatalBrainLib import batch
 
-    return batch.run_vessel_batch(cases, out_dir, jobs=jobs, params=params, progress=progress)
+    from . import cli
+
+    case_list = cli.read_cases(cases)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"batch output {out}: exists and is not a folder")
+    return (runner or _direct)(lambda: batch.run_batch(case_list, cli.analyse_case, out, executor=executor,
+                                                       jobs=jobs, progress=progress))
 
 
-def batch_text(result) -> str:
-    if hasattr(result, "summary_text"):
-        return result.summary_text()
-    return str(result)
+def batch_text(results: Sequence[Mapping]) -> str:
+    """'3 cases done, 1 already done, 1 failed (case_x: error)'."""
+    done = sum(r["status"] == "done" for r in results)
+    skipped = sum(r["status"] == "skipped" for r in results)
+    failed = [r for r in results if r["status"] == "failed"]
+    text = f"{done} cases done, {skipped} already done, {len(failed)} failed"
+    if failed:
+        text += " (" + "; ".join(f"{r['case_id']}: {r['error']}" for r in failed[:5]) + ")"
+    return text
