@@ -78,6 +78,7 @@ def _dmv_candidates(model: BrainModel, rng: np.random.Generator, side: str, n: i
     m = len(tube.points)
     lo, hi = int(0.06 * m), int(0.72 * m)   # frontal horn .. atrium (not the temporal horn)
     dmin, dmax = model.preset.dmv_diameter_mm
+    fan_centre = np.array([sign * 8.0, -4.0, 10.0]) * model.s
     for _ in range(n):
         i = int(rng.integers(lo, hi))
         phi = np.deg2rad(rng.uniform(-10.0, 55.0))   # angle above the lateral direction
@@ -85,7 +86,11 @@ def _dmv_candidates(model: BrainModel, rng: np.random.Generator, side: str, n: i
         if ver[2] < 0:
             ver = -ver
         start = tube.points[i] + 0.9 * (tube.half_w[i] * np.cos(phi) * lat + tube.half_h[i] * np.sin(phi) * ver)
-        direction = np.cos(phi) * lat + np.sin(phi) * ver * 1.2 + rng.uniform(-0.35, 0.35) * tan
+        radial = start - fan_centre          # fan: away from the ventricle's centre in the axial plane
+        radial[2] = 0.0
+        radial /= max(np.linalg.norm(radial), 1e-6)
+        direction = (np.cos(phi) * lat + np.sin(phi) * ver * 1.2 + 0.7 * np.cos(phi) * radial
+                     + rng.uniform(-0.25, 0.25) * tan)
         direction /= np.linalg.norm(direction)
         bend_dir = np.cross(direction, rng.normal(size=3))
         bend_dir /= np.linalg.norm(bend_dir)
