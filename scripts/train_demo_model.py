@@ -4,7 +4,7 @@
 1. Phantom cohort: ``NeonatalBrainLib.phantom.write_cohort(DIR, n=40, center="A",
    seed=1, modalities=("t1",))`` (bilirubin injury, half injured) unless ``--cohort``
    points at an existing cohort.csv.
-2. ``training.train(..., arch="resnet18", width=0.25, image_size=64, epochs=12, seed=0)``
+2. ``training.train(..., arch="resnet18", width=0.25, image_size=48, epochs=12, seed=0)``
    - a reduced-width ResNet18 (MONAI ``widen_factor`` 0.25: 0.7 M parameters, ~2.8 MB)
    so the extension stays small.  The user-facing ``train`` default is the standard
    width.
@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     progress, close = tqdm_progress("train demo model")
     try:
         out = train(cohort, arch="resnet18", out_dir=args.out, epochs=args.epochs, seed=args.seed,
-                    image_size=64, width=0.25, progress=progress, model_id="demo-resnet18",
+                    image_size=48, width=0.25, progress=progress, model_id="demo-resnet18",
                     description=("DEMO: reduced-width ResNet18 (widen_factor 0.25) slice classifier of "
                                  "globus pallidus T1 hyperintensity, TRAINED ON SYNTHETIC PHANTOM DATA "
                                  "(NeonatalBrain digital phantom, centre A, bilirubin injury pattern)"),

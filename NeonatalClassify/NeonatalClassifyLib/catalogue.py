@@ -63,15 +63,15 @@ def user_models_dir() -> Path:
 def verify_model_dir(folder: str | os.PathLike) -> dict:
     """Model card of ``folder`` after checking checksum and architecture (InputError if not)."""
     from .inference import WEIGHTS_NAME, read_model_card
-    from .models import build_model, load_weights
+    from .models import build_from_config, load_weights
     from .slices import SliceSpec
 
     folder = Path(folder)
     card = read_model_card(folder)
     spec = SliceSpec.from_dict(card["input"])
     cfg = card.get("model_config") or {}
-    model = build_model(card["architecture"], in_channels=len(spec.channels), num_classes=2,
-                        image_size=spec.image_size, width=float(cfg.get("width", 1.0)))
+    model = build_from_config(dict(cfg, arch=card["architecture"], in_channels=len(spec.channels),
+                                   image_size=spec.image_size))
     load_weights(model, folder / WEIGHTS_NAME, card["architecture"], card["weights_sha256"])
     return card
 

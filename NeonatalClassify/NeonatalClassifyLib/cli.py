@@ -129,7 +129,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="MODEL_DIR", help="new or empty model folder")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=64, metavar="PX", help="slice size in pixels (1 mm)")
+    p.add_argument("--image-size", type=int, default=48, metavar="PX", help="slice size in pixels (1 mm)")
     p.add_argument("--atlas", default=None, metavar="NAME|FOLDER", help=atlas_help)
     p.add_argument("--roi", default="globus_pallidus", choices=("globus_pallidus", "basal_ganglia"))
     p.add_argument("--width", type=float, default=1.0, help="ResNet width factor (1 = standard)")

@@ -97,8 +97,8 @@ def load_model(model_dir: str | os.PathLike) -> LoadedModel:
     cfg = card.get("model_config") or {}
     spec = SliceSpec.from_dict(card["input"])
     arch = card["architecture"]
-    model = _models.build_model(arch, in_channels=len(spec.channels), num_classes=2,
-                                image_size=spec.image_size, width=float(cfg.get("width", 1.0)))
+    model = _models.build_from_config(dict(cfg, arch=arch, in_channels=len(spec.channels),
+                                           image_size=spec.image_size))
     _models.load_weights(model, model_dir / WEIGHTS_NAME, arch, card["weights_sha256"])
     lm = LoadedModel(model, card, spec, arch, str(card.get("model_id", model_dir.name)), model_dir)
     with _LOCK:

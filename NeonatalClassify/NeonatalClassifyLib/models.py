@@ -4,10 +4,11 @@ Architectures (2D, ``in_channels`` -> 2 classes: 0 = control, 1 = injured; no we
 download, ``pretrained=False`` everywhere):
 
 * ``resnet18``: ``monai.networks.nets.resnet18`` (MONAI's ResNet: 7x7 stem with
-  stride 1 + max-pool) with the stride of the last stage (``layer4``) set to 1,
-  i.e. output stride 8 instead of 16, so that the Grad-CAM of ``layer4`` has 8 x 8
-  cells on a 64 x 64 input (the weights and parameter count are those of ResNet18;
-  He et al. 2016).  ``width`` (MONAI ``widen_factor``) scales the channel widths
+  stride 1 + max-pool) with the strides of the last stages set to 1 for
+  ``output_stride`` 4 (default: ``layer3`` and ``layer4``; 8: ``layer4`` only; 16:
+  MONAI's original), so that the Grad-CAM of ``layer4`` has 4 mm cells on 1 mm
+  slices (12 x 12 on a 48 px input); weights and parameter count are those of
+  ResNet18 (He et al. 2016).  ``width`` (MONAI ``widen_factor``) scales the channel widths
   (1.0 = standard; the demo model uses a reduced width to stay small).
 * ``densenet121``: ``monai.networks.nets.DenseNet121`` (Huang et al. 2017).
 * ``efficientnet-b0``: ``monai.networks.nets.EfficientNetBN("efficientnet-b0",
@@ -46,7 +47,7 @@ def _check_arch(arch: str) -> str:
 
 
 def build_model(arch: str = "resnet18", in_channels: int = 1, num_classes: int = 2,
-                image_size: int = 64, width: float = 1.0):
+                image_size: int = 48, width: float = 1.0, output_stride: int = 4):
     """A freshly initialised 2D classifier (torch.nn.Module); see module docstring."""
     _check_arch(arch)
     from monai.networks import nets
@@ -54,10 +55,14 @@ def build_model(arch: str = "resnet18", in_channels: int = 1, num_classes: int =
     if arch == "resnet18":
         model = nets.resnet18(spatial_dims=2, n_input_channels=int(in_channels),
                               num_classes=int(num_classes), widen_factor=float(width))
-        first = model.layer4[0]
-        first.conv1.stride = (1, 1)
-        if first.downsample is not None:
-            first.downsample[0].stride = (1, 1)
+        if output_stride not in (4, 8, 16):
+            raise InputError(f"output stride must be 4, 8 or 16, got {output_stride}")
+        stages = {4: (model.layer3, model.layer4), 8: (model.layer4,), 16: ()}[int(output_stride)]
+        for stage in stages:
+            first = stage[0]
+            first.conv1.stride = (1, 1)
+            if first.downsample is not None:
+                first.downsample[0].stride = (1, 1)
     elif arch == "densenet121":
         model = nets.DenseNet121(spatial_dims=2, in_channels=int(in_channels), out_channels=int(num_classes))
     else:
@@ -68,10 +73,17 @@ def build_model(arch: str = "resnet18", in_channels: int = 1, num_classes: int =
     return model
 
 
-def model_config(arch: str, in_channels: int = 1, num_classes: int = 2, image_size: int = 64,
-                 width: float = 1.0) -> dict:
+def model_config(arch: str, in_channels: int = 1, num_classes: int = 2, image_size: int = 48,
+                 width: float = 1.0, output_stride: int = 4) -> dict:
     return {"arch": _check_arch(arch), "in_channels": int(in_channels), "num_classes": int(num_classes),
-            "image_size": int(image_size), "width": float(width)}
+            "image_size": int(image_size), "width": float(width), "output_stride": int(output_stride)}
+
+
+def build_from_config(config: dict):
+    """Model of a card's ``model_config`` (older cards without output_stride: 8)."""
+    return build_model(config["arch"], int(config.get("in_channels", 1)), int(config.get("num_classes", 2)),
+                       int(config.get("image_size", 48)), float(config.get("width", 1.0)),
+                       int(config.get("output_stride", 8)))
 
 
 def sha256_of(path: str | os.PathLike) -> str:

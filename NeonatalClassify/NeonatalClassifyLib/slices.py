@@ -12,8 +12,8 @@ Definitions
   ``(s + 0.5) / n_slices`` (s = 0..n-1) of the RAS z coordinates of the ROI voxels,
   so the planes cut through the ROI whatever its size or the slice thickness.
 * **Field of view**: ``image_size x image_size`` pixels of ``spacing_mm`` centred on
-  the ROI centroid (x, y) (default 64 x 64 at 1 mm: covers both basal ganglia of a
-  neonate).  Image rows run from anterior (row 0) to posterior, columns from the
+  the ROI centroid (x, y) (default 48 x 48 at 1 mm: both globus pallidus and putamen
+  of a term neonate, +-24 mm from the midline).  Image rows run from anterior (row 0) to posterior, columns from the
   patient's left (column 0, smaller x) to the right.
 * **Intensity normalisation** (per slice, robust to scanner scaling):
   ``(value - median) / (p90 - p10)`` over the slice's pixels, clipped to [-5, 5].
@@ -45,7 +45,7 @@ class SliceSpec:
     """Input specification of a slice classifier (stored in the model card)."""
 
     roi: str = "globus_pallidus"
-    image_size: int = 64
+    image_size: int = 48
     spacing_mm: float = 1.0
     n_slices: int = 3
     channels: tuple[str, ...] = ("t1",)  # "t1" and optionally "roi" (binary ROI mask)

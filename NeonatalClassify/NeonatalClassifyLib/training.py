@@ -170,10 +170,10 @@ def youden_midpoint_threshold(y_true, score) -> float:
 
 # ----------------------------------------------------------------------------- train
 def train(cohort_csv: str | os.PathLike, arch: str = "resnet18", out_dir: str | os.PathLike = "model",
-          *, epochs: int = 8, seed: int = 0, image_size: int = 64, atlas=None, progress=None,
+          *, epochs: int = 8, seed: int = 0, image_size: int = 48, atlas=None, progress=None,
           roi: str = "globus_pallidus", n_slices: int = 3, spacing_mm: float = 1.0, width: float = 1.0,
           batch_size: int = 16, lr: float = 1e-3, val_fraction: float = 0.2, patience: int = 4,
-          num_threads: int = 2, channels: tuple[str, ...] = ("t1",), model_id: str | None = None,
+          num_threads: int = 2, channels: tuple[str, ...] = ("t1",), output_stride: int = 4, model_id: str | None = None,
           description: str | None = None, extra_card: dict | None = None) -> Path:
     """Train a slice classifier on ``cohort_csv``; write ``model.pt`` + ``model_card.json``
     (+ ``training_log.csv``, ``validation_predictions.csv``) into the new/empty ``out_dir``.
@@ -211,8 +211,8 @@ def train(cohort_csv: str | os.PathLike, arch: str = "resnet18", out_dir: str | 
     saved = _set_determinism(seed, num_threads)
     rng = np.random.default_rng(seed)
     try:
-        config = _models.model_config(arch, len(spec.channels), 2, spec.image_size, width)
-        model = _models.build_model(arch, len(spec.channels), 2, spec.image_size, width)
+        config = _models.model_config(arch, len(spec.channels), 2, spec.image_size, width, output_stride)
+        model = _models.build_from_config(config)
         counts = np.bincount(y_tr, minlength=2).astype(float)
         weights = torch.tensor(len(y_tr) / (2.0 * np.maximum(counts, 1)), dtype=torch.float32)
         loss_fn = torch.nn.CrossEntropyLoss(weight=weights)
