@@ -455,13 +455,16 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ------------------------------------------------------------------ cohort tab
     def _cohortInputs(self):
+        """(cohort CSV, output folder), or None after telling the user what is missing."""
         p = self._parameterNode
         csv = _path_or_none(p.cohortCsv)
         out = _path_or_none(p.cohortOutputDirectory)
-        if csv is None:
-            raise ValueError(_("Choose a cohort CSV first."))
-        if out is None:
-            raise ValueError(_("Choose an output folder first."))
+        missing = ([_("a cohort CSV")] if csv is None or not csv.is_file() else []) + \
+                  ([_("an output folder")] if out is None else [])
+        if missing:
+            slicer.util.warningDisplay(_("Choose {what} first.").format(what=_(" and ").join(missing)),
+                                       windowTitle=_("Neonatal Classify"))
+            return None
         return csv, out
 
     def _showCohortResult(self, title, result) -> None:
@@ -487,8 +490,9 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._ensureDependencies(deepLearning=True):
             return
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Cannot train."), waitCursor=False):
-            csv, out = self._cohortInputs()
+        if (inputs := self._cohortInputs()) is None:
+            return
+        csv, out = inputs
         result = self._run(_("Training failed."), _("Training"), lambda progress: self.logic.train(
             csv, out, architecture=p.architecture, epochs=p.epochs, seed=p.seed,
             atlas=p.atlas or None, progress=progress))
@@ -500,8 +504,9 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onEvaluate(self) -> None:
         if not self._ensureDependencies(deepLearning=True):
             return
-        with slicer.util.tryWithErrorDisplay(_("Cannot evaluate."), waitCursor=False):
-            csv, out = self._cohortInputs()
+        if (inputs := self._cohortInputs()) is None:
+            return
+        csv, out = inputs
         modelId = self.ui.modelComboBox.currentData
         rois = "cohort" if self._parameterNode.useCohortLabels else "atlas"
         result = self._run(_("Evaluation failed."), _("Evaluation"),
@@ -513,8 +518,9 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onCompare(self) -> None:
         if not self._ensureDependencies(deepLearning=True):
             return
-        with slicer.util.tryWithErrorDisplay(_("Cannot compare."), waitCursor=False):
-            csv, out = self._cohortInputs()
+        if (inputs := self._cohortInputs()) is None:
+            return
+        csv, out = inputs
         modelA = self.ui.modelComboBox.currentData
         modelB = self.ui.compareModelComboBox.currentData
         rois = "cohort" if self._parameterNode.useCohortLabels else "atlas"
@@ -528,8 +534,9 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not self._ensureDependencies(deepLearning=True):
             return
         p = self._parameterNode
-        with slicer.util.tryWithErrorDisplay(_("Cannot fit the nomogram."), waitCursor=False):
-            csv, out = self._cohortInputs()
+        if (inputs := self._cohortInputs()) is None:
+            return
+        csv, out = inputs
         clinical = [c.strip() for c in p.clinicalVariables.split(",") if c.strip()]
         modelId = self.ui.modelComboBox.currentData
         # reuse the last evaluation's predictions when they are of this cohort and model
