@@ -216,6 +216,7 @@ class NeonatalVesselsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.runBatchButton.connect("clicked(bool)", self.onRunBatchButton)
         self.ui.vesselTableView.connect("clicked(QModelIndex)", self.onVesselRowClicked)
         self.ui.progressBar.setVisible(False)
+        self.ui.summaryTableView.transposed = True  # one metric per line
         self.ui.batchCasesPathLineEdit.filters = ctkPathFilters()
 
         self.initializeParameterNode()
@@ -271,8 +272,9 @@ class NeonatalVesselsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for button in (self.ui.editSegmentationButton, self.ui.recomputeButton, self.ui.exportButton):
             button.enabled = hasResult and not running
         self.ui.runBatchButton.enabled = not running
-        self.ui.vesselTableView.setMRMLTableNode(pn.outputVesselTable if pn else None)
-        self.ui.summaryTableView.setMRMLTableNode(pn.outputSummaryTable if pn else None)
+        vesselTable, summaryTable = self.logic.currentTables(pn.outputSegmentation if pn else None)
+        self.ui.vesselTableView.setMRMLTableNode(vesselTable or (pn.outputVesselTable if pn else None))
+        self.ui.summaryTableView.setMRMLTableNode(summaryTable or (pn.outputSummaryTable if pn else None))
 
     def _startProgress(self, progressBar, statusLabel):
         """A Progress shown as stage and percent; Cancel sets it to raise at the next checkpoint.
@@ -443,15 +445,17 @@ class NeonatalVesselsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         return bytes(buffer.data())
 
     def onVesselRowClicked(self, index) -> None:
+        """Centre the slice views on the vessel of the clicked row (its id is the row's first column)."""
         pn = self._parameterNode
-        if not pn or not pn.outputVesselTable:
+        if not pn or not pn.outputSegmentation:
             return
-        view = self.ui.vesselTableView
-        if hasattr(view, "sortFilterProxyModel") and view.sortFilterProxyModel() is not None:
-            index = view.sortFilterProxyModel().mapToSource(index)
-        row = view.tableModel().mrmlTableRowIndex(index) if hasattr(view, "tableModel") else index.row()
+        model = self.ui.vesselTableView.model()  # the view's (sortable) model: read the id from the row shown
+        try:
+            vesselId = int(float(model.data(model.index(index.row(), 0))))
+        except (TypeError, ValueError):
+            return  # a header row or an empty cell
         with slicer.util.tryWithErrorDisplay(_("Could not locate the vessel."), waitCursor=False):
-            self.logic.centerViewsOnTableRow(pn.outputSegmentation, pn.outputVesselTable, row)
+            self.logic.centerViewsOnVessel(pn.outputSegmentation, vesselId)
 
     def onRunBatchButton(self) -> None:
         if not self._ensureDependencies():
@@ -546,14 +550,19 @@ class NeonatalVesselsLogic(ScriptedLoadableModuleLogic):
         return self._lib().recompute_from_segmentation(slicer.mrmlScene, outputs, segmentationNode,
                                                        progress=progress, runner=runner)
 
-    def centerViewsOnTableRow(self, segmentationNode, tableNode, row):
-        """Centre the slice views on the vessel in ``row`` of the vessel table; returns its RAS point."""
+    def centerViewsOnVessel(self, segmentationNode, vesselId):
+        """Centre the slice views on vessel ``vesselId`` of a result; returns the RAS point (mm)."""
         lib = self._lib()
-        outputs = self.outputsOf(segmentationNode)
-        vesselId = lib.vessel_id_of_row(tableNode, row)
-        center = lib.vessel_center_ras(outputs, vesselId)
+        center = lib.vessel_center_ras(self.outputsOf(segmentationNode), vesselId)
         lib.jump_slices_to(slicer.mrmlScene, center)
         return center
+
+    def currentTables(self, segmentationNode):
+        """(vessel table, summary table) of the latest version of a result; (None, None) for other nodes."""
+        if segmentationNode is None:
+            return None, None
+        return (segmentationNode.GetNodeReference("NeonatalVessels.vesselTable"),
+                segmentationNode.GetNodeReference("NeonatalVessels.summaryTable"))
 
     def existingExportFiles(self, segmentationNode, folder):
         return self._lib().existing_export_files(self.outputsOf(segmentationNode), folder)

@@ -143,6 +143,9 @@ def test_module_file_follows_the_scripted_module_template():
     called = {n.attr for n in ast.walk(classes["NeonatalVesselsLogic"]) if isinstance(n, ast.Attribute)
               and isinstance(n.value, ast.Call) and ast.unparse(n.value.func) == "self._lib"}
     assert called and all(hasattr(ml, name) for name in called), sorted(n for n in called if not hasattr(ml, n))
+    # the node-reference roles the widget reads without importing mrml_logic are mrml_logic's
+    source = MODULE_PY.read_text(encoding="utf-8")
+    assert f'"{ml.REF_VESSEL_TABLE}"' in source and f'"{ml.REF_SUMMARY_TABLE}"' in source
     # heavy/engine imports only inside functions (module opens fast, before dependencies are installed)
     top_imports = {a.name.split(".")[0] for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))
                    for a in n.names} | {n.module.split(".")[0] for n in tree.body
