@@ -13,11 +13,12 @@ voxel order and oblique grids work):
    (``affine_spacing_mm``, shrink 2 then 1).  Rigid uses the head masks; the affine
    stage restricts the metric (moving mask) to a box ``roi_margin_mm`` around the
    atlas's deep grey matter.
-4. **Deformable**: symmetric-forces demons (Thirion / Vercauteren) on a 1 mm crop
-   around the deep grey matter in subject space, after histogram matching of the
-   affinely resampled atlas to the subject and clipping intensities at
-   ``clip_upper`` (so a hyperintense lesion cannot dominate the force), two
-   resolution levels, displacement field smoothed with ``demons_sigma_mm``.
+4. **Deformable**: fast symmetric-forces demons (Thirion / Vercauteren) on a 1 mm crop
+   around the deep grey matter in subject space: subject crop histogram-matched to the
+   affinely resampled atlas crop, both smoothed and clipped at ``clip_factor`` x the
+   atlas's median deep-grey intensity (a hyperintense lesion then looks like normal deep
+   grey matter and exerts no force); two resolution levels, update-field smoothing
+   (fluid-like) and displacement-field smoothing (``demons_sigma_mm``, elastic-like).
 
 The result maps subject physical points to atlas physical points
 (:class:`RegistrationResult.transform`, a SimpleITK transform usable with
@@ -53,13 +54,17 @@ class RegistrationParameters:
     sampling_fraction: float = 0.3        #: fraction of mask voxels sampled by the MI metric
     rigid_iterations: int = 80
     affine_iterations: int = 80
-    demons_iterations: tuple[int, ...] = (40, 30)  #: per level, coarse (2x) to fine
-    demons_sigma_mm: float = 1.5          #: Gaussian smoothing of the displacement field
-    clip_factor: float = 1.0              #: demons inputs clipped at this x the atlas deep grey median
+    demons_iterations: tuple[int, ...] = (30, 10)  #: per level, coarse (2x) to fine
+    demons_sigma_mm: float = 1.5          #: Gaussian smoothing of the displacement field (mm)
+    demons_min_sigma_vox: float = 0.5     #: lower bound of the field smoothing at coarse levels
+    demons_update_sigma: float = 1.0      #: smoothing of each update field (voxels; 0 = off)
+    demons_max_step: float = 1.0          #: maximum update step per iteration (voxels)
+    clip_factor: float = 0.9              #: demons inputs clipped at this x the atlas deep grey median
     bias_sigma_mm: float = 0.0            #: local intensity normalisation scale before demons (0 = off)
     roi_affine: bool = True               #: final affine stage restricted to the deep grey box
-    deformable: bool = False              #: demons stage (see docs/roi.md: off by default)
+    deformable: bool = True               #: demons stage after the affine stages
     demons_smooth_input_mm: float = 1.0   #: Gaussian smoothing of both crops before demons
+    affine_vote_weight: float = 0.0       #: label fusion weight of the affine-only result (0..1)
     seed: int = 20241121                  #: metric sampling seed (results are deterministic)
 
 
@@ -261,14 +266,17 @@ def local_normalise(image, sigma_mm: float):
     return sitk.Clamp(sitk.Divide(image, smooth), sitk.sitkFloat32, 0.0, 3.0)
 
 
-def _demons(fixed, moving, iterations: int, sigma: float, initial=None):
+def _demons(fixed, moving, iterations: int, sigma: float, initial=None, update_sigma: float = 0.0,
+            max_step: float = 2.0):
     sitk = _sitk()
     demons = sitk.FastSymmetricForcesDemonsRegistrationFilter()
     demons.SetNumberOfIterations(int(iterations))
     demons.SetStandardDeviations(float(sigma))
     demons.SetSmoothDisplacementField(True)
-    demons.SetSmoothUpdateField(False)
-    demons.SetMaximumUpdateStepLength(2.0)
+    demons.SetSmoothUpdateField(update_sigma > 0)
+    if update_sigma > 0:
+        demons.SetUpdateFieldStandardDeviations(float(update_sigma))
+    demons.SetMaximumUpdateStepLength(float(max_step))
     demons.SetIntensityDifferenceThreshold(1e-3)
     if initial is None:
         return demons.Execute(fixed, moving)
@@ -314,7 +322,13 @@ def register_deformable(fixed: PreparedImage, moving: PreparedImage, affine,
         if field is not None:
             init = sitk.Resample(field, fl, sitk.Transform(), sitk.sitkLinear, 0.0, field.GetPixelID())
         sigma = params.demons_sigma_mm / (params.deformable_spacing_mm * shrink)
-        field = _demons(fl, ml, iters, max(sigma, 0.5), init)
+        if iters <= 0:
+            field = init if init is not None else field
+            continue
+        field = _demons(fl, ml, iters, max(sigma, params.demons_min_sigma_vox), init, params.demons_update_sigma,
+                        params.demons_max_step)
+    if field is None:
+        return sitk.CompositeTransform([affine]), ref
     field = sitk.Cast(field, sitk.sitkVectorFloat64)
     disp = sitk.DisplacementFieldTransform(field)
     composite = sitk.CompositeTransform([affine, disp])  # disp applied first, then affine

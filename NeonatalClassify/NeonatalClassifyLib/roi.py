@@ -173,10 +173,14 @@ def segment_deep_grey(t1: Volume, atlas: "str | Path | Atlas" = DEFAULT_ATLAS, *
     sub_ref = sitk.RegionOfInterest(t1_sitk, [int(s) for s in box_size], [int(x) for x in lo])
     values = sorted(ROI_NAMES)
     prob = np.zeros((len(values) + 1,) + tuple(box_size[::-1]), np.float32)  # sitk order k, j, i
+    w_aff = float(params.affine_vote_weight) if params.deformable else 0.0
     for r, subj in zip(regs, subjects):
         for value, img in subj.onehot:
             res = sitk.Resample(img, sub_ref, r.transform, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-            prob[1 + values.index(value)] += sitk.GetArrayViewFromImage(res)
+            prob[1 + values.index(value)] += (1.0 - w_aff) * sitk.GetArrayViewFromImage(res)
+            if w_aff > 0:
+                res = sitk.Resample(img, sub_ref, r.affine, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+                prob[1 + values.index(value)] += w_aff * sitk.GetArrayViewFromImage(res)
     prob[0] = n - prob[1:].sum(0)
     winner = np.argmax(prob, axis=0)
     lut = np.array([0] + values, np.uint8)
