@@ -622,7 +622,7 @@ class NeonatalVesselsTest(ScriptedLoadableModuleTest):
         self.delayDisplay(f"DMVs found: {summary['dmv_count']} (truth {truth['left'] + truth['right']})")
 
         # Erase one DMV in the segmentation, as a user would with the Segment Editor's eraser.
-        vesselId = mrml_logic.first_vessel_id(outputs, region="dmv")
+        vesselId = mrml_logic.first_vessel_id(outputs, region="dmv", isolated=True)
         segmentId = mrml_logic.segment_id_of_vessel(outputs, vesselId)
         segmentArray = slicer.util.arrayFromSegmentBinaryLabelmap(outputs.segmentation, segmentId, inputVolume)
         vesselArray = mrml_logic.vessel_mask_kji(outputs, vesselId)

@@ -303,7 +303,7 @@ def test_erase_one_dmv_then_recompute_drops_the_count_by_one(fresh_result):
     scene, swi_node, outputs = fresh_result
     before = ml.summary_from_table(outputs.summary_table)
     first_table = outputs.vessel_table
-    vid = ml.first_vessel_id(outputs, region="dmv")
+    vid = ml.first_vessel_id(outputs, region="dmv", isolated=True)
     side = next(r["side"] for r in _rows(outputs) if r["vessel_id"] == vid)
     segment_id = ml.segment_id_of_vessel(outputs, vid)
     # the user's eraser: remove the vessel's voxels from its segment's binary labelmap

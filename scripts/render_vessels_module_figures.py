@@ -300,9 +300,7 @@ def render_edit(scene, outputs, out_png):
     swi = nbmrml.volume_from_node(outputs.input_node)
     minip = np.asarray(nbmrml.volume_from_node(outputs.minip).array)
     before_summary = ml.summary_from_table(outputs.summary_table)
-    rows = nbmrml.rows_from_table_node(outputs.vessel_table)
-    dmv = sorted((r for r in rows if r["region"] == "dmv"), key=lambda r: -r["length_mm"])
-    vid = dmv[0]["vessel_id"]
+    vid = ml.first_vessel_id(outputs, region="dmv", isolated=True)
     centre = ml.vessel_center_ras(outputs, vid)
     labels_before, colors = _segment_rgba(outputs.segmentation, swi)
     segment_id = ml.segment_id_of_vessel(outputs, vid)

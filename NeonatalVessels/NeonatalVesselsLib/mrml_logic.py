@@ -728,12 +728,26 @@ def vessel_id_of_row(table_node, row: int) -> int:
     return int(column.GetValue(row))
 
 
-def first_vessel_id(outputs: VesselsOutputNodes, region: str = "dmv") -> int:
-    """Smallest vessel id of ``region`` in the current vessel table."""
-    ids = [int(r["vessel_id"]) for r in vessel_rows(outputs.vessel_table) if r.get("region") == region]
+def first_vessel_id(outputs: VesselsOutputNodes, region: str = "dmv", isolated: bool = False) -> int:
+    """Smallest vessel id of ``region`` in the current vessel table.
+
+    ``isolated``: only vessels that form a connected component of their own
+    (26-connectivity) in the vessel-id labelmap, i.e. touch no other vessel.
+    """
+    ids = sorted(int(r["vessel_id"]) for r in vessel_rows(outputs.vessel_table) if r.get("region") == region)
+    if isolated and ids:
+        import cc3d
+
+        labels = np.asarray(nbmrml.volume_from_node(outputs.vessel_ids).array)
+        components = cc3d.connected_components((labels > 0).astype(np.uint8), connectivity=26)
+        pairs = np.unique(np.stack([components[labels > 0], labels[labels > 0]]), axis=1)
+        comp_count = np.bincount(pairs[0])
+        own = {int(v) for c, v in pairs.T if comp_count[c] == 1}
+        ids = [i for i in ids if i in own]
     if not ids:
-        raise InputError(f"vessel table '{outputs.vessel_table.GetName()}': no vessel of region '{region}'")
-    return min(ids)
+        raise InputError(f"vessel table '{outputs.vessel_table.GetName()}': no {'isolated ' if isolated else ''}"
+                         f"vessel of region '{region}'")
+    return ids[0]
 
 
 def segment_id_of_vessel(outputs: VesselsOutputNodes, vessel_id: int) -> str:
