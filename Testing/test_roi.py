@@ -148,13 +148,18 @@ def test_multi_atlas_folder_with_two_subjects(tmp_path, term):
     aff = a_t1.affine.copy()
     aff[:3, :3] *= 1.06
     aff[:3, 3] += np.array([2.0, -3.0, 1.0])
-    s2 = (Volume(a_t1.array, aff), Volume(a_lab.array, aff))
-    folder = write_atlas(tmp_path / "two", [("one", a_t1, a_lab), ("two", *s2)], base.label_table)
+    # the user atlas uses its own label values (project value + 100): mapped by name
+    lab_u = np.where(a_lab.array > 0, a_lab.array.astype(np.int32) + 100, 0).astype(np.uint8)
+    table_u = {v + 100: n for v, n in base.label_table.items()}
+    s1 = (a_t1, a_lab.with_array(lab_u))
+    s2 = (Volume(a_t1.array, aff), Volume(lab_u, aff))
+    folder = write_atlas(tmp_path / "two", [("one", *s1), ("two", *s2)], table_u)
     atlas = load_atlas(folder)
     res = segment_deep_grey(t1, folder)
     assert len(res.metric_values) == 2
     assert res.atlas_name == "two" and res.atlas_checksum == atlas.checksum
     assert res.atlas_checksum != base.checksum
+    assert set(np.unique(res.labels.array)) == {0, *ROI_NAMES}  # project values, not 109..116
     _check_dice(res, truth.array, mean_min=0.8)
 
 
