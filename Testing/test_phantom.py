@@ -1,7 +1,6 @@
 """The digital neonatal phantom: file contract, truth, anatomy orientation, determinism."""
 from __future__ import annotations
 
-import csv
 import json
 
 import numpy as np

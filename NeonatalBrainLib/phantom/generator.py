@@ -96,10 +96,8 @@ def orientation_matrix(code: str) -> np.ndarray:
 def make_grid(spacing_mm, orientation: str, fov_mm, centre_ras, rotation: np.ndarray) -> Volume:
     """An empty grid covering ``fov_mm`` (along R, A, S before rotation) centred on ``centre_ras``."""
     o = orientation_matrix(orientation)
-    spacing_ras = np.abs(o) @ np.asarray(spacing_mm, float)   # spacing along R, A, S
-    spacing = np.asarray(spacing_mm, float)
-    fov_ijk = np.abs(o.T) @ np.asarray(fov_mm, float)
-    del spacing_ras
+    spacing = np.asarray(spacing_mm, float)                  # along i, j, k
+    fov_ijk = np.abs(o.T) @ np.asarray(fov_mm, float)        # FOV (R, A, S) seen along i, j, k
     shape = tuple(int(np.ceil(f / s)) for f, s in zip(fov_ijk, spacing))
     m = rotation @ o @ np.diag(spacing)
     affine = np.eye(4)

@@ -1,7 +1,7 @@
 """Phantom presets (subject type + acquisition) and injury specification."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from ..imageio import InputError
 
