@@ -64,6 +64,7 @@ class RegistrationParameters:
     roi_affine: bool = True               #: final affine stage restricted to the deep grey box
     deformable: bool = True               #: demons stage after the affine stages
     demons_smooth_input_mm: float = 1.0   #: Gaussian smoothing of both crops before demons
+    label_margin_mm: float = 6.0          #: labels are transferred inside the ROI box grown by this
     affine_vote_weight: float = 0.0       #: label fusion weight of the affine-only result (0..1)
     seed: int = 20241121                  #: metric sampling seed (results are deterministic)
 

@@ -28,7 +28,7 @@ from NeonatalBrainLib.imageio import InputError, Volume, load_volume, save_volum
 from NeonatalBrainLib.progress import as_progress
 
 from .atlas import DEFAULT_ATLAS, Atlas, load_atlas
-from .registration import PreparedImage, RegistrationParameters, prepare, register
+from .registration import PreparedImage, RegistrationParameters, crop_grid_in_fixed, prepare, register
 
 #: Output label value -> name of the eight ROIs.
 ROI_NAMES: dict[int, str] = {anatomy.LABEL_VALUES[n]: n for n in anatomy.DEEP_GREY_ROIS}
@@ -164,8 +164,11 @@ def segment_deep_grey(t1: Volume, atlas: "str | Path | Atlas" = DEFAULT_ATLAS, *
     t1_sitk = volume_to_sitk(t1.with_array(np.zeros(t1.shape, np.uint8)))
     lo = np.array(t1_sitk.GetSize()) - 1
     hi = np.zeros(3, int)
-    for r in regs:
-        a, b = _index_box(t1_sitk, r.crop_reference)
+    for r, subj in zip(regs, subjects):
+        # labels can only land near the affinely mapped ROI box (demons moves a few mm)
+        near = crop_grid_in_fixed(t1_sitk, r.affine, subj.roi_box_mm, params.label_margin_mm,
+                                  float(min(t1.spacing_mm)))
+        a, b = _index_box(t1_sitk, near)
         lo, hi = np.minimum(lo, a), np.maximum(hi, b)
     if np.any(hi < lo):
         raise InputError("T1: the registered deep grey matter falls outside the image")
