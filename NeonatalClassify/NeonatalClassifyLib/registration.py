@@ -7,12 +7,13 @@ voxel order and oblique grids work):
    largest connected component, holes filled; intensities mapped linearly so that
    the 1st / 99th percentiles inside the head mask become 0 / 1 (arbitrary scaling
    and offsets between centres cancel).
-2. **Initialisation**: centres of mass of the two head masks (moments).
-3. **Rigid, then affine** (12 parameters), Mattes mutual information (tolerates
-   contrast differences), multi-resolution on an isotropic working grid
-   (``affine_spacing_mm``, shrink 2 then 1).  Rigid uses the head masks; the affine
-   stage restricts the metric (moving mask) to a box ``roi_margin_mm`` around the
-   atlas's deep grey matter.
+2. **Initialisation**: centres of mass of the two head masks (moments); isotropic
+   scale = cube root of the head-volume ratio (term vs preterm heads).
+3. **Similarity, affine, then deep-grey affine** (Mattes mutual information, which
+   tolerates contrast differences; multi-resolution on an isotropic working grid
+   ``affine_spacing_mm``, shrink 2 then 1).  The first two stages use the head masks;
+   the last restricts the metric (moving mask) to the box around the atlas's deep grey
+   matter grown by ``roi_margin_mm``.
 4. **Deformable**: fast symmetric-forces demons (Thirion / Vercauteren) on a 1 mm crop
    around the deep grey matter in subject space: subject crop histogram-matched to the
    affinely resampled atlas crop, both smoothed and clipped at ``clip_factor`` x the
@@ -121,7 +122,6 @@ def head_mask(image):
     mask = sitk.Cast(cc == 1, sitk.sitkUInt8)
     mask = sitk.BinaryMorphologicalClosing(mask, [2, 2, 2])
     filled = sitk.BinaryFillhole(mask)
-    # fill holes slice by slice is not needed: 3D fill handles enclosed ventricles/CSF
     if sitk.GetArrayViewFromImage(filled).sum() < 100:
         raise InputError("T1: could not find the head (image nearly empty after thresholding)")
     return filled
