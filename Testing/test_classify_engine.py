@@ -275,11 +275,11 @@ def test_demo_model_loads_and_separates_injured_from_controls(cohort):
 
 # ----------------------------------------------------------------------------- features
 def test_features_per_roi_and_map_regression(cohort, model_dir, tmp_path):
-    from NeonatalClassifyLib.features import extract_roi_features, write_feature_outputs
+    from NeonatalClassifyLib.features import compute_roi_features, extract_roi_features, write_feature_outputs
 
     row, t1, rois = _subject(cohort, 3)
     const = t1.with_array(np.full(t1.shape, 2.5, np.float32))
-    res = extract_roi_features(t1, model_dir, rois, {"T1": t1, "C": const})
+    res = compute_roi_features(t1, model_dir, rois, {"T1": t1, "C": const})
     names = set(res.features["roi"])
     assert {"globus_pallidus_left", "globus_pallidus_right", "putamen_left", "thalamus_right"} <= names
     fcols = [c for c in res.features.columns if c.startswith("f")]
@@ -291,5 +291,26 @@ def test_features_per_roi_and_map_regression(cohort, model_dir, tmp_path):
     assert reg.loc["C", "rmse"] == pytest.approx(0.0, abs=1e-9)
     assert reg.loc["T1", "rmse"] > 0 and reg.loc["T1", "relative_rmse"] == pytest.approx(
         reg.loc["T1", "rmse"] / reg.loc["T1", "mean"])
+    df = extract_roi_features(t1, model_dir, rois, {"C": const})
+    assert list(df["roi"]) == list(res.features["roi"]) and df.attrs["regression"][0]["map"] == "C"
     write_feature_outputs(res, tmp_path / "f")
     assert (tmp_path / "f" / "roi_features.csv").is_file() and (tmp_path / "f" / "map_regression.json").is_file()
+
+
+def test_classify_with_atlas_rois_equals_cohort_prediction(cohort, tmp_path):
+    """Default path (ROIs by registration to the model's recorded atlas): the CLI's
+    probability equals evaluate's prediction for the subject; the card's atlas is used."""
+    from NeonatalBrainLib.cli import main
+    from NeonatalClassifyLib.evaluation import predict_cohort
+
+    demo = catalogue.demo_model_dir()
+    df = pd.read_csv(cohort)
+    one = cohort.parent / "one_subject.csv"
+    df.head(1).to_csv(one, index=False)
+    pred = predict_cohort(one, demo)
+    out = tmp_path / "cls"
+    assert main(["classify", str(cohort.parent / df["t1"].iloc[0]), "--model", str(demo),
+                 "--out", str(out), "--quiet"]) == 0
+    res = json.loads((out / "result.json").read_text())
+    assert res["probability"] == pytest.approx(float(pred["probability"].iloc[0]), abs=1e-6)
+    assert res["model_id"] == "demo-resnet18"

@@ -90,7 +90,7 @@ def _cmd_features(args) -> int:
     from NeonatalBrainLib.imageio import load_volume
     from NeonatalBrainLib.outputs import require_empty_dir
 
-    from .features import extract_roi_features, write_feature_outputs
+    from .features import compute_roi_features, write_feature_outputs
 
     require_empty_dir(args.out, create=False)
     t1 = load_volume(args.t1, "T1")
@@ -100,7 +100,7 @@ def _cmd_features(args) -> int:
         from .inference import rois_from_files
 
         rois = rois_from_files(args.rois, t1)
-    result = extract_roi_features(t1, args.model, rois, maps, atlas=args.atlas)
+    result = compute_roi_features(t1, args.model, rois, maps, atlas=args.atlas)
     write_feature_outputs(result, args.out)
     print(f"wrote {args.out}")
     return 0

@@ -112,6 +112,18 @@ def cv_regression(x: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int = 
 
 
 def extract_roi_features(t1: Volume, model_dir: str | os.PathLike, rois=None,
+                         maps: dict[str, Volume] | None = None, *, atlas=None, progress=None) -> pd.DataFrame:
+    """Deep features per deep-grey ROI: one row per ROI (``roi``, ``feature_weight``,
+    ``<map>_mean`` per map, ``f000 ...``); the map regressions are in
+    ``df.attrs["regression"]`` (list of dicts).  See :func:`compute_roi_features`."""
+    res = compute_roi_features(t1, model_dir, rois, maps, atlas=atlas, progress=progress)
+    df = res.features.copy()
+    df.attrs["regression"] = res.regression.to_dict(orient="records")
+    df.attrs["model_id"] = res.model_id
+    return df
+
+
+def compute_roi_features(t1: Volume, model_dir: str | os.PathLike, rois=None,
                          maps: dict[str, Volume] | None = None, *, atlas=None, progress=None) -> FeatureResult:
     """Deep features per deep-grey ROI (+ map means and map regressions); see module docstring."""
     validate_scalar_volume(t1, "T1")
