@@ -125,6 +125,11 @@ def test_cohort_csv_and_centres(phantom_cohort_factory):
             assert (path.parent / r["t1"]).is_file() and r["swi"] == ""
             assert 1500 < float(r["birthweight_g"]) < 5500 and 34 <= float(r["gestational_age_weeks"]) <= 43
             assert r["sex"] in ("M", "F")
+    seeds_a = {json.loads((csv_a.parent / r["subject_id"] / "subject.json").read_text())["seed"]
+               for r in csv.DictReader(open(csv_a))}
+    seeds_b = {json.loads((csv_b.parent / r["subject_id"] / "subject.json").read_text())["seed"]
+               for r in csv.DictReader(open(csv_b))}
+    assert not seeds_a & seeds_b  # different neonates at the two centres
     ta = load_volume(csv_a.parent / next(csv.DictReader(open(csv_a)))["t1"])
     tb = load_volume(csv_b.parent / next(csv.DictReader(open(csv_b)))["t1"])
     assert not np.allclose(ta.spacing_mm, tb.spacing_mm)

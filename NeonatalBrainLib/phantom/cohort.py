@@ -35,16 +35,19 @@ def centre_preset(center: str) -> Preset:
     raise InputError(f"center {center!r}: expected A or B")
 
 
-def draw_subjects(n: int, seed: int, injury: str = "bilirubin"):
+def draw_subjects(n: int, seed: int, injury: str = "bilirubin", center: str = "A"):
     """Labels, injury specs and clinical variables of ``n`` subjects.
 
-    Half injured (``round(n/2)``, random order).  Clinical variables with a weak
+    Half injured (``ceil(n/2)``, random order).  Centre B draws other subjects (labels,
+    clinical variables, anatomy seeds) than centre A for the same ``seed``.  Clinical variables with a weak
     association: injured infants are on average 0.5 weeks younger and 250 g lighter
     (birthweight SD ~ 430 g) and more often male (58 % vs 48 %).
     """
     if injury not in COHORT_INJURIES:
         raise InputError(f"cohort injury {injury!r}: expected one of {', '.join(COHORT_INJURIES)}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 777]))
+    # centre B draws other subjects than centre A for the same seed (no shared anatomy)
+    centre_key = [] if center == "A" else [ord(c) for c in center]
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 777, *centre_key]))
     labels = np.zeros(n, int)
     labels[: (n + 1) // 2] = 1
     rng.shuffle(labels)
@@ -61,7 +64,8 @@ def draw_subjects(n: int, seed: int, injury: str = "bilirubin"):
         else:
             rng.random(), rng.random(), rng.random()
         rows.append({"label": int(lab), "gestational_age_weeks": round(ga, 1), "birthweight_g": int(round(bw)),
-                     "sex": sex, "injury": spec, "seed": int(seed) * 100003 + i})
+                     "sex": sex, "injury": spec,
+                     "seed": int(seed) * 100003 + i + (0 if center == "A" else 50_000 * sum(centre_key))})
     return rows
 
 
@@ -72,7 +76,7 @@ def write_cohort(out_dir, n: int, center: str = "A", seed: int = 0, modalities=(
         raise InputError(f"cohort size n={n}: must be >= 1")
     pr = centre_preset(center)
     prog = as_progress(progress)
-    subjects = draw_subjects(int(n), seed, injury)
+    subjects = draw_subjects(int(n), seed, injury, center)
     out = Path(out_dir)
     with outputs.staged_output(out) as stage:
         rows = []

@@ -151,10 +151,12 @@ def render_tissue(model: BrainModel, grid: Volume, pose_inv: np.ndarray, table: 
         offsets = _subsample_offsets(grid.spacing_mm, n_edge)
         step_b = (pose_inv[:3, :3] @ grid.affine[:3, :3])      # voxel index -> brain mm
         off_b = offsets @ step_b.T
-        acc = np.zeros(idx.size, np.float32)
-        for o in off_b:
-            acc += table[model.tissue(pts[idx] + o)]
-        signal.reshape(-1)[idx] = acc / len(off_b)
+        chunk = max(1, 4_000_000 // len(off_b))            # voxels per call (bounded memory)
+        flat = signal.reshape(-1)
+        for start in range(0, idx.size, chunk):
+            sel = idx[start:start + chunk]
+            sub = (pts[sel][:, None, :] + off_b[None, :, :]).reshape(-1, 3)
+            flat[sel] = table[model.tissue(sub)].reshape(len(sel), len(off_b)).mean(1)
     return codes, signal
 
 
