@@ -247,12 +247,85 @@ class BrainModel:
 _KERNEL = None
 
 
+def _cortex_numpy(p, ax, cb_c, cb_r, bs_a, bs_b, bs_r, csf_mm, ctx_mm, wk, wph, dk, dph,
+                  sdepth_mm, fis_ly, sz, syl):
+    """Vectorised numpy twin of the numba kernel (used where numba cannot be imported)."""
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    cz = np.where(z >= 0, ax[2], 0.85 * ax[2])
+    axx = ax[0] * (1.0 - 0.07 * y / ax[1])
+    qx, qy, qz = x / axx, y / ax[1], z / cz
+    f = qx * qx + qy * qy + qz * qz
+    g = 2.0 * np.sqrt((qx / axx) ** 2 + (qy / ax[1]) ** 2 + (qz / cz) ** 2)
+    depth = (1.0 - f) / np.maximum(g, 1e-6)
+    u = (p - cb_c) / cb_r
+    fc = np.einsum("ij,ij->i", u, u)
+    gc = 2.0 * np.linalg.norm(u / cb_r, axis=1)
+    cbd = (1.0 - fc) / np.maximum(gc, 1e-6)
+    bsd = bs_r - _segment_distance(p, bs_a, bs_b)
+    dall = np.maximum(depth, np.maximum(cbd, bsd))
+    n = len(p)
+    out = np.zeros(n, np.uint8)
+    done = np.zeros(n, bool)
+
+    def put(mask, value):
+        m = mask & ~done
+        out[m] = value
+        done[m] = True
+
+    put(bsd > 0, L["brainstem"])
+    put(cbd > 0, L["cerebellum"])
+    put(dall <= -csf_mm - 6.0, 0)
+    put(dall <= -csf_mm - 2.0, SCALP)
+    put(dall <= -csf_mm, SKULL)
+    put(depth <= 0, L["extracerebral_csf"])
+    r = np.maximum(np.sqrt((x / ax[0]) ** 2 + (y / ax[1]) ** 2 + (z / ax[2]) ** 2), 1e-6)
+    sph = p / r[:, None]
+    kmag = np.sqrt(wk[0, 0] ** 2 + wk[0, 1] ** 2 + wk[0, 2] ** 2)
+    acc = np.zeros(n)
+    for k in range(wk.shape[0]):   # summed in the kernel's order: same rounding
+        acc += np.sin(sph[:, 0] * wk[k, 0] + sph[:, 1] * wk[k, 1] + sph[:, 2] * wk[k, 2] + wph[k])
+    s_mm = np.abs(acc / np.sqrt(wk.shape[0] / 2.0)) / kmag
+    h = np.zeros(n)
+    for k in range(dk.shape[0]):
+        h += np.sin(sph[:, 0] * dk[k, 0] + sph[:, 1] * dk[k, 1] + sph[:, 2] * dk[k, 2] + dph[k])
+    h /= dk.shape[0]
+    sd = sdepth_mm * (0.65 + 0.35 * h)
+    put((s_mm < 0.5) & (depth < sd), L["extracerebral_csf"])
+    d_sulc = np.sqrt(np.maximum(s_mm - 0.5, 0.0) ** 2 + np.maximum(depth - sd, 0.0) ** 2)
+    zf = np.where(np.abs(y) < fis_ly, sz * (11.0 + 6.0 * np.sqrt(np.maximum(1.0 - (y / fis_ly) ** 2, 0.0))),
+                  -25.0 * sz)
+    put((np.abs(x) < 0.6) & (z > zf), L["extracerebral_csf"])
+    d_fis = np.sqrt(np.maximum(np.abs(x) - 0.6, 0.0) ** 2 + np.maximum(zf - z, 0.0) ** 2)
+    xa = np.abs(x)
+    ddy = np.maximum(np.maximum(y - syl[2], syl[1] - y), 0.0)
+    dxa = np.maximum(np.abs(xa - syl[0]) - syl[6], 0.0)
+    dza = np.maximum(np.maximum(z - syl[4], syl[3] - z), 0.0)
+    d_ins = np.sqrt(dxa * dxa + ddy * ddy + dza * dza)
+    dxb = np.maximum(syl[0] - xa, 0.0)
+    dzb = np.maximum(np.abs(z - syl[5] + 0.3 * y) - syl[6], 0.0)
+    d_syl = np.minimum(d_ins, np.sqrt(dxb * dxb + ddy * ddy + dzb * dzb))
+    put(d_syl <= 0.0, L["extracerebral_csf"])
+    d_pia = np.minimum(np.minimum(depth, np.minimum(d_sulc, d_fis)), d_syl)
+    gm = np.where(x < 0, L["cortical_gm_left"], L["cortical_gm_right"])
+    wm = np.where(x < 0, L["white_matter_left"], L["white_matter_right"])
+    rest = ~done
+    out[rest] = np.where(d_pia[rest] < ctx_mm, gm[rest], wm[rest])
+    return out
+
+
 def _cortex_kernel():
-    """Compile (once, cached on disk) the fused per-point envelope/cortex labelling kernel."""
+    """Compile (once, cached on disk) the fused per-point envelope/cortex labelling kernel.
+
+    Falls back to the (slower, ~3x) numpy twin where numba is not available.
+    """
     global _KERNEL
     if _KERNEL is not None:
         return _KERNEL
-    import numba
+    try:
+        import numba
+    except ImportError:  # e.g. a Slicer Python without numba
+        _KERNEL = _cortex_numpy
+        return _KERNEL
 
     LGM, RGM = L["cortical_gm_left"], L["cortical_gm_right"]
     LWM, RWM = L["white_matter_left"], L["white_matter_right"]
