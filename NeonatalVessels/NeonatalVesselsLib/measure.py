@@ -56,6 +56,16 @@ def centreline_ras(path_ijk: np.ndarray, affine: np.ndarray, *, smoothing_mm: fl
     return cl.resample_polyline(p, step_mm)
 
 
+def smooth_centreline(points_ras: np.ndarray, *, smoothing_mm: float = 0.6, step_mm: float = STEP_MM) -> np.ndarray:
+    """Resample at ``step_mm``, Gaussian-smooth along the arc (``smoothing_mm``), resample again."""
+    p = np.asarray(points_ras, float)
+    if len(p) < 2:
+        return p
+    p = cl.resample_polyline(p, step_mm)
+    p = cl.smooth_polyline(p, smoothing_mm, step_mm)
+    return cl.resample_polyline(p, step_mm)
+
+
 def _normal_basis(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ref = np.array([0.0, 0.0, 1.0]) if abs(t[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
     u = np.cross(t, ref)

@@ -36,7 +36,7 @@ from NeonatalBrainLib.progress import as_progress
 from . import masks as mk
 from . import measure as ms
 from .regions import RegionRules, classify_vessels, region_label_table, region_value
-from .skeleton import split_vessels
+from .skeleton import merge_fragments, split_vessels
 from .vesselness import vesselness
 
 #: Columns of vessels.csv (and of VesselAnalysis.vessels), in order.
@@ -56,14 +56,16 @@ class VesselParams:
     frangi_alpha: float = 0.5          #: plate-vs-line sensitivity (Frangi alpha)
     frangi_beta: float = 0.5           #: blob sensitivity (Frangi beta)
     frangi_c: float = 0.08             #: structureness scale, fraction of the tissue signal
-    threshold_high: float = 0.12       #: vesselness that seeds a vessel (0..1)
-    threshold_low: float = 0.05        #: vesselness down to which a seeded vessel grows (0..1)
-    max_relative_intensity: float = 0.85  #: vessel voxels are darker than this fraction of tissue
+    threshold_high: float = 0.10       #: vesselness that seeds a vessel (0..1)
+    threshold_low: float = 0.03        #: vesselness down to which a seeded vessel grows (0..1)
+    max_relative_intensity: float = 0.95  #: vessel voxels are darker than this fraction of tissue
     min_component_mm3: float = 1.0     #: smaller connected components are noise
     surface_margin_mm: float = 3.0     #: vesselness only deeper than this inside the brain
     min_spur_mm: float = 1.5           #: skeleton side branches shorter than this are pruned
     min_vessel_length_mm: float = 1.0  #: shorter skeleton paths are merged into their neighbour
     min_dmv_length_mm: float = 3.0     #: a DMV is at least this long (mm)
+    merge_gap_mm: float = 3.0          #: collinear pieces with end gaps up to this are joined (0: off)
+    merge_angle_deg: float = 30.0      #: max angle between the joined pieces' end directions and the gap
     centreline_smoothing_mm: float = 0.6  #: Gaussian sigma (arc length, mm) smoothing the centreline
     centreline_step_mm: float = 0.25   #: centreline point spacing (mm)
     width_patch_mm: float = 2.0        #: half-size of the cross-section sampled for the width fit
@@ -228,10 +230,16 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     ctx.timings["split_s"] = time.perf_counter() - t0
     prog.update(0.6, "centrelines")
     t0 = time.perf_counter()
+    raw = {vid: np.asarray(p, float) @ swi.affine[:3, :3].T + swi.affine[:3, 3]
+           for vid, p in paths.paths_ijk.items()}
+    labels = paths.labels
+    if params.merge_gap_mm > 0:
+        raw, labels = merge_fragments(raw, labels, max_gap_mm=params.merge_gap_mm,
+                                      max_angle_deg=params.merge_angle_deg)
     centrelines: dict[int, np.ndarray] = {}
-    for vid, p in paths.paths_ijk.items():
-        centrelines[vid] = ms.centreline_ras(p, swi.affine, smoothing_mm=params.centreline_smoothing_mm,
-                                             step_mm=params.centreline_step_mm)
+    for vid, p in raw.items():
+        centrelines[vid] = ms.smooth_centreline(p, smoothing_mm=params.centreline_smoothing_mm,
+                                                step_mm=params.centreline_step_mm)
     vent_idx = np.argwhere(ctx.ventricles)
     vcentre = swi.ijk_to_ras(vent_idx.mean(axis=0))[0] if len(vent_idx) else None
     classes = classify_vessels(centrelines, swi.affine, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
@@ -251,7 +259,6 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     c_subj = ms.subject_contrast(fits, params.default_vein_contrast)
     widths = ms.finalize_widths(fits, c_subj)
     ctx.timings["measure_s"] = time.perf_counter() - t0
-    labels = paths.labels
     counts = np.bincount(labels.ravel(), minlength=max(ids, default=0) + 1)
     voxel_mm3 = float(np.prod(spacing))
     rows = []

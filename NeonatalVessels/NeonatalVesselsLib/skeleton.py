@@ -45,6 +45,38 @@ def _skan_paths(skel: np.ndarray, spacing):
     return paths, lengths, end_degrees
 
 
+def _simple_path(skel: np.ndarray) -> np.ndarray | None:
+    """Ordered voxels of a skeleton that is one unbranched open curve, else None (use skan)."""
+    pts = np.argwhere(skel)
+    if len(pts) < 2 or len(pts) > 5000:
+        return None
+    nb = ndimage.convolve(skel.astype(np.uint8), np.ones((3, 3, 3), np.uint8), mode="constant")[skel] - 1
+    if nb.max() > 2 or int((nb == 1).sum()) != 2:
+        return None
+    index = {tuple(p): n for n, p in enumerate(pts)}
+    start = int(np.flatnonzero(nb == 1)[0])
+    order = [start]
+    seen = {start}
+    offsets = [np.array(o) for o in np.ndindex(3, 3, 3) if o != (1, 1, 1)]
+    cur = start
+    while True:
+        nxt = None
+        for o in offsets:
+            q = tuple(pts[cur] + o - 1)
+            n = index.get(q)
+            if n is not None and n not in seen:
+                nxt = n
+                break
+        if nxt is None:
+            break
+        order.append(nxt)
+        seen.add(nxt)
+        cur = nxt
+    if len(order) != len(pts):
+        return None
+    return pts[order]
+
+
 def _prune(skel: np.ndarray, spacing, min_spur_mm: float, iterations: int = 3) -> np.ndarray:
     """Remove free-ended side branches shorter than ``min_spur_mm`` (keeps junction voxels)."""
     skel = skel.copy()
@@ -93,10 +125,14 @@ def split_vessels(mask: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.5,
             # a blob thinner than the thinning's minimum: keep its most distant voxel pair as path
             skel = np.zeros_like(comp)
             skel[tuple(np.argwhere(comp)[0])] = True
-        if skel.sum() >= 3:
+        simple = _simple_path(skel)
+        if simple is None and skel.sum() >= 3:
             skel = _prune(skel, spacing, min_spur_mm)
+            simple = _simple_path(skel)
         local_paths: list[np.ndarray] = []
-        if skel.sum() >= 2:
+        if simple is not None:
+            local_paths.append(simple)
+        elif skel.sum() >= 2:
             try:
                 paths, lengths, _deg = _skan_paths(skel, spacing)
             except (ValueError, IndexError):
@@ -131,3 +167,74 @@ def paths_from_labels(labels: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.
     the binary mask is split at junctions with :func:`split_vessels`.
     """
     return split_vessels(labels > 0, spacing_mm, min_spur_mm=min_spur_mm)
+
+
+def _end_direction(p: np.ndarray, at_end: bool, span_mm: float = 2.0) -> np.ndarray:
+    """Unit vector pointing out of the polyline at its first (``at_end=False``) or last point."""
+    q = p[::-1] if not at_end else p
+    s = np.concatenate([[0], np.cumsum(np.linalg.norm(np.diff(q[::-1], axis=0), axis=1))])
+    k = int(np.searchsorted(s, span_mm))
+    k = min(max(k, 1), len(q) - 1)
+    d = q[-1] - q[-1 - k]
+    n = np.linalg.norm(d)
+    return d / n if n > 1e-9 else np.zeros(3)
+
+
+def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, max_gap_mm: float = 3.0,
+                    max_angle_deg: float = 30.0) -> tuple[dict[int, np.ndarray], np.ndarray]:
+    """Join collinear pieces of one vein that thresholding broke apart.
+
+    Two centrelines are joined end to end when their ends are at most ``max_gap_mm``
+    apart and both end directions and the gap vector agree within ``max_angle_deg``.
+    Greedy, closest gap first.  Returns the new centrelines (the joined one keeps the
+    smaller id) and the relabelled labelmap.
+    """
+    from scipy.spatial import cKDTree
+
+    cos_max = np.cos(np.deg2rad(max_angle_deg))
+    lines = {k: np.asarray(v, float) for k, v in centrelines.items() if len(v) >= 2}
+    others = {k: v for k, v in centrelines.items() if len(v) < 2}
+    remap: dict[int, int] = {}
+    changed = True
+    while changed:
+        changed = False
+        ends, owners = [], []
+        for vid, p in lines.items():
+            ends += [p[0], p[-1]]
+            owners += [(vid, False), (vid, True)]
+        if len(ends) < 4:
+            break
+        tree = cKDTree(np.asarray(ends))
+        pairs = sorted(tree.query_pairs(max_gap_mm, output_type="ndarray").tolist(),
+                       key=lambda ab: np.linalg.norm(ends[ab[0]] - ends[ab[1]]))
+        for a, b in pairs:
+            (va, ea), (vb, eb) = owners[a], owners[b]
+            if va == vb:
+                continue
+            pa, pb = lines[va], lines[vb]
+            da, db = _end_direction(pa, ea), _end_direction(pb, eb)
+            if np.dot(da, -db) < cos_max:
+                continue
+            gap = ends[b] - ends[a]
+            g = np.linalg.norm(gap)
+            if g > 0.75 and (np.dot(gap / g, da) < cos_max or np.dot(-gap / g, db) < cos_max):
+                continue
+            first = pa if ea else pa[::-1]
+            second = pb[::-1] if eb else pb
+            keep, drop = min(va, vb), max(va, vb)
+            lines[keep] = np.vstack([first, second])
+            del lines[drop]
+            remap[drop] = keep
+            changed = True
+            break
+    if remap:
+        def root(x):
+            while x in remap:
+                x = remap[x]
+            return x
+        lut = np.arange(int(labels.max()) + 1, dtype=labels.dtype)
+        for k in remap:
+            lut[k] = root(k)
+        labels = lut[labels]
+    lines.update(others)
+    return lines, labels

@@ -3,10 +3,13 @@
 Definition
 ----------
 For each scale ``sigma_mm`` the image is smoothed with a separable Gaussian whose
-standard deviation along voxel axis ``a`` is ``sigma_mm / spacing_mm[a]`` (so the
-smoothing is isotropic in millimetres whatever the voxel size), then the Hessian
+standard deviation along voxel axis ``a`` is ``sqrt(sigma_mm^2 + (s_max^2 - s_a^2)/12) / s_a``
+voxels (``s`` = voxel size in mm): the voxel's own box blur (variance ``s^2/12``)
+plus the smoothing is then the same in every direction, in millimetres, whatever
+the voxel size (thick slices otherwise flatten round veins into plates), then the Hessian
 is taken by second-order central finite differences divided by the voxel
-spacings (units intensity/mm^2) and normalised by ``sigma_mm**2`` (Lindeberg's
+spacings (units intensity/mm^2) and normalised by the total variance
+``sigma_mm**2 + s_max**2/12`` (Lindeberg's
 gamma = 2 scale normalisation).  Because the grid axes are orthogonal (the
 affine is a rotation times a scaling), the eigenvalues of this Hessian equal
 those of the Hessian in RAS; the result does not depend on voxel order or
@@ -18,7 +21,14 @@ has ``l2, l3 > 0`` and the response is::
     V = (1 - exp(-Ra^2 / 2 alpha^2)) * exp(-Rb^2 / 2 beta^2) * (1 - exp(-S^2 / 2 c^2))
     Ra = |l2| / |l3|,  Rb = |l1| / sqrt(|l2 l3|),  S = sqrt(l1^2 + l2^2 + l3^2)
 
-(0 where ``l2 <= 0`` or ``l3 <= 0``).  ``c`` is in the units of the normalised
+(0 where ``l2 <= 0`` or ``l3 <= 0``).
+
+Thick slices (largest voxel size >= ``thick_slice_ratio`` x the smallest, e.g.
+0.5 x 0.5 x 2 mm): a vein lying within one slice has no measurable curvature
+across the slices (``l2 ~ 0``), so the tube-vs-plate term is dropped and the
+response is ``V = exp(-Rb'^2 / 2 beta^2) (1 - exp(-S^2 / 2 c^2))`` with
+``Rb' = |l1| / |l3|`` (needs ``l3 > 0`` and ``l2 >= -l3 / 2``); blobs are still
+suppressed, dark sheets are not (they are rare in white matter).  ``c`` is in the units of the normalised
 image (the pipeline divides the SWI by its median brain intensity, so ``c`` is a
 fraction of the tissue signal).  The output is the maximum over scales.
 
@@ -85,7 +95,7 @@ def _sym3_eigenvalues(a11, a22, a33, a12, a13, a23):
 
 
 @njit(parallel=True, cache=True, fastmath=True)
-def _vesselness_kernel(sm, mask, out, inv_sp, norm, alpha, beta, c, dark):
+def _vesselness_kernel(sm, mask, out, inv_sp, norm, alpha, beta, c, dark, thick):
     """Fused Hessian + eigenvalues + Frangi response; ``out = max(out, V)`` at mask voxels."""
     ni, nj, nk = sm.shape
     ia2 = inv_sp[0] * inv_sp[0] * norm
@@ -122,11 +132,19 @@ def _vesselness_kernel(sm, mask, out, inv_sp, norm, alpha, beta, c, dark):
                 l1, l2, l3 = _sym3_eigenvalues(hii, hjj, hkk, hij, hik, hjk)
                 l2 *= sign
                 l3 *= sign
-                if l2 <= 0.0 or l3 <= 0.0:
-                    continue
-                ra2 = (l2 * l2) / (l3 * l3)
-                rb2 = (l1 * l1) / (l2 * l3)
-                v = (1.0 - math.exp(-ra2 / two_a2)) * math.exp(-rb2 / two_b2) * (1.0 - math.exp(-s2 / two_c2))
+                if thick:
+                    # thick slices: a vein inside one slice has no resolvable second
+                    # across-slice curvature, so the line/plate term is dropped
+                    if l3 <= 0.0 or l2 < -0.5 * l3:
+                        continue
+                    rb2 = (l1 * l1) / (l3 * l3)
+                    v = math.exp(-rb2 / two_b2) * (1.0 - math.exp(-s2 / two_c2))
+                else:
+                    if l2 <= 0.0 or l3 <= 0.0:
+                        continue
+                    ra2 = (l2 * l2) / (l3 * l3)
+                    rb2 = (l1 * l1) / (l2 * l3)
+                    v = (1.0 - math.exp(-ra2 / two_a2)) * math.exp(-rb2 / two_b2) * (1.0 - math.exp(-s2 / two_c2))
                 if v > out[i, j, k]:
                     out[i, j, k] = v
 
@@ -143,12 +161,17 @@ def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[sli
 
 def vesselness(image: np.ndarray, spacing_mm: Sequence[float], scales_mm: Sequence[float], *,
                mask: np.ndarray | None = None, alpha: float = 0.5, beta: float = 0.5,
-               c: float = 0.08, dark: bool = True, progress=None) -> np.ndarray:
+               c: float = 0.08, dark: bool = True, equalise_voxel_blur: bool = True,
+               thick_slice_ratio: float = 2.5,
+               progress=None) -> np.ndarray:
     """Maximum over ``scales_mm`` of the Frangi response of dark (``dark=True``) or bright tubes.
 
     ``image``: 3D array ``[i, j, k]``; ``spacing_mm``: voxel size along i, j, k (mm);
     ``scales_mm``: Gaussian standard deviations in mm; ``mask``: voxels where the
-    response is computed (others are 0).  Returns float32 of the image's shape, in [0, 1].
+    response is computed (others are 0); ``equalise_voxel_blur``: add to the finer
+    axes the blur that makes voxel box + smoothing isotropic (variance
+    ``sigma^2 + max(s^2)/12`` on every axis), so a round vein stays round in
+    thick-slice data instead of looking like a plate.  Returns float32 of the image's shape, in [0, 1].
     """
     image = np.asarray(image)
     if image.ndim != 3:
@@ -168,10 +191,15 @@ def vesselness(image: np.ndarray, spacing_mm: Sequence[float], scales_mm: Sequen
     sub_out = np.zeros(sub.shape, np.float32)
     smoothed = np.empty_like(sub)
     inv_sp = (1.0 / spacing).astype(np.float32)
+    thick = bool(spacing.max() >= thick_slice_ratio * spacing.min())
+    # equalise the voxels' own blur (a box of width s has variance s^2 / 12): the
+    # finer axes get the extra blur that makes the total isotropic
+    box_var = spacing ** 2 / 12.0 if equalise_voxel_blur else np.zeros(3)
     for n, sigma_mm in enumerate(scales_mm):
-        ndimage.gaussian_filter(sub, sigma=sigma_mm / spacing, output=smoothed, mode="nearest", truncate=3.0)
-        _vesselness_kernel(smoothed, sub_mask, sub_out, inv_sp, np.float32(sigma_mm ** 2),
-                           np.float32(alpha), np.float32(beta), np.float32(c), dark)
+        sig_axes = np.sqrt(sigma_mm ** 2 + box_var.max() - box_var)
+        ndimage.gaussian_filter(sub, sigma=sig_axes / spacing, output=smoothed, mode="nearest", truncate=3.0)
+        _vesselness_kernel(smoothed, sub_mask, sub_out, inv_sp, np.float32(sigma_mm ** 2 + box_var.max()),
+                           np.float32(alpha), np.float32(beta), np.float32(c), dark, thick)
         if progress is not None:
             progress.update((n + 1) / len(scales_mm), f"vesselness scale {sigma_mm:g} mm")
     out[box] = sub_out

@@ -1,0 +1,139 @@
+"""Unit tests of the vessel engine's parts on synthetic tubes with known geometry (fast)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from NeonatalBrainLib import centerline as cl
+from NeonatalBrainLib.batch import append_row, read_rows, run_batch
+from NeonatalBrainLib.imageio import InputError, Volume
+from NeonatalVesselsLib import measure as ms
+from NeonatalVesselsLib.skeleton import merge_fragments, split_vessels
+from NeonatalVesselsLib.vesselness import vesselness
+
+
+def tube_image(shape, spacing, p0, p1, diameter_mm, contrast=0.85, sub=4, noise=0.0, seed=0):
+    """Tissue 1.0 with a dark straight tube (partial-volume rendered by sub-sampling)."""
+    spacing = np.asarray(spacing, float)
+    img = np.zeros(shape, np.float32)
+    offs = (np.arange(sub) + 0.5) / sub - 0.5
+    p0, p1 = np.asarray(p0, float), np.asarray(p1, float)
+    axis = (p1 - p0) / np.linalg.norm(p1 - p0)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij"), -1).reshape(-1, 3).astype(float)
+    frac = np.zeros(len(grid))
+    for a in offs:
+        for b in offs:
+            for c in offs:
+                x = (grid + [a, b, c]) * spacing
+                t = np.clip((x - p0) @ axis, 0, np.linalg.norm(p1 - p0))
+                d = np.linalg.norm(x - (p0 + t[:, None] * axis), axis=1)
+                frac += d <= diameter_mm / 2
+    frac /= sub ** 3
+    img = (1.0 - contrast * frac).reshape(shape).astype(np.float32)
+    if noise:
+        img += np.random.default_rng(seed).normal(0, noise, shape).astype(np.float32)
+    return img
+
+
+def test_vesselness_responds_to_dark_tube_not_background():
+    sp = (0.5, 0.5, 0.5)
+    img = tube_image((40, 40, 30), sp, (2, 10, 7.5), (18, 10, 7.5), 0.8)
+    v = vesselness(img, sp, (0.3, 0.5))
+    assert v[20, 20, 15] > 0.3          # on the tube axis
+    assert v[20, 30, 15] < 0.01         # 5 mm away in tissue
+    # a bright tube gives no dark-tube response
+    v_bright = vesselness(2.0 - img, sp, (0.3, 0.5))
+    assert v_bright.max() < 0.01
+
+
+def test_vesselness_detects_tube_in_thick_slices():
+    """A 1 mm vein lying in 2 mm slices still gives a clear response (thick-slice mode)."""
+    b = tube_image((40, 40, 8), (0.5, 0.5, 2.0), (2, 10, 7.5), (18, 10, 7.5), 1.0)
+    v = vesselness(b, (0.5, 0.5, 2.0), (0.4, 0.6))
+    assert v[20, 20, 3:5].max() > 0.5
+    assert v[20, 32, :].max() < 0.01
+
+
+@pytest.mark.parametrize("diameter", [0.6, 1.0, 1.5])
+def test_width_fit_recovers_diameter_of_straight_tube(diameter):
+    sp = (0.5, 0.5, 0.5)
+    img = tube_image((40, 40, 30), sp, (2, 10.2, 7.3), (18, 9.8, 7.6), diameter, noise=0.02)
+    affine = np.diag([*sp, 1.0])
+    pts = cl.resample_polyline(np.array([[4.0, 10.15, 7.34], [16.0, 9.85, 7.56]]), 0.25)
+    fit = ms.fit_width(img, affine, pts)
+    c = ms.subject_contrast([fit] * 3, default=0.85)
+    (w,) = ms.finalize_widths([fit], c)
+    assert abs(w - diameter) < 0.15
+
+
+def test_split_vessels_gives_each_branch_its_own_id_and_covers_mask():
+    mask = np.zeros((40, 40, 10), bool)
+    mask[5:35, 19:21, 4:6] = True        # a long straight vessel
+    mask[20:22, 21:35, 4:6] = True       # a branch from its middle
+    res = split_vessels(mask, (0.5, 0.5, 0.5))
+    assert len(res.paths_ijk) == 3       # trunk split at the junction + branch
+    assert np.array_equal(res.labels > 0, mask)
+    assert set(np.unique(res.labels)) - {0} == set(res.paths_ijk)
+
+
+def test_merge_fragments_joins_collinear_gap_only():
+    a = np.array([[0, 0, 0], [5, 0, 0.0]])
+    b = np.array([[7, 0.2, 0], [12, 0.3, 0.0]])
+    c = np.array([[5, 2, 0], [5, 8, 0.0]])     # perpendicular: not joined
+    labels = np.array([0, 1, 2, 3])
+    lines, lab = merge_fragments({1: a, 2: b, 3: c}, labels, max_gap_mm=3.0)
+    assert sorted(lines) == [1, 3]
+    assert lab.tolist() == [0, 1, 1, 3]
+    assert cl.arc_length_mm(lines[1]) > 11.9
+
+
+def test_append_row_never_duplicates_header_and_drops_torn_line(tmp_path):
+    f = tmp_path / "m.csv"
+    append_row(f, {"case_id": "a", "x": 1.5})
+    with open(f, "a") as fh:
+        fh.write("b,2")            # torn line (no newline): an interrupted writer
+    append_row(f, {"case_id": "c", "x": 3.0, "y": 4})
+    rows = read_rows(f)
+    assert [r["case_id"] for r in rows] == ["a", "c"]
+    assert rows[1]["y"] == "4" and rows[0]["y"] == ""
+
+
+def _square_worker(case_id, value, *, out_dir):
+    import os
+    from pathlib import Path
+
+    if value == "bad":
+        raise InputError(f"case {case_id}: bad value")
+    os.makedirs(out_dir)
+    Path(out_dir, "result.txt").write_text(str(int(value) ** 2))
+    return {"square": int(value) ** 2}
+
+
+def test_run_batch_logs_failure_and_resumes_without_duplicates(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [("c1", "2"), ("c2", "bad"), ("c3", "4")]
+    res = run_batch(cases, _square_worker, tmp_path, executor=ThreadPoolExecutor(2))
+    assert {r["case_id"]: r["status"] for r in res} == {"c1": "done", "c2": "failed", "c3": "done"}
+    errors = read_rows(tmp_path / "errors.csv")
+    assert errors[0]["case_id"] == "c2" and "bad value" in errors[0]["message"]
+    # restart with the failure fixed and a leftover half-written folder of a new case
+    (tmp_path / "c4").mkdir()
+    (tmp_path / "c4" / "partial.tmp").write_text("x")
+    cases2 = [("c1", "2"), ("c2", "3"), ("c3", "4"), ("c4", "5")]
+    res2 = run_batch(cases2, _square_worker, tmp_path, executor=ThreadPoolExecutor(2))
+    assert {r["case_id"]: r["status"] for r in res2} == {"c1": "skipped", "c2": "done", "c3": "skipped", "c4": "done"}
+    rows = read_rows(tmp_path / "metrics.csv")
+    assert sorted(r["case_id"] for r in rows) == ["c1", "c2", "c3", "c4"]
+    assert {r["case_id"]: int(r["square"]) for r in rows} == {"c1": 4, "c2": 9, "c3": 16, "c4": 25}
+    assert not (tmp_path / "c4" / "partial.tmp").exists()     # moved aside, not mixed in
+    assert any((tmp_path / ".incomplete").iterdir())
+
+
+def test_run_batch_on_dask_local_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, host="127.0.0.1",
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        res = run_batch([("a", "3"), ("b", "bad")], _square_worker, tmp_path, executor=client.get_executor())
+    assert {r["case_id"]: r["status"] for r in res} == {"a": "done", "b": "failed"}
+    assert read_rows(tmp_path / "metrics.csv")[0]["square"] == "9"
