@@ -171,6 +171,11 @@ def test_bad_inputs(tmp_path, term):
         segment_deep_grey(t1.with_array(np.full(t1.shape, 5.0, np.float32)))
     with pytest.raises(InputError, match="not a built-in atlas"):
         segment_deep_grey(t1, "no-such-atlas")
+    noise = np.random.default_rng(1).random((30, 30, 30)).astype(np.float32)
+    with pytest.raises(InputError, match="implausible for a neonatal head"):
+        segment_deep_grey(Volume(noise, np.eye(4)))
+    with pytest.raises(InputError, match="implausible for a neonatal head"):  # voxel size in cm
+        segment_deep_grey(Volume(t1.array, t1.affine @ np.diag([10.0, 10.0, 10.0, 1.0])))
     # a 4D file through the CLI: exit status 2, no output written
     import SimpleITK as sitk
 

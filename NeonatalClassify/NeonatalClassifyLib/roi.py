@@ -119,6 +119,23 @@ def _index_box(t1_sitk, ref) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
+def _head_volume_ml(prepared: PreparedImage) -> float:
+    import SimpleITK as sitk
+
+    n = float(sitk.GetArrayViewFromImage(prepared.mask).sum())
+    return n * float(np.prod(prepared.mask.GetSpacing())) / 1000.0
+
+
+def _check_head_size(fixed: PreparedImage, atlas_subject: PreparedImage,
+                     lo: float = 0.15, hi: float = 6.0) -> None:
+    """InputError unless the head found in the T1 is within [lo, hi] x the atlas head volume."""
+    v, ref = _head_volume_ml(fixed), _head_volume_ml(atlas_subject)
+    if not lo * ref <= v <= hi * ref:
+        raise InputError(
+            f"T1: the head found in the image ({v:.0f} ml) is implausible for a neonatal head T1 "
+            f"(atlas head {ref:.0f} ml; accepted {lo:g}-{hi:g} x); check the file and its voxel size")
+
+
 def segment_deep_grey(t1: Volume, atlas: "str | Path | Atlas" = DEFAULT_ATLAS, *, progress=None,
                       params: RegistrationParameters | None = None) -> RoiResult:
     """Segment the eight deep grey-matter ROIs of a neonatal T1 by atlas registration.
@@ -149,6 +166,7 @@ def segment_deep_grey(t1: Volume, atlas: "str | Path | Atlas" = DEFAULT_ATLAS, *
     t0 = time.perf_counter()
     fixed = prepare(t1, params)
     timings["prepare_s"] = time.perf_counter() - t0
+    _check_head_size(fixed, subjects[0].prepared)
 
     n = len(subjects)
     regs = []
