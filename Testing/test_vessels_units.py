@@ -68,8 +68,8 @@ def test_width_fit_recovers_diameter_of_straight_tube(diameter):
 
 def test_split_vessels_gives_each_branch_its_own_id_and_covers_mask():
     mask = np.zeros((40, 40, 10), bool)
-    mask[5:35, 19:21, 4:6] = True        # a long straight vessel
-    mask[20:22, 21:35, 4:6] = True       # a branch from its middle
+    mask[5:35, 18:21, 3:6] = True        # a long straight vessel
+    mask[19:22, 21:35, 3:6] = True       # a branch from its middle
     res = split_vessels(mask, (0.5, 0.5, 0.5))
     assert len(res.paths_ijk) == 3       # trunk split at the junction + branch
     assert np.array_equal(res.labels > 0, mask)

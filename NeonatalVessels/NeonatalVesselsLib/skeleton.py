@@ -195,38 +195,47 @@ def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, m
     lines = {k: np.asarray(v, float) for k, v in centrelines.items() if len(v) >= 2}
     others = {k: v for k, v in centrelines.items() if len(v) < 2}
     remap: dict[int, int] = {}
-    changed = True
-    while changed:
-        changed = False
-        ends, owners = [], []
-        for vid, p in lines.items():
-            ends += [p[0], p[-1]]
-            owners += [(vid, False), (vid, True)]
-        if len(ends) < 4:
-            break
-        tree = cKDTree(np.asarray(ends))
-        pairs = sorted(tree.query_pairs(max_gap_mm, output_type="ndarray").tolist(),
-                       key=lambda ab: np.linalg.norm(ends[ab[0]] - ends[ab[1]]))
+    ends, dirs, owner = [], [], []     # owner[e] = (line id, at_end) -- updated as lines merge
+    for vid, p in lines.items():
+        for at_end in (False, True):
+            ends.append(p[-1] if at_end else p[0])
+            dirs.append(_end_direction(p, at_end))
+            owner.append([vid, at_end])
+    if len(ends) >= 4:
+        ends_a = np.asarray(ends)
+        pairs = cKDTree(ends_a).query_pairs(max_gap_mm, output_type="ndarray")
+        if len(pairs):
+            gaps = np.linalg.norm(ends_a[pairs[:, 0]] - ends_a[pairs[:, 1]], axis=1)
+            pairs = pairs[np.argsort(gaps, kind="stable")]
+        used = np.zeros(len(ends), bool)
         for a, b in pairs:
-            (va, ea), (vb, eb) = owners[a], owners[b]
+            if used[a] or used[b]:
+                continue
+            (va, ea), (vb, eb) = owner[a], owner[b]
             if va == vb:
                 continue
-            pa, pb = lines[va], lines[vb]
-            da, db = _end_direction(pa, ea), _end_direction(pb, eb)
+            da, db = dirs[a], dirs[b]
             if np.dot(da, -db) < cos_max:
                 continue
-            gap = ends[b] - ends[a]
+            gap = ends_a[b] - ends_a[a]
             g = np.linalg.norm(gap)
             if g > 0.75 and (np.dot(gap / g, da) < cos_max or np.dot(-gap / g, db) < cos_max):
                 continue
+            pa, pb = lines[va], lines[vb]
             first = pa if ea else pa[::-1]
             second = pb[::-1] if eb else pb
             keep, drop = min(va, vb), max(va, vb)
             lines[keep] = np.vstack([first, second])
             del lines[drop]
             remap[drop] = keep
-            changed = True
-            break
+            used[a] = used[b] = True
+            # the two free ends of the joined line: start of `first`, end of `second`
+            for e, (vid, at_end) in enumerate(owner):
+                if vid in (va, vb) and not used[e]:
+                    if vid == va:
+                        owner[e] = [keep, False]   # `first` starts at va's other end
+                    else:
+                        owner[e] = [keep, True]    # `second` ends at vb's other end
     if remap:
         def root(x):
             while x in remap:

@@ -1,0 +1,168 @@
+"""End-to-end tests of the vessel engine on the phantom (term_3t seed 0) and on bad input."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from NeonatalBrainLib.imageio import InputError, Volume, load_volume, save_volume
+from NeonatalVesselsLib import SUMMARY_KEYS, measure_vessel_mask, run_vessel_analysis, write_outputs
+from NeonatalVesselsLib.evaluation import evaluate, load_truth
+
+
+@pytest.fixture(scope="module")
+def analysis(phantom_dir):
+    swi = load_volume(phantom_dir / "swi.nii.gz")
+    return run_vessel_analysis(swi)
+
+
+@pytest.fixture(scope="module")
+def out_dir(analysis, phantom_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("vessels") / "out"
+    write_outputs(analysis, out, input_path=phantom_dir / "swi.nii.gz")
+    return out
+
+
+def test_output_contract(out_dir, phantom_dir):
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert set(SUMMARY_KEYS) <= set(summary)
+    for k in SUMMARY_KEYS:
+        assert summary[k] is None or isinstance(summary[k], (int, float))
+    assert len(summary["provenance"]["input_sha256"]) == 64
+    vessels = pd.read_csv(out_dir / "vessels.csv")
+    assert list(vessels.columns[:7]) == ["vessel_id", "region", "side", "length_mm", "width_mm", "tortuosity",
+                                         "curvature_per_mm"]
+    assert vessels["vessel_id"].is_unique and (vessels["vessel_id"] > 0).all()
+    assert set(vessels["region"]) <= {"dmv", "thalamic", "anterior_caudate", "internal_cerebral", "other"}
+    assert set(vessels["side"]) <= {"left", "right", "midline"}
+    dmv = vessels[vessels["region"] == "dmv"]
+    assert np.isfinite(dmv[["length_mm", "width_mm", "tortuosity"]].to_numpy()).all()
+    assert (dmv["tortuosity"] >= 1).all()
+    assert summary["dmv_count"] == len(dmv)
+    cl = pd.read_csv(out_dir / "centerlines.csv")
+    assert list(cl.columns) == ["vessel_id", "x", "y", "z"]
+    assert set(cl["vessel_id"]) <= set(vessels["vessel_id"])
+    steps = [np.linalg.norm(np.diff(g[["x", "y", "z"]].to_numpy(), axis=0), axis=1) for _, g in cl.groupby("vessel_id")]
+    assert max(s.max() for s in steps if len(s)) <= 0.5 + 1e-6
+    labels = load_volume(out_dir / "vessel_labels.nii.gz")
+    swi = load_volume(phantom_dir / "swi.nii.gz")
+    assert labels.shape == swi.shape and np.allclose(labels.affine, swi.affine, atol=1e-4)
+    assert set(np.unique(labels.array)) - {0} <= set(vessels["vessel_id"])
+    for name in ("vessels.seg.nrrd", "centerlines.mrk.json", "minip.nii.gz", "report.html"):
+        assert (out_dir / name).stat().st_size > 0
+    assert not any(p.name.startswith(".staging") for p in out_dir.iterdir())
+
+
+def test_numbers_against_phantom_truth(analysis, phantom_dir):
+    truth = load_truth(phantom_dir)
+    res = evaluate(analysis.vessels, analysis.centerlines, truth)
+    # detection: most true DMVs found, most reported DMVs real (targets in docs/vessels.md)
+    assert res["sensitivity"] >= 0.6, res
+    assert res["ppv"] >= 0.8, res
+    assert res["tortuosity_mae"] <= 0.06, res
+    assert res["width_mae_mm"] <= 0.4, res
+    # DMVs are found on both sides, in proportion to the truth
+    assert res["n_pred_left"] >= 0.5 * res["n_true_left"] and res["n_pred_right"] >= 0.5 * res["n_true_right"]
+
+
+def test_measure_edited_mask_erasing_one_dmv_lowers_count_by_one(analysis):
+    swi = analysis.swi
+    labels = analysis.vessel_labels.array
+    base = measure_vessel_mask(swi, labels, brain_mask=analysis.brain_mask, ventricles=analysis.ventricles)
+    dmv = base.vessels[base.vessels["region"] == "dmv"].sort_values("length_mm", ascending=False)
+    assert len(dmv) >= 2
+    # erase the longest DMV that forms its own connected piece of the mask
+    import cc3d
+
+    comps = cc3d.connected_components(base.vessel_labels.array > 0, connectivity=26)
+    for vid in dmv["vessel_id"]:
+        comp_ids = np.unique(comps[base.vessel_labels.array == vid])
+        members = np.unique(base.vessel_labels.array[np.isin(comps, comp_ids)])
+        if set(members) - {0} == {vid}:
+            break
+    edited = base.vessel_labels.array.copy()
+    edited[edited == vid] = 0
+    after = measure_vessel_mask(swi, edited, brain_mask=analysis.brain_mask, ventricles=analysis.ventricles)
+    assert after.summary["dmv_count"] == base.summary["dmv_count"] - 1
+
+
+def _flip_volume(vol: Volume, axes) -> Volume:
+    """The same image stored with reversed voxel axes (e.g. RAS -> LAS): same world content."""
+    arr = vol.array
+    aff = vol.affine.copy()
+    for ax in axes:
+        arr = np.flip(arr, axis=ax)
+        n = vol.shape[ax] - 1
+        aff[:3, 3] = aff[:3, 3] + aff[:3, ax] * n
+        aff[:3, ax] = -aff[:3, ax]
+    return Volume(np.ascontiguousarray(arr), aff)
+
+
+def test_orientation_invariance(analysis):
+    """Reversed voxel axes and permuted axes give the same summary and RAS centrelines."""
+    swi = analysis.swi
+    flipped = _flip_volume(swi, (0, 1))
+    perm = Volume(np.ascontiguousarray(swi.array.transpose(2, 0, 1)), swi.affine[:, [2, 0, 1, 3]])
+    for vol in (flipped, perm):
+        other = run_vessel_analysis(vol)
+        a, b = analysis.summary, other.summary
+        assert abs(a["dmv_count"] - b["dmv_count"]) <= max(2, 0.1 * a["dmv_count"])
+        assert abs(a["dmv_width_mm"] - b["dmv_width_mm"]) < 0.1
+        assert abs(a["dmv_tortuosity"] - b["dmv_tortuosity"]) < 0.02
+        # DMV centrelines in the same RAS places
+        pa = np.vstack([analysis.centerlines[v] for v in analysis.vessels.query("region == 'dmv'")["vessel_id"]])
+        pb = np.vstack([other.centerlines[v] for v in other.vessels.query("region == 'dmv'")["vessel_id"]])
+        from scipy.spatial import cKDTree
+
+        d, _ = cKDTree(pa).query(pb)
+        assert np.median(d) < 0.5
+
+
+# ----------------------------------------------------------------------------- bad input
+def _vol(arr, spacing=(0.5, 0.5, 2.0)):
+    return Volume(arr, np.diag([*spacing, 1.0]))
+
+
+@pytest.mark.parametrize("arr, spacing, match", [
+    (np.ones((20, 20), np.float32), (0.5, 0.5, 2.0), "3D"),
+    (np.ones((8, 8, 8, 2), np.float32), (0.5, 0.5, 2.0), "3D"),
+    (np.zeros((20, 20, 10), np.float32), (0.5, 0.5, 2.0), "empty"),
+    (np.full((20, 20, 10), 7.0, np.float32), (0.5, 0.5, 2.0), "constant"),
+    (np.where(np.eye(20)[:, :, None] > 0, np.nan, 1.0).repeat(10, 2).astype(np.float32), (0.5, 0.5, 2.0), "NaN"),
+    (np.random.default_rng(0).random((20, 20, 10)).astype(np.float32), (0.5, 0.0, 2.0), "spacing"),
+])
+def test_bad_images_raise_input_error(arr, spacing, match):
+    aff = np.eye(4)
+    aff[:3, :3] = np.diag(spacing)[: 3, : 3] if arr.ndim >= 3 else np.diag(spacing)
+    with pytest.raises(InputError, match=match):
+        run_vessel_analysis(Volume(arr, aff))
+
+
+def test_mask_on_other_grid_is_refused(analysis):
+    with pytest.raises(InputError, match="another grid"):
+        run_vessel_analysis(analysis.swi, brain_mask=np.ones((5, 5, 5), np.uint8))
+    with pytest.raises(InputError, match="another grid"):
+        measure_vessel_mask(analysis.swi, Volume(analysis.vessel_labels.array, analysis.swi.affine * 1.1))
+
+
+def test_t1_instead_of_swi_is_refused(phantom):
+    with pytest.raises(InputError, match="T1"):
+        run_vessel_analysis(phantom.t1)
+
+
+def test_cli_corrupt_file_and_no_partial_output(tmp_path, phantom_dir):
+    from NeonatalBrainLib.cli import main
+
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(b"not an image at all")
+    out = tmp_path / "out"
+    assert main(["vessels", str(bad), "--out", str(out)]) == 2
+    assert not out.exists() or not any(out.iterdir())
+    # a mask on another grid: refused, nothing written
+    other = Volume(np.ones((4, 4, 4), np.uint8), np.eye(4))
+    save_volume(other, tmp_path / "mask.nii.gz")
+    assert main(["vessels", str(phantom_dir / "swi.nii.gz"), "--out", str(out),
+                 "--brain-mask", str(tmp_path / "mask.nii.gz")]) == 2
+    assert not out.exists() or not any(out.iterdir())
