@@ -51,6 +51,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "docs" / "images"))
     parser.add_argument("--seed", type=int, default=7, help="phantom seed")
     parser.add_argument("--injury", default="bilirubin", help="phantom injury kind ('' for a control)")
+    parser.add_argument("--strength", type=float, default=0.35, help="injury strength 0..1 (0.35: subtle)")
     parser.add_argument("--model", default=None, help="catalogue id or model folder (default: the demo model)")
     args = parser.parse_args(argv)
 
@@ -67,18 +68,19 @@ def main(argv=None) -> int:
     model = args.model or mrml_logic.DEMO_MODEL_ID
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    names = ["classify_module_rois.png", "classify_module_gradcam.png", "classify_module_edited.png",
-             "classify_module_slices.png"]
+    names = ["classify_module_rois.png", "classify_module_gradcam.png", "classify_module_gradcam_coronal.png",
+             "classify_module_edited.png", "classify_module_slices.png"]
     existing = [n for n in names if (out / n).exists()]
     if existing:
         print(f"refusing to overwrite {existing} in {out}; delete them first", file=sys.stderr)
         return 2
 
     tmp = Path(tempfile.mkdtemp(prefix="classify-figures-"))
-    injury = InjurySpec(kind=args.injury) if args.injury else None
+    injury = InjurySpec(kind=args.injury, strength=args.strength) if args.injury else None
     t0 = time.perf_counter()
     write_phantom(tmp / "neonate", seed=args.seed, injury=injury, modalities=("t1",))
-    print(f"phantom (seed {args.seed}, injury {args.injury or 'none'}): {time.perf_counter() - t0:.1f} s")
+    print(f"phantom (seed {args.seed}, injury {args.injury or 'none'} strength {args.strength}): "
+          f"{time.perf_counter() - t0:.1f} s")
 
     with mrml_context() as ctx:
         scene = ctx.scene
@@ -100,6 +102,15 @@ def main(argv=None) -> int:
             threshold_fraction=0.2,
             title=f"Classify: Grad-CAM over the T1 (P = {res.probability:.2f}, {res.predicted_class})")
         slices_before = res.slices
+        # coronal slice through the globus pallidus centroid (same slice before and after the edit)
+        t1 = mrml.volume_from_node(t1_node)
+        labels, _names, _ = mrml_logic.roi_labels_from_segmentation(seg, t1)
+        gp_ras = mrml_logic._ras_view(labels)[0]
+        coronal = int(np.round(np.argwhere(np.isin(gp_ras, [13, 14]))[:, 1].mean()))
+        mrml_logic.render_overlay_figure(
+            out / names[2], t1_node, heatmap_node=res.heatmap_node, segmentation_node=seg, opacity=0.6,
+            threshold_fraction=0.2, plane="coronal", slice_index=coronal,
+            title=f"Coronal, automatic ROIs: P = {res.probability:.2f}")
 
         # a user edit, as the Segment Editor makes it: erase the upper half of both globus pallidus segments
         erase_upper_half(seg, t1_node, ("globus_pallidus_left", "globus_pallidus_right"))
@@ -112,8 +123,9 @@ def main(argv=None) -> int:
               f"slice z before {[round(s['z_mm'], 1) for s in slices_before]} "
               f"after {[round(s['z_mm'], 1) for s in res2.slices]}")
         mrml_logic.render_overlay_figure(
-            out / names[2], t1_node, heatmap_node=res2.heatmap_node, segmentation_node=seg, opacity=0.6,
-            threshold_fraction=0.2, title=f"After editing the GP segments: P = {res2.probability:.2f}")
+            out / names[3], t1_node, heatmap_node=res2.heatmap_node, segmentation_node=seg, opacity=0.6,
+            threshold_fraction=0.2, plane="coronal", slice_index=coronal,
+            title=f"Coronal, upper half of both GP erased: P = {res2.probability:.2f}")
 
         fig, ax = plt.subplots(figsize=(5.6, 3.2))
         ax.plot([s["z_mm"] for s in slices_before], [s["probability"] for s in slices_before], "o-",
@@ -127,7 +139,7 @@ def main(argv=None) -> int:
         ax.legend(fontsize=8)
         ax.set_title("Per-slice table (slice probabilities)", fontsize=10)
         fig.tight_layout()
-        fig.savefig(out / names[3], dpi=120)
+        fig.savefig(out / names[4], dpi=120)
         plt.close(fig)
     print("wrote " + ", ".join(str(out / n) for n in names))
     return 0

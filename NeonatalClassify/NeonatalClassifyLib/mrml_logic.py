@@ -505,31 +505,47 @@ def _ras_view(volume: Volume) -> tuple[np.ndarray, np.ndarray, list[int], list[b
     return arr, spacing, perm, flips
 
 
+#: Display planes of :func:`render_overlay_figure`: (in-plane RAS axes (horizontal, vertical), slice axis, labels).
+_PLANES = {
+    "axial": ((0, 1), 2, ("x (mm): patient's right  <->  left", "y (mm): posterior  <->  anterior"), "z"),
+    "coronal": ((0, 2), 1, ("x (mm): patient's right  <->  left", "z (mm): inferior  <->  superior"), "y"),
+}
+
+
 def render_overlay_figure(path, t1_node, *, segmentation_node=None, heatmap_node=None, opacity: float = 0.5,
-                          threshold_fraction: float = 0.2, axial_index: int | None = None, title: str = "",
-                          dpi: int = 120) -> Path:
-    """PNG of one axial slice of the T1 with ROI outlines and/or the heatmap, from the MRML nodes.
+                          threshold_fraction: float = 0.2, plane: str = "axial", slice_index: int | None = None,
+                          title: str = "", focus: str = "globus_pallidus", dpi: int = 120) -> Path:
+    """PNG of one axial or coronal slice of the T1 with ROI outlines and/or the heatmap, from the MRML nodes.
 
     Drawn with matplotlib in radiological convention (patient's right on the image
-    left).  ``axial_index`` (in the nearest-RAS re-ordering) defaults to the slice
-    with the largest heatmap, else the largest ROI area.  Never overwrites ``path``.
+    left) on the T1 re-ordered to its nearest R, A, S axes.  ``slice_index`` (along
+    that re-ordering) defaults to the slice with the largest heatmap value, else the
+    largest area of the ``focus`` structure (both sides), else of all ROIs.
+    Heatmap values below ``threshold_fraction`` x its maximum are transparent, as in
+    :func:`set_heatmap_overlay`.  Never overwrites ``path``.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     from matplotlib.colors import ListedColormap
+    from matplotlib.lines import Line2D
 
+    if plane not in _PLANES:
+        raise InputError(f"plane '{plane}': expected one of {', '.join(_PLANES)}")
+    (ax_h, ax_v), ax_s, (label_h, label_v), slice_name = _PLANES[plane]
+    order = (ax_h, ax_v, ax_s)
     path = Path(path)
     if path.exists():
         raise OutputExistsError(f"{path} already exists; not overwritten")
     t1 = mrml.volume_from_node(t1_node)
     t1_ras, spacing, _perm, _flips = _ras_view(t1)
+    t1_ras, spacing = np.transpose(t1_ras, order), spacing[list(order)]
     labels_ras = heat_ras = None
     seg_colors: dict[int, tuple] = {}
     if segmentation_node is not None:
-        labels, names, _edited = roi_labels_from_segmentation(segmentation_node, t1)
-        labels_ras = _ras_view(labels)[0]
+        labels, _names, _edited = roi_labels_from_segmentation(segmentation_node, t1)
+        labels_ras = np.transpose(_ras_view(labels)[0], order)
         segmentation = segmentation_node.GetSegmentation()
         for i in range(segmentation.GetNumberOfSegments()):
             seg = segmentation.GetNthSegment(i)
@@ -539,47 +555,53 @@ def render_overlay_figure(path, t1_node, *, segmentation_node=None, heatmap_node
         heat = mrml.volume_from_node(heatmap_node)
         if heat.shape != t1.shape or not np.allclose(heat.affine, t1.affine, atol=1e-4):
             raise InputError(f"heatmap '{heatmap_node.GetName()}': not on the T1 grid")
-        heat_ras = _ras_view(heat)[0].astype(float)
-    if axial_index is None:
+        heat_ras = np.transpose(_ras_view(heat)[0], order).astype(float)
+    if slice_index is None:
         if heat_ras is not None and heat_ras.max() > 0:
-            axial_index = int(np.argmax(heat_ras.reshape(-1, heat_ras.shape[2]).max(axis=0)))
+            slice_index = int(np.argmax(heat_ras.reshape(-1, heat_ras.shape[2]).max(axis=0)))
         elif labels_ras is not None and labels_ras.any():
-            axial_index = int(np.argmax((labels_ras > 0).sum(axis=(0, 1))))
+            focus_values = [anatomy.LABEL_VALUES[n] for n in anatomy.DEEP_GREY_ROIS if anatomy.structure_of(n) == focus]
+            mask = np.isin(labels_ras, focus_values)
+            slice_index = int(np.argmax((mask if mask.any() else labels_ras > 0).sum(axis=(0, 1))))
         else:
-            axial_index = t1_ras.shape[2] // 2
-    k = int(np.clip(axial_index, 0, t1_ras.shape[2] - 1))
+            slice_index = t1_ras.shape[2] // 2
+    k = int(np.clip(slice_index, 0, t1_ras.shape[2] - 1))
     corners = np.array([[i, j, kk] for i in (-0.5, t1.shape[0] - 0.5) for j in (-0.5, t1.shape[1] - 0.5)
                         for kk in (-0.5, t1.shape[2] - 0.5)])
-    world = t1.ijk_to_ras(corners)
-    x0, y0 = world[:, 0].min(), world[:, 1].min()
-    extent = (x0, x0 + t1_ras.shape[0] * spacing[0], y0, y0 + t1_ras.shape[1] * spacing[1])
+    world_min = t1.ijk_to_ras(corners).min(axis=0)
+    h0, v0 = world_min[ax_h], world_min[ax_v]
+    extent = (h0, h0 + t1_ras.shape[0] * spacing[0], v0, v0 + t1_ras.shape[1] * spacing[1])
     aspect = (extent[3] - extent[2]) / max(extent[1] - extent[0], 1e-6)
     fig, ax = plt.subplots(figsize=(5.6, 4.6 * aspect + 0.6))
     sl = t1_ras[:, :, k].T
     lo, hi = np.percentile(sl, [1, 99.5]) if sl.max() > sl.min() else (sl.min(), sl.min() + 1)
     ax.imshow(sl, cmap="gray", vmin=lo, vmax=hi, origin="lower", extent=extent, interpolation="nearest")
     if heat_ras is not None:
-        h = heat_ras[:, :, k].T
         hmax = float(heat_ras.max())
         lower = max(threshold_fraction * hmax, 1e-6 * hmax) if hmax > 0 else 1.0
-        masked = np.ma.masked_less(h, lower)
+        masked = np.ma.masked_less(heat_ras[:, :, k].T, lower)
         im = ax.imshow(masked, cmap=ListedColormap(heatmap_colors()), vmin=lower, vmax=max(hmax, lower + 1e-6),
-                       alpha=float(opacity), origin="lower", extent=extent, interpolation="bilinear")
+                       alpha=float(opacity), origin="lower", extent=extent, interpolation="nearest")
         fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="Grad-CAM")
     if labels_ras is not None:
         sl_lab = labels_ras[:, :, k].T
         xs = extent[0] + (np.arange(sl_lab.shape[1]) + 0.5) * spacing[0]
         ys = extent[2] + (np.arange(sl_lab.shape[0]) + 0.5) * spacing[1]
+        shown: dict[str, tuple] = {}
         for value, color in sorted(seg_colors.items()):
             mask = (sl_lab == value).astype(float)
             if mask.any():
                 ax.contour(xs, ys, mask, levels=[0.5], colors=[color], linewidths=1.2)
+                shown.setdefault(anatomy.structure_of(anatomy.LABELS[value]).replace("_", " "), color)
+        if shown:
+            ax.legend([Line2D([0], [0], color=c, lw=2) for c in shown.values()], list(shown), loc="upper right",
+                      fontsize=7, framealpha=0.6)
     ax.invert_xaxis()  # radiological convention: patient's right on the left of the image
-    ax.set_xlabel("x (mm): patient's right  <->  left")
-    ax.set_ylabel("y (mm): posterior  <->  anterior")
-    z_mm = float(world[:, 2].min() + (k + 0.5) * spacing[2])
-    ax.set_title(title or f"{t1_node.GetName()}, axial slice {k}", fontsize=10)
-    ax.text(0.02, 0.02, f"z = {z_mm:.1f} mm", transform=ax.transAxes, color="white", fontsize=8)
+    ax.set_xlabel(label_h)
+    ax.set_ylabel(label_v)
+    position_mm = float(world_min[ax_s] + (k + 0.5) * spacing[2])
+    ax.set_title(title or f"{t1_node.GetName()}, {plane} slice {k}", fontsize=10)
+    ax.text(0.02, 0.02, f"{slice_name} = {position_mm:.1f} mm", transform=ax.transAxes, color="white", fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
