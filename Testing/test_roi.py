@@ -174,8 +174,10 @@ def test_bad_inputs(tmp_path, term):
     noise = np.random.default_rng(1).random((30, 30, 30)).astype(np.float32)
     with pytest.raises(InputError, match="implausible for a neonatal head"):
         segment_deep_grey(Volume(noise, np.eye(4)))
-    with pytest.raises(InputError, match="implausible for a neonatal head"):  # voxel size in cm
+    with pytest.raises(InputError, match="field of view .* implausible"):  # voxel size in cm
         segment_deep_grey(Volume(t1.array, t1.affine @ np.diag([10.0, 10.0, 10.0, 1.0])))
+    with pytest.raises(InputError, match="head found .* implausible"):  # voxel size 0.3 x
+        segment_deep_grey(Volume(t1.array, t1.affine @ np.diag([0.3, 0.3, 0.3, 1.0])))
     # a 4D file through the CLI: exit status 2, no output written
     import SimpleITK as sitk
 

@@ -30,6 +30,9 @@ from NeonatalBrainLib.progress import as_progress
 from .atlas import DEFAULT_ATLAS, Atlas, load_atlas
 from .registration import PreparedImage, RegistrationParameters, crop_grid_in_fixed, prepare, register
 
+#: Largest accepted T1 field of view along any voxel axis (mm).
+MAX_FIELD_OF_VIEW_MM = 400.0
+
 #: Output label value -> name of the eight ROIs.
 ROI_NAMES: dict[int, str] = {anatomy.LABEL_VALUES[n]: n for n in anatomy.DEEP_GREY_ROIS}
 
@@ -156,6 +159,11 @@ def segment_deep_grey(t1: Volume, atlas: "str | Path | Atlas" = DEFAULT_ATLAS, *
     if not isinstance(t1, Volume):
         raise InputError(f"T1: expected a Volume, got {type(t1).__name__}")
     validate_scalar_volume(t1, "T1")
+    extent_mm = np.asarray(t1.shape) * t1.spacing_mm
+    if extent_mm.max() > MAX_FIELD_OF_VIEW_MM:
+        raise InputError(
+            f"T1: field of view {np.round(extent_mm).astype(int).tolist()} mm is implausible for a "
+            f"neonatal head (> {MAX_FIELD_OF_VIEW_MM:g} mm); check the file and its voxel size")
     prog.update(0.0, "loading atlas")
     atlas = load_atlas(atlas)
     t0 = time.perf_counter()
