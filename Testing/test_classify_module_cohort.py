@@ -111,9 +111,20 @@ def test_roc_chart_points_match_sklearn(mrml_scene, cohort_files):
     assert chart.GetNumberOfPlotSeriesNodes() == 3  # two models + chance line
 
 
-def test_nomogram_needs_predictions_or_model(mrml_scene, cohort_files, tmp_path):
+def test_failed_or_cancelled_runs_leave_nothing(mrml_scene, cohort_files, tmp_path):
+    from NeonatalBrainLib.progress import OperationCancelled, Progress
+
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "older-run").mkdir()
     with pytest.raises(InputError, match="predictions CSV or a model"):
-        mrml_logic.fit_nomogram(mrml_scene.scene, cohort_files["cohort"], tmp_path, clinical=["birthweight_g"])
+        mrml_logic.fit_nomogram(mrml_scene.scene, cohort_files["cohort"], runs, clinical=["birthweight_g"])
     with pytest.raises(InputError, match="birthweight_kg"):
-        mrml_logic.fit_nomogram(mrml_scene.scene, cohort_files["cohort"], tmp_path, clinical=["birthweight_kg"],
+        mrml_logic.fit_nomogram(mrml_scene.scene, cohort_files["cohort"], runs, clinical=["birthweight_kg"],
                                 predictions_csv=cohort_files["predictions"])
+    cancelled = Progress()
+    cancelled.cancel()
+    with pytest.raises(OperationCancelled):
+        mrml_logic.fit_nomogram(mrml_scene.scene, cohort_files["cohort"], runs, clinical=["birthweight_g"],
+                                predictions_csv=cohort_files["predictions"], progress=cancelled)
+    assert sorted(p.name for p in runs.iterdir()) == ["older-run"]

@@ -719,6 +719,32 @@ class CohortResult:
     out_dir: Path | None = None
 
 
+def _removes_new_run_folders_on_failure(func):
+    """Decorator for cohort tasks: if the task fails or is cancelled, the folders it created
+    under ``out_parent`` are removed again (nothing half-written is left; older runs stay)."""
+    import functools
+    import inspect
+
+    signature = inspect.signature(func)
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        parent = Path(signature.bind(*args, **kwargs).arguments["out_parent"])
+        before = {p.name for p in parent.iterdir()} if parent.is_dir() else None
+        try:
+            return func(*args, **kwargs)
+        except BaseException:
+            if before is not None and parent.is_dir():
+                for p in parent.iterdir():
+                    if p.name not in before and p.is_dir():
+                        shutil.rmtree(p, ignore_errors=True)
+            elif before is None:
+                shutil.rmtree(parent, ignore_errors=True)
+            raise
+
+    return wrapper
+
+
 def _new_run_folder(parent, stem: str) -> Path:
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
@@ -874,6 +900,7 @@ def _model_id_of(model) -> str:
     return p.name if p.is_dir() else str(model)
 
 
+@_removes_new_run_folders_on_failure
 def train_cohort(scene, cohort_csv, out_parent, *, architecture: str = "resnet18", epochs: int = 8, seed: int = 0,
                  atlas=None, image_size: int | None = None, add_to_catalogue: bool = True,
                  progress=None) -> CohortResult:
@@ -935,6 +962,7 @@ def _metrics_rows(metrics: Mapping[str, Any]) -> list[dict]:
             if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
+@_removes_new_run_folders_on_failure
 def evaluate_cohort(scene, cohort_csv, model, out_parent, progress=None, *, rois: str = "atlas") -> CohortResult:
     """Evaluate a model on a cohort: predictions/metrics tables, ROC plot chart and the ROC image.
 
@@ -968,6 +996,7 @@ def evaluate_cohort(scene, cohort_csv, model, out_parent, progress=None, *, rois
                         figures=figures, out_dir=out)
 
 
+@_removes_new_run_folders_on_failure
 def compare_models(scene, cohort_csv, model_a, model_b, out_parent, progress=None, *,
                    rois: str = "atlas") -> CohortResult:
     """Evaluate two models on the same cohort and compare their AUCs with the paired DeLong test.
@@ -1004,6 +1033,7 @@ def compare_models(scene, cohort_csv, model_a, model_b, out_parent, progress=Non
     return CohortResult(summary=result, files=files, tables=tables, figures=figures, out_dir=out)
 
 
+@_removes_new_run_folders_on_failure
 def fit_nomogram(scene, cohort_csv, out_parent, *, clinical: Sequence[str] = ("birthweight_g",),
                  predictions_csv=None, model=None, validation_csv=None, progress=None,
                  rois: str = "atlas") -> CohortResult:
