@@ -230,7 +230,7 @@ class NeonatalClassifyWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._selectModelInCombo(self._parameterNode.modelId)
-            self._onParameterNodeModified()
+            self.onModelSelected()  # stores the combo's model in the parameter node and updates the buttons
 
     # ------------------------------------------------------------------ state
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
