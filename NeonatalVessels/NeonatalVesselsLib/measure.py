@@ -81,6 +81,7 @@ class WidthFit:
     dark_area_mm2: float    #: (c / b) * pi d^2 / 4
     resolved: bool          #: d larger than the PSF FWHM (fit of d trustworthy)
     n_sections: int
+    within_bounds: bool = True   #: the fitted d is not at the search limit (a non-tubular dark region)
 
 
 def _render(d: float, u0: float, v0: float, grid_u: np.ndarray, grid_v: np.ndarray, h: float,
@@ -170,12 +171,16 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
     fwhm = 2.3548 * float(np.sqrt(np.linalg.eigvalsh(cov_uv).min()))
     return WidthFit(diameter_mm=float(d), contrast=float(rel_c),
                     dark_area_mm2=float(rel_c * np.pi * d * d / 4.0),
-                    resolved=bool(d > fwhm), n_sections=int(n))
+                    resolved=bool(d > fwhm), n_sections=int(n), within_bounds=bool(d < hi[2] - 0.25))
 
 
 def subject_contrast(fits: list[WidthFit | None], default: float = 0.6) -> float:
-    """Median relative contrast of the resolved veins (``default`` if fewer than 3)."""
-    cs = [f.contrast for f in fits if f is not None and f.resolved and 0.05 < f.contrast < 1.5]
+    """Median relative contrast of the resolved veins (``default`` if fewer than 3).
+
+    Fits whose diameter reached the search limit (broad dark regions such as deep
+    grey matter, not veins) are not used.
+    """
+    cs = [f.contrast for f in fits if f is not None and f.resolved and f.within_bounds and 0.05 < f.contrast < 1.5]
     if len(cs) < 3:
         return float(default)
     return float(np.median(cs))

@@ -63,10 +63,14 @@ class VesselParams:
     surface_margin_mm: float = 3.0     #: vesselness only deeper than this inside the brain
     min_spur_mm: float = 1.5           #: skeleton side branches shorter than this are pruned
     min_vessel_length_mm: float = 1.0  #: shorter skeleton paths are merged into their neighbour
-    min_dmv_length_mm: float = 3.0     #: a DMV is at least this long (mm)
+    min_dmv_length_mm: float = 5.0     #: a DMV is at least this long (mm)
+    min_vessel_keep_mm: float = 2.0    #: vessels shorter than this after joining are dropped as noise
+    min_dmv_darkness: float = 0.12     #: a DMV's centreline is on average this much darker than tissue
     merge_gap_mm: float = 3.0          #: collinear pieces with end gaps up to this are joined (0: off)
     merge_angle_deg: float = 30.0      #: max angle between the joined pieces' end directions and the gap
     centreline_smoothing_mm: float = 0.6  #: Gaussian sigma (arc length, mm) smoothing the centreline
+    centreline_smoothing_voxels: float = 0.75  #: ... at least this x the largest voxel size (slice staircase)
+    max_dmv_width_mm: float = 2.2      #: wider dark structures are not DMVs
     centreline_step_mm: float = 0.25   #: centreline point spacing (mm)
     width_patch_mm: float = 2.0        #: half-size of the cross-section sampled for the width fit
     psf_extra_sigma_mm: float = 0.0    #: extra Gaussian blur of the scanner PSF beyond the voxel box (mm)
@@ -237,14 +241,33 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         raw, labels = merge_fragments(raw, labels, max_gap_mm=params.merge_gap_mm,
                                       max_angle_deg=params.merge_angle_deg)
     centrelines: dict[int, np.ndarray] = {}
+    smoothing_mm = max(params.centreline_smoothing_mm, params.centreline_smoothing_voxels * float(spacing.max()))
     for vid, p in raw.items():
-        centrelines[vid] = ms.smooth_centreline(p, smoothing_mm=params.centreline_smoothing_mm,
+        centrelines[vid] = ms.smooth_centreline(p, smoothing_mm=smoothing_mm,
                                                 step_mm=params.centreline_step_mm)
+    # drop noise: pieces still shorter than min_vessel_keep_mm after joining
+    short = [vid for vid, p in centrelines.items()
+             if len(p) < 2 or ms.cl.arc_length_mm(p) < params.min_vessel_keep_mm]
+    if short:
+        lut = np.arange(int(labels.max()) + 1, dtype=np.int32)
+        lut[short] = 0
+        labels = lut[labels]
+        for vid in short:
+            del centrelines[vid]
     vent_idx = np.argwhere(ctx.ventricles)
     vcentre = swi.ijk_to_ras(vent_idx.mean(axis=0))[0] if len(vent_idx) else None
     classes = classify_vessels(centrelines, swi.affine, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
                                midline_x=ctx.midline_x, ventricle_centre_ras=vcentre, labels=ctx.labels,
                                rules=params.rules)
+    # a DMV must be long enough and clearly dark along its centreline
+    inv = np.linalg.inv(swi.affine)
+    from scipy import ndimage as _nd
+    for vid, (region, side) in list(classes.items()):
+        if region == "dmv":
+            p = centrelines[vid]
+            dark = 1.0 - float(np.mean(_nd.map_coordinates(ctx.norm, (p @ inv[:3, :3].T + inv[:3, 3]).T, order=1)))
+            if ms.cl.arc_length_mm(p) < params.min_dmv_length_mm or dark < params.min_dmv_darkness:
+                classes[vid] = ("other", side)
     prog.update(0.7, "widths")
     fits = []
     ids = sorted(centrelines)
@@ -258,6 +281,9 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             prog.update(0.7 + 0.25 * n / max(1, len(ids)), "widths")
     c_subj = ms.subject_contrast(fits, params.default_vein_contrast)
     widths = ms.finalize_widths(fits, c_subj)
+    for n, vid in enumerate(ids):
+        if classes[vid][0] == "dmv" and not (widths[n] <= params.max_dmv_width_mm):
+            classes[vid] = ("other", classes[vid][1])
     ctx.timings["measure_s"] = time.perf_counter() - t0
     counts = np.bincount(labels.ravel(), minlength=max(ids, default=0) + 1)
     voxel_mm3 = float(np.prod(spacing))

@@ -51,7 +51,7 @@ class RegionRules:
     paramedian_mm: float = 4.0
     min_radial: float = 0.45
     dmv_start_mm: float = 8.0
-    min_dmv_length_mm: float = 3.0
+    min_dmv_length_mm: float = 5.0
     wall_mm: float = 3.5
     caudate_anterior_mm: float = 6.0
     side_mm: float = 1.0
