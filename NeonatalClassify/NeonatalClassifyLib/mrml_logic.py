@@ -409,23 +409,17 @@ def _normalise_result(result, model_ref, model_dir: Path) -> tuple[dict, list[di
 
 # ----------------------------------------------------------------------------- heatmap display
 def heatmap_color_node(scene):
-    """The warm colour table of Grad-CAM heatmaps (256 entries, created once per scene)."""
-    slicer = _slicer()
+    """The warm colour table of Grad-CAM heatmaps (256 entries of :func:`heatmap_colors`, one per scene)."""
     node = scene.GetFirstNodeByName(HEATMAP_COLOR_NAME)
     if node is not None and node.IsA("vtkMRMLColorTableNode"):
         return node
     node = scene.AddNewNodeByClass("vtkMRMLColorTableNode", HEATMAP_COLOR_NAME)
     node.SetTypeToUser()
     node.SetNumberOfColors(256)
-    xs = np.array([a[0] for a in HEATMAP_COLOR_ANCHORS])
-    rgb = np.array([a[1] for a in HEATMAP_COLOR_ANCHORS])
-    for i in range(256):
-        t = i / 255.0
-        r, g, b = (float(np.interp(t, xs, rgb[:, c])) for c in range(3))
-        node.SetColor(i, f"{i}", r, g, b, 1.0)
+    for i, (r, g, b) in enumerate(heatmap_colors(256)):
+        node.SetColor(i, f"{i}", float(r), float(g), float(b), 1.0)
     node.SetAttribute("Category", "NeonatalClassify")
     node.SetHideFromEditors(False)
-    del slicer
     return node
 
 
