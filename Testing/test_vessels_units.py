@@ -132,7 +132,8 @@ def test_run_batch_logs_failure_and_resumes_without_duplicates(tmp_path):
 
 def test_run_batch_on_dask_local_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
-    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, host="127.0.0.1",
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp://",
+                                  host="127.0.0.1",
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         res = run_batch([("a", "3"), ("b", "bad")], _square_worker, tmp_path, executor=client.get_executor())
     assert {r["case_id"]: r["status"] for r in res} == {"a": "done", "b": "failed"}
