@@ -89,10 +89,18 @@ def test_rois_segmentation_has_eight_coded_segments(scenario):
             x_left = t1.ijk_to_ras(np.argwhere(mask))[:, 0].mean()
             x_right = t1.ijk_to_ras(np.argwhere(right))[:, 0].mean()
             assert x_left < x_right
-    # Segment Editor works on the T1 grid: the reference geometry is the T1's
+    # Segment Editor works on the T1 grid: the reference geometry is the T1's (extent and image-to-world)
     geometry = seg.GetSegmentation().GetConversionParameter(
         slicer.vtkSegmentationConverter.GetReferenceImageGeometryParameterName())
-    assert geometry
+    reference = slicer.vtkOrientedImageData()
+    assert slicer.vtkSegmentationConverter.DeserializeImageGeometry(geometry, reference, False)
+    assert reference.GetDimensions() == scenario["t1_node"].GetImageData().GetDimensions()
+    import vtk
+
+    m = vtk.vtkMatrix4x4()
+    reference.GetImageToWorldMatrix(m)
+    np.testing.assert_allclose([[m.GetElement(r, c) for c in range(4)] for r in range(4)],
+                               node_matrix(scenario["t1_node"]), atol=1e-6)
     assert scenario["stages"] and scenario["stages"][-1][0] == pytest.approx(1.0)
 
 
@@ -218,6 +226,7 @@ def test_edited_roi_is_what_the_engine_receives(scenario):
     after = mrml_logic.classify_volume_node(scene, t1_node, mrml_logic.DEMO_MODEL_ID, roi_segmentation_node=seg)
     assert after.roi_source == "edited segmentation"
     assert before.roi_source == "segmentation"
+    assert mrml.rows_from_table_node(after.summary_table_node)[0]["roi_source"] == "edited segmentation"
     np.testing.assert_array_equal(after.roi_labels.array, expected)
     # slices follow the GP: with its upper half gone they move down
     z_before = np.array([s["z_mm"] for s in before.slices])
