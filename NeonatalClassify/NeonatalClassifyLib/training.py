@@ -15,8 +15,9 @@ Procedure (``train``):
    translation +-3 px, scaling 0.92-1.08, Gaussian blur sigma 0-0.8 px (resolution
    differences), intensity x a + b (a 0.8-1.2, b +-0.15), a linear in-plane
    intensity ramp +-0.15 (bias field) and Gaussian noise sigma 0-0.12 (SNR).
-5. After every epoch: subject probabilities (mean of slice probabilities) of the
-   validation subjects, their AUC; the weights of the best epoch (highest AUC, ties:
+5. After every epoch: BatchNorm statistics recomputed on up to 192 training slices for
+   the current weights (``recompute_batchnorm``); subject probabilities (mean of slice
+   probabilities) of the validation subjects, their AUC; the weights of the best epoch (highest AUC, ties:
    lower validation loss) are kept; training stops after ``patience`` epochs without
    improvement.
 6. Threshold = Youden's J on the validation subjects' probabilities (best epoch), placed
@@ -110,6 +111,31 @@ def augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
                 a = a + rng.normal(0, rng.uniform(0, 0.12), a.shape)
             out[b, ch] = a
     return out.astype(np.float32)
+
+
+def recompute_batchnorm(model, images: np.ndarray, batch_size: int = 32, max_images: int = 192) -> None:
+    """Set every BatchNorm's running mean/variance to the average over ``images`` (the first
+    ``max_images``, no augmentation) for the current weights ("precise BN"), so that
+    evaluation-mode statistics match the weights even after few training steps."""
+    import torch
+
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns or len(images) < 2:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    model.train()
+    with torch.no_grad():
+        sub = images[:max_images]
+        for b in range(0, len(sub), batch_size):
+            chunk = sub[b:b + batch_size]
+            if len(chunk) >= 2:
+                model(torch.from_numpy(np.ascontiguousarray(chunk)))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    model.eval()
 
 
 def _set_determinism(seed: int, num_threads: int):
@@ -221,6 +247,7 @@ def train(cohort_csv: str | os.PathLike, arch: str = "resnet18", out_dir: str | 
         log = []
         since_best = 0
         steps = int(np.ceil(len(x_tr) / batch_size))
+        bn_order = np.random.default_rng(seed + 1).permutation(len(x_tr))[:192]
         for ep in range(int(epochs)):
             model.train()
             order = rng.permutation(len(x_tr))
@@ -237,8 +264,8 @@ def train(cohort_csv: str | os.PathLike, arch: str = "resnet18", out_dir: str | 
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(idx)
-            # 5: validation on subjects
-            model.eval()
+            # 5: validation on subjects (BatchNorm statistics recomputed for these weights)
+            recompute_batchnorm(model, x_tr[bn_order], batch_size=2 * batch_size)
             vprobs, vloss = [], 0.0
             with torch.no_grad():
                 for i in va:
