@@ -57,11 +57,12 @@ class ClassificationResult:
     gradcam: Volume | None
     rois: object = None
     slice_stack: SliceStack | None = field(default=None, repr=False)
+    roi_source: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"probability": float(self.probability), "predicted_label": int(self.predicted_label),
                 "predicted_class": CLASSES[int(self.predicted_label)], "threshold": float(self.threshold),
-                "model_id": self.model_id,
+                "model_id": self.model_id, "rois": self.roi_source,
                 "slices": json.loads(self.slice_table.to_json(orient="records"))}
 
 
@@ -206,9 +207,14 @@ def classify_t1(t1: Volume, model_dir: str | os.PathLike, *, rois=None, atlas=No
             painted = painted / peak
         cam_vol = t1.with_array(painted.astype(np.float32))
     prog.update(1.0, "done")
+    source = {"source": "given" if rois is not None else "atlas"}
+    if getattr(roi_obj, "atlas_checksum", None):
+        recorded = (lm.card.get("atlas") or {}).get("checksum")
+        source.update({"atlas_name": roi_obj.atlas_name, "atlas_checksum": roi_obj.atlas_checksum,
+                       "matches_model_atlas": (recorded == roi_obj.atlas_checksum) if recorded else None})
     return ClassificationResult(probability=p, predicted_label=int(p >= threshold), threshold=threshold,
                                 model_id=lm.model_id, slice_table=table, gradcam=cam_vol,
-                                rois=roi_obj, slice_stack=stack)
+                                rois=roi_obj, slice_stack=stack, roi_source=source)
 
 
 def write_overlay_png(result: ClassificationResult, path: str | os.PathLike) -> Path:
