@@ -97,7 +97,8 @@ def _to_display_coords(points_ras, volume, axis, x_axis, y_axis):
 
 
 def overlay_rgb(gray2d, labels2d, colors, alpha=0.75):
-    g = np.clip((gray2d - np.percentile(gray2d, 1)) / (np.percentile(gray2d, 99.5) - np.percentile(gray2d, 1) + 1e-9), 0, 1)
+    lo, hi = np.percentile(gray2d, 1), np.percentile(gray2d, 99.5)
+    g = np.clip((gray2d - lo) / (hi - lo + 1e-9), 0, 1)
     rgb = np.repeat(g[..., None], 3, axis=2)
     for value, color in colors.items():
         m = labels2d == value
@@ -236,16 +237,13 @@ def render_3d(outputs, out_png, curves: bool = True):
         print(f"VTK offscreen rendering unavailable ({exc}); drawing the curves with matplotlib")
         import matplotlib.pyplot as plt
 
-        from NeonatalBrainLib import anatomy
         from NeonatalBrainLib import mrml as nbmrml
 
         fig = plt.figure(figsize=(8, 7), dpi=110)
         ax = fig.add_subplot(projection="3d")
         for node in outputs.curves.values():
             pts = nbmrml.points_from_curve_node(node)
-            region = next((r for r, t in __import__("NeonatalVesselsLib.mrml_logic", fromlist=["x"]).REGION_TITLES.items()
-                           if node.GetName().startswith(t)), "other")
-            ax.plot(pts[:, 0], pts[:, 1], pts[:, 2], color=anatomy.VESSEL_REGION_COLORS[region], lw=1)
+            ax.plot(pts[:, 0], pts[:, 1], pts[:, 2], color=node.GetDisplayNode().GetSelectedColor(), lw=1)
         ax.set_xlabel("x (mm, R+)")
         ax.set_ylabel("y (mm, A+)")
         ax.set_zlabel("z (mm, S+)")

@@ -303,24 +303,37 @@ class _Rollback:
             self.committed = True
             return False
         sh = _sh(self.scene)
-        for node in reversed(self.nodes):
-            if node is not None and self.scene.IsNodePresent(node):
-                item = sh.GetItemByDataNode(node) if sh is not None else 0
-                if item:
-                    sh.RemoveItem(item, False, False)
-                for i in range(node.GetNumberOfDisplayNodes() if hasattr(node, "GetNumberOfDisplayNodes") else 0):
-                    display = node.GetNthDisplayNode(i)
-                    if display is not None and self.scene.IsNodePresent(display):
-                        self.scene.RemoveNode(display)
-                storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
-                if storage is not None and self.scene.IsNodePresent(storage):
-                    self.scene.RemoveNode(storage)
-                self.scene.RemoveNode(node)
+        self.scene.StartState(self.scene.BatchProcessState)
+        try:
+            self._remove_nodes(sh)
+        finally:
+            self.scene.EndState(self.scene.BatchProcessState)
         if self.folders and sh is not None:
             for item in reversed(self.folders):
                 if sh.GetItemName(item):  # still there
                     sh.RemoveItem(item, True, True)
         return False
+
+    def _remove_nodes(self, sh):
+        for node in reversed(self.nodes):
+            _remove_node(self.scene, node, sh)
+
+
+def _remove_node(scene, node, sh=None) -> None:
+    """Remove ``node``, its display and storage nodes and its subject-hierarchy item."""
+    if node is None or not scene.IsNodePresent(node):
+        return
+    sh = sh if sh is not None else _sh(scene)
+    item = sh.GetItemByDataNode(node) if sh is not None else 0
+    if item:
+        sh.RemoveItem(item, False, False)
+    displays = [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())] \
+        if hasattr(node, "GetNumberOfDisplayNodes") else []
+    storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
+    for other in displays + [storage]:
+        if other is not None and scene.IsNodePresent(other):
+            scene.RemoveNode(other)
+    scene.RemoveNode(node)
 
 
 def _sh(scene):
@@ -525,32 +538,71 @@ def _tables_from_result(scene, name: str, result: _Result, version: int, rollbac
     return vessel_table, summary_table
 
 
+#: Regions whose centreline curves are shown when created; the others ("other": cortical veins,
+#: sinuses, small fragments; often hundreds) are created hidden (show them in the Data module).
+SHOWN_CURVE_REGIONS = ("dmv", "thalamic", "anterior_caudate", "internal_cerebral")
+
+
+class _BatchState:
+    """The scene's batch-processing state around many node additions/removals.
+
+    Without it each new markups node costs time proportional to the number of nodes
+    already in the scene (observers, unique names): minutes for thousands of curves.
+    """
+
+    def __init__(self, scene):
+        self.scene = scene
+
+    def __enter__(self):
+        self.scene.StartState(self.scene.BatchProcessState)
+        return self
+
+    def __exit__(self, *exc):
+        self.scene.EndState(self.scene.BatchProcessState)
+        return False
+
+
 def _sync_curves(scene, outputs: VesselsOutputNodes, result: _Result, curves_folder: int,
                  rollback: _Rollback | None, progress: Progress | None) -> None:
-    """Make ``outputs.curves`` hold one curve per vessel of ``result`` (create, update, remove)."""
+    """Make ``outputs.curves`` hold one curve per vessel of ``result`` (create, update, remove).
+
+    Every vessel with a centreline (at least one point) gets a curve, named
+    :func:`curve_name`, coloured by region, control points hidden; curves of regions
+    outside :data:`SHOWN_CURVE_REGIONS` are hidden.
+    """
+    import slicer
+
     by_id = {int(v["vessel_id"]): v for v in result.vessels}
-    for vid in [vid for vid in outputs.curves if vid not in by_id or vid not in result.centerlines]:
-        scene.RemoveNode(outputs.curves.pop(vid))
-    todo = [vid for vid in sorted(by_id) if vid in result.centerlines and len(result.centerlines[vid]) >= 2]
-    for n, vid in enumerate(todo):
-        if progress is not None and n % 10 == 0:
-            progress.update(n / max(1, len(todo)), f"creating centreline curves ({n}/{len(todo)})")
-        region, side = str(by_id[vid]["region"]), str(by_id[vid]["side"])
-        existing = outputs.curves.get(vid)
-        node = nbmrml.curve_node_from_points(
-            scene, result.centerlines[vid], curve_name(vid, region, side), node=existing,
-            color=anatomy.VESSEL_REGION_COLORS.get(region, (0.6, 0.6, 0.6)))
-        node.SetName(curve_name(vid, region, side))
-        node.SetAttribute(ATTR_VESSEL_ID, str(vid))
-        node.SetAttribute(ATTR_ROLE, "centerline")
-        display = node.GetDisplayNode()
-        if display is not None:
-            display.SetLineThickness(0.3) if hasattr(display, "SetLineThickness") else None
-        if existing is None:
-            if rollback is not None:
-                rollback.add(node)
-            outputs.curves[vid] = node
-            nbmrml.place_in_folder(scene, node, curves_folder)
+    todo = [vid for vid in sorted(by_id) if vid in result.centerlines and len(result.centerlines[vid]) >= 1]
+    with _BatchState(scene):
+        for vid in [vid for vid in outputs.curves if vid not in todo]:
+            _remove_node(scene, outputs.curves.pop(vid))
+        for n, vid in enumerate(todo):
+            if progress is not None and n % 25 == 0:
+                progress.update(n / max(1, len(todo)), f"creating centreline curves ({n}/{len(todo)})")
+            region, side = str(by_id[vid]["region"]), str(by_id[vid]["side"])
+            name = curve_name(vid, region, side)
+            node = outputs.curves.get(vid)
+            created = node is None
+            if created:  # AddNode: no scene-wide unique-name search per node
+                node = slicer.vtkMRMLMarkupsCurveNode()
+                node.SetName(name)
+                scene.AddNode(node)
+                if rollback is not None:
+                    rollback.add(node)
+                display = scene.AddNode(slicer.vtkMRMLMarkupsDisplayNode())
+                node.SetAndObserveDisplayNodeID(display.GetID())
+            nbmrml.curve_node_from_points(scene, result.centerlines[vid], name, node=node,
+                                          color=anatomy.VESSEL_REGION_COLORS.get(region, (0.6, 0.6, 0.6)))
+            node.SetName(name)
+            node.SetAttribute(ATTR_VESSEL_ID, str(vid))
+            node.SetAttribute(ATTR_ROLE, "centerline")
+            display = node.GetDisplayNode()
+            if display is not None:
+                display.SetVisibility(region in SHOWN_CURVE_REGIONS)
+            if created:
+                outputs.curves[vid] = node
+                nbmrml.place_in_folder(scene, node, curves_folder)
 
 
 def _link(outputs: VesselsOutputNodes) -> None:
