@@ -36,7 +36,7 @@ from NeonatalBrainLib.progress import as_progress
 from . import masks as mk
 from . import measure as ms
 from .regions import RegionRules, classify_vessels, region_label_table, region_value
-from .skeleton import merge_fragments, split_vessels
+from .skeleton import merge_fragments, paths_from_labels, split_vessels
 from .vesselness import vesselness
 
 #: Columns of vessels.csv (and of VesselAnalysis.vessels), in order.
@@ -118,8 +118,10 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
 
     In SWI magnitude the ventricles are brighter than white matter; in a neonatal
     T1 they are the darkest tissue.  Within the deep brain (more than 15 mm from the
-    surface, smoothed 1.5 mm) we compare the volume of large dark blobs
-    (< 0.7 x tissue) with that of large bright blobs (> 1.2 x tissue).
+    surface, smoothed 1.5 mm) large blobs (>= 300 mm^3 each) darker than half the
+    tissue signal totalling more than 800 mm^3 mean dark CSF: veins are too thin to
+    form such blobs after smoothing.  (A very large deep haemorrhage could also
+    trigger it.)
     """
     import cc3d
     from scipy import ndimage
@@ -136,11 +138,10 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
         counts = np.bincount(lab.ravel())[1:]
         return float(counts[counts * voxel >= 300].sum() * voxel)
 
-    dark = big(deep & (sm < 0.7))
-    bright = big(deep & (sm > 1.2))
-    if dark > 1000.0 and dark > 3.0 * bright:
+    dark = big(deep & (sm < 0.5))
+    if dark > 800.0:
         raise InputError(
-            f"SWI: the deep CSF is dark ({dark:.0f} mm^3 dark vs {bright:.0f} mm^3 bright deep blobs): "
+            f"SWI: the deep CSF is dark ({dark:.0f} mm^3 of large deep blobs below half the tissue signal): "
             "this looks like a T1-weighted image, not an SWI magnitude (veins dark, CSF bright)")
 
 
@@ -225,19 +226,22 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
 
 # ----------------------------------------------------------------------------- measurement
 def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog, *, method: str,
-             t_start: float) -> VesselAnalysis:
+             t_start: float, given_ids: bool = False) -> VesselAnalysis:
     swi = ctx.swi
     spacing = swi.spacing_mm
     t0 = time.perf_counter()
-    paths = split_vessels(vessel_mask, spacing, min_spur_mm=params.min_spur_mm,
-                          min_path_mm=params.min_vessel_length_mm)
+    if given_ids:
+        paths = paths_from_labels(vessel_mask, spacing)
+    else:
+        paths = split_vessels(vessel_mask > 0, spacing, min_spur_mm=params.min_spur_mm,
+                              min_path_mm=params.min_vessel_length_mm)
     ctx.timings["split_s"] = time.perf_counter() - t0
     prog.update(0.6, "centrelines")
     t0 = time.perf_counter()
     raw = {vid: np.asarray(p, float) @ swi.affine[:3, :3].T + swi.affine[:3, 3]
            for vid, p in paths.paths_ijk.items()}
     labels = paths.labels
-    if params.merge_gap_mm > 0:
+    if params.merge_gap_mm > 0 and not given_ids:
         raw, labels = merge_fragments(raw, labels, max_gap_mm=params.merge_gap_mm,
                                       max_angle_deg=params.merge_angle_deg)
     centrelines: dict[int, np.ndarray] = {}
@@ -248,7 +252,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     # drop noise: pieces still shorter than min_vessel_keep_mm after joining
     short = [vid for vid, p in centrelines.items()
              if len(p) < 2 or ms.cl.arc_length_mm(p) < params.min_vessel_keep_mm]
-    if short:
+    if short and not given_ids:
         lut = np.arange(int(labels.max()) + 1, dtype=np.int32)
         lut[short] = 0
         labels = lut[labels]
@@ -398,18 +402,25 @@ def measure_vessel_mask(swi: Volume, vessel_mask, *, brain_mask=None, ventricles
                         params: VesselParams | None = None, progress=None) -> VesselAnalysis:
     """Measure a given vessel segmentation (binary, or labels where > 0 = vessel) on the SWI grid.
 
-    No detection: the mask is split into vessels at junctions, re-classified and
-    re-measured, so erasing one vessel in an edited mask lowers the count by one.
+    No detection.  A binary mask is split into vessels at junctions; a labelmap of
+    vessel ids (e.g. an edited ``vessel_labels``) keeps one vessel per label value.
+    Every vessel is then re-classified and re-measured, so erasing one vessel in an
+    edited labelmap lowers the count by one.
     """
     t_start = time.perf_counter()
     params = params or VesselParams()
     prog = as_progress(progress)
     swi = _to_volume(swi)
     validate_swi(swi)
-    vm = _mask_arg(vessel_mask, swi, "vessel mask")
-    vm = np.asarray(vm) > 0
+    vm = np.asarray(_mask_arg(vessel_mask, swi, "vessel mask"))
+    if np.issubdtype(vm.dtype, np.floating):
+        vm = np.rint(vm)
+    vm = np.where(vm > 0, vm, 0).astype(np.int64)
+    # a labelmap of vessel ids (several values) keeps its vessels; a binary mask is split
+    given_ids = int(vm.max()) > 1
     ctx = _prepare(swi, brain_mask, ventricles, labels, params, prog)
-    return _measure(ctx, vm, params, prog, method="given_mask", t_start=t_start)
+    return _measure(ctx, vm, params, prog, method="given_labels" if given_ids else "given_mask",
+                    t_start=t_start, given_ids=given_ids)
 
 
 def write_outputs(analysis: VesselAnalysis, out_dir, *, input_path=None):

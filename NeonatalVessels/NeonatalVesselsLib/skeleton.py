@@ -160,13 +160,41 @@ def split_vessels(mask: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.5,
     return VesselPaths(labels_out, paths_out)
 
 
-def paths_from_labels(labels: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.5) -> VesselPaths:
-    """Centreline paths for an existing labelmap (one skeleton path per label value).
+def paths_from_labels(labels: np.ndarray, spacing_mm) -> VesselPaths:
+    """One vessel per label value of a vessel-id labelmap (e.g. an edited ``vessel_labels``).
 
-    Used when measuring a given (edited) segmentation: each connected component of
-    the binary mask is split at junctions with :func:`split_vessels`.
+    The centreline of each label is the longest path of its skeleton (skan), so the
+    user's vessel identities are kept: erasing one label removes exactly one vessel.
     """
-    return split_vessels(labels > 0, spacing_mm, min_spur_mm=min_spur_mm)
+    from skan import Skeleton
+
+    spacing = tuple(float(s) for s in spacing_mm)
+    labels = np.asarray(labels).astype(np.int64)
+    out = np.zeros(labels.shape, np.int32)
+    paths: dict[int, np.ndarray] = {}
+    for value, box in enumerate(ndimage.find_objects(labels), start=0):
+        vid = value + 1
+        if box is None:
+            continue
+        box = tuple(slice(max(0, s.start - 1), min(dim, s.stop + 1)) for s, dim in zip(box, labels.shape))
+        comp = labels[box] == vid
+        out[box][comp] = vid
+        skel = _skeletonize(comp)
+        offset = np.array([s.start for s in box])
+        if skel.sum() < 2:
+            pts = np.argwhere(comp)
+            paths[vid] = pts[[0, -1]] + offset if len(pts) >= 2 else pts + offset
+            continue
+        simple = _simple_path(skel)
+        if simple is None:
+            try:
+                sk = Skeleton(skel, spacing=spacing)
+                lengths = np.asarray(sk.path_lengths())
+                simple = sk.path_coordinates(int(np.argmax(lengths))).astype(int)
+            except (ValueError, IndexError):
+                simple = np.argwhere(skel)
+        paths[vid] = simple + offset
+    return VesselPaths(out, paths)
 
 
 def _end_direction(p: np.ndarray, at_end: bool, span_mm: float = 2.0) -> np.ndarray:
