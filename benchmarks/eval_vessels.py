@@ -53,7 +53,10 @@ def main(argv=None) -> int:
     df = pd.DataFrame(rows)
     cols = ["preset", "seed", "n_true", "n_pred", "sensitivity", "ppv", "count_error_left", "count_error_right",
             "width_mae_mm", "width_bias_mm", "tortuosity_mae", "curvature_mae_per_mm", "time_s"]
-    print(df[cols].round(3).to_markdown(index=False) if hasattr(df, "to_markdown") else df[cols].round(3))
+    try:
+        print(df[cols].round(3).to_markdown(index=False))
+    except ImportError:   # tabulate not installed
+        print(df[cols].round(3).to_string(index=False))
     if args.out:
         df.to_csv(args.out, index=False)
     return 0
