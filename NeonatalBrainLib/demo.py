@@ -1,9 +1,10 @@
 """``neonatal-brain demo``: the main job on the digital neonatal phantom.
 
-Generates one term neonate (SWI + T1, seed 0), runs the vessel pipeline on the
-SWI, the deep grey-matter ROIs, classification and Grad-CAM on the T1 with the
-shipped demo model (trained on synthetic data, not for clinical use), and
-writes an ``index.html`` linking every result.
+Generates one term neonate (SWI + T1, seed 0) and its bilirubin-injured twin
+(T1 only), runs the vessel pipeline on the SWI, the deep grey-matter ROIs,
+classification and Grad-CAM on both T1s with the shipped demo model (trained on
+synthetic data, not for clinical use), and writes an ``index.html`` linking
+every result (the vessel report is ``vessels/report.html``).
 
 The output folder must be new, empty, or a folder an earlier demo made (it
 carries the marker file ``.neonatal-brain-demo``); only then is it replaced.
@@ -59,8 +60,9 @@ def _run_classify(phantom_dir: Path, out: Path) -> dict:
     write_roi_outputs(rois, out / "roi")
     result = classify_t1(t1, demo_model_dir(), rois=rois)
     write_classification_outputs(result, t1, out / "classification")
+    truth = json.loads((phantom_dir / "subject.json").read_text()).get("injury")
     return {"probability": result.probability, "predicted_label": result.predicted_label,
-            "threshold": result.threshold, "model_id": result.model_id}
+            "threshold": result.threshold, "model_id": result.model_id, "true_injury": truth}
 
 
 def _write_index(out: Path, sections: dict) -> Path:
@@ -70,6 +72,9 @@ def _write_index(out: Path, sections: dict) -> Path:
         links = "".join(f'<li><a href="{html.escape(str(f))}">{html.escape(str(f))}</a></li>' for f in files)
         pngs = "".join(f'<img src="{html.escape(str(f))}" style="max-width:48%;margin:4px">'
                        for f in files if f.suffix == ".png")
+        report = out / folder / "report.html"
+        if report.is_file():
+            pngs = f'<p><a href="{folder}/report.html"><b>open the full report</b></a></p>' + pngs
         rows.append(f"<h2>{html.escape(title)}</h2><pre>{html.escape(json.dumps(info, indent=2, default=str))}</pre>"
                     f"{pngs}<details><summary>files</summary><ul>{links}</ul></details>")
     page = ("<!doctype html><meta charset='utf-8'><title>NeonatalBrain demo</title>"
@@ -83,20 +88,29 @@ def _write_index(out: Path, sections: dict) -> Path:
 
 
 def run_demo(out_dir: str | Path, seed: int = 0, preset: str = "term_3t") -> Path:
-    from .phantom import write_phantom
+    from .phantom import InjurySpec, write_phantom
+    from .phantom.figures import make_figures
 
     out = prepare_demo_dir(Path(out_dir))
     sections: dict = {}
     t0 = time.perf_counter()
     phantom_dir = write_phantom(out / "phantom", seed=seed, preset=preset)
-    sections["Phantom"] = ("phantom", json.loads((phantom_dir / "subject.json").read_text()))
-    print(f"phantom written in {time.perf_counter() - t0:.1f} s: {phantom_dir}")
+    injured_dir = write_phantom(out / "phantom_injured", seed=seed, preset=preset,
+                                injury=InjurySpec("bilirubin", strength=1.0), modalities=("t1",))
+    (out / "figures").mkdir()
+    make_figures(out / "figures", seed=seed, which=("swi", "t1", "injury"))
+    sections["Phantom"] = ("figures", json.loads((phantom_dir / "subject.json").read_text()))
+    print(f"phantoms (control + bilirubin-injured twin) written in {time.perf_counter() - t0:.1f} s: "
+          f"{phantom_dir}, {injured_dir}")
     t0 = time.perf_counter()
     sections["Vessels (SWI)"] = ("vessels", _run_vessels(phantom_dir, out / "vessels"))
     print(f"vessel analysis in {time.perf_counter() - t0:.1f} s: {out / 'vessels' / 'report.html'}")
     t0 = time.perf_counter()
-    sections["Classification (T1)"] = ("classify", _run_classify(phantom_dir, out / "classify"))
-    print(f"ROIs, classification and Grad-CAM in {time.perf_counter() - t0:.1f} s: {out / 'classify'}")
+    sections["Classification (T1), control neonate"] = ("classify", _run_classify(phantom_dir, out / "classify"))
+    sections["Classification (T1), injured twin"] = (
+        "classify_injured", _run_classify(injured_dir, out / "classify_injured"))
+    print(f"ROIs, classification and Grad-CAM (2 neonates) in {time.perf_counter() - t0:.1f} s: "
+          f"{out / 'classify'}, {out / 'classify_injured'}")
     index = _write_index(out, sections)
     print(f"demo results: {index}")
     return index
