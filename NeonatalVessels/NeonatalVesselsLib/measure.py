@@ -91,6 +91,30 @@ def _render(d: float, u0: float, v0: float, grid_u: np.ndarray, grid_v: np.ndarr
     return signal.fftconvolve(disk, kernel, mode="same")
 
 
+class _BlurredDisk:
+    """Renders ``(D_d * G)(u - u0, v - v0)`` on a fixed grid; the kernel's FFT is computed once.
+
+    Same values as :func:`_render` (``fftconvolve(..., mode="same")``).
+    """
+
+    def __init__(self, grid_u: np.ndarray, grid_v: np.ndarray, h: float, kernel: np.ndarray):
+        from scipy import fft
+
+        self.u, self.v, self.h = grid_u, grid_v, h
+        n = np.asarray(grid_u.shape)
+        m = np.asarray(kernel.shape)
+        self.shape = tuple(int(fft.next_fast_len(int(a + b - 1), real=True)) for a, b in zip(n, m))
+        self.k_hat = fft.rfft2(kernel, s=self.shape)
+        self.crop = tuple(slice((b - 1) // 2, (b - 1) // 2 + a) for a, b in zip(n, m))
+        self._fft = fft
+
+    def __call__(self, d: float, u0: float, v0: float) -> np.ndarray:
+        r = np.hypot(self.u - u0, self.v - v0)
+        disk = np.clip(0.5 + (0.5 * d - r) / self.h, 0.0, 1.0)
+        f = self._fft
+        return f.irfft2(f.rfft2(disk, s=self.shape) * self.k_hat, s=self.shape)[self.crop]
+
+
 def _gauss_kernel(cov: np.ndarray, h: float) -> np.ndarray:
     sd = np.sqrt(np.maximum(np.linalg.eigvalsh(cov).max(), 1e-6))
     half = int(np.ceil(3.5 * sd / h))
@@ -141,37 +165,44 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
     cov_uv /= n
     kernel = _gauss_kernel(cov_uv, grid_mm)
     b0 = float(np.median(np.concatenate([prof[0], prof[-1], prof[:, 0], prof[:, -1]])))
-    c0 = max(1e-3, b0 - float(prof[len(g) // 2 - 3: len(g) // 2 + 4, len(g) // 2 - 3: len(g) // 2 + 4].min()))
+
+    render = _BlurredDisk(uu, vv, grid_mm, kernel)
+    target = prof.ravel()
+
+    def linear_bc(m: np.ndarray) -> tuple[float, float]:
+        # b and c enter linearly (variable projection): least squares of prof ~ b - c m, clipped to [0, 3]
+        mm = m.ravel()
+        mean_m, mean_p = mm.mean(), target.mean()
+        var = float(((mm - mean_m) ** 2).sum())
+        c = -float(((mm - mean_m) * (target - mean_p)).sum()) / var if var > 1e-12 else 0.0
+        c = min(max(c, 0.0), 3.0)
+        b = min(max(float(mean_p + c * mean_m), 0.0), 3.0)
+        return b, c
 
     def resid(x):
-        b, c, d, u0, v0 = x
-        return (b - c * _render(d, u0, v0, uu, vv, grid_mm, kernel) - prof).ravel()
+        m = render(*x)
+        b, c = linear_bc(m)
+        return b - c * m.ravel() - target
 
-    x0 = [b0, c0, 0.8, 0.0, 0.0]
-    lo = [0.0, 0.0, 0.05, -0.6, -0.6]
-    hi = [3.0, 3.0, 2 * patch_mm - 0.5, 0.6, 0.6]
-    best = None
+    d_max = 2 * patch_mm - 0.5
+    lo = [0.05, -0.6, -0.6]
+    hi = [d_max, 0.6, 0.6]
     # start d from the dark area of the profile (deficit integral / contrast guess)
     area = float(np.clip(b0 - prof, 0, None).sum()) * grid_mm ** 2 / max(b0, 1e-6)
-    x0[2] = float(np.clip(np.sqrt(4 * area / np.pi / 0.8), 0.2, hi[2] - 0.1))
-    for _ in (0,):
-        try:
-            res = optimize.least_squares(resid, x0, bounds=(lo, hi), x_scale=[0.1, 0.1, 0.2, 0.1, 0.1],
-                                         max_nfev=60)
-        except ValueError:
-            continue
-        if best is None or res.cost < best.cost:
-            best = res
-    if best is None:
+    x0 = [float(np.clip(np.sqrt(4 * area / np.pi / 0.8), 0.2, hi[0] - 0.1)), 0.0, 0.0]
+    try:
+        best = optimize.least_squares(resid, x0, bounds=(lo, hi), x_scale=[0.2, 0.1, 0.1], max_nfev=60)
+    except ValueError:
         return None
-    b, c, d, _, _ = best.x
+    d = float(best.x[0])
+    b, c = linear_bc(render(*best.x))
     if b <= 0:
         return None
     rel_c = c / b
     fwhm = 2.3548 * float(np.sqrt(np.linalg.eigvalsh(cov_uv).min()))
     return WidthFit(diameter_mm=float(d), contrast=float(rel_c),
                     dark_area_mm2=float(rel_c * np.pi * d * d / 4.0),
-                    resolved=bool(d > fwhm), n_sections=int(n), within_bounds=bool(d < hi[2] - 0.25))
+                    resolved=bool(d > fwhm), n_sections=int(n), within_bounds=bool(d < d_max - 0.25))
 
 
 def subject_contrast(fits: list[WidthFit | None], default: float = 0.6) -> float:

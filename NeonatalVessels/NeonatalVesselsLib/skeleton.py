@@ -224,8 +224,10 @@ def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, m
     others = {k: v for k, v in centrelines.items() if len(v) < 2}
     remap: dict[int, int] = {}
     ends, dirs, owner = [], [], []     # owner[e] = (line id, at_end) -- updated as lines merge
+    ends_of: dict[int, list[int]] = {}  # line id -> indices of its end points in `ends`
     for vid, p in lines.items():
         for at_end in (False, True):
+            ends_of.setdefault(vid, []).append(len(ends))
             ends.append(p[-1] if at_end else p[0])
             dirs.append(_end_direction(p, at_end))
             owner.append([vid, at_end])
@@ -258,12 +260,13 @@ def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, m
             remap[drop] = keep
             used[a] = used[b] = True
             # the two free ends of the joined line: start of `first`, end of `second`
-            for e, (vid, at_end) in enumerate(owner):
-                if vid in (va, vb) and not used[e]:
-                    if vid == va:
-                        owner[e] = [keep, False]   # `first` starts at va's other end
-                    else:
-                        owner[e] = [keep, True]    # `second` ends at vb's other end
+            free_a = [e for e in ends_of.pop(va) if not used[e]]
+            free_b = [e for e in ends_of.pop(vb) if not used[e]]
+            for e in free_a:
+                owner[e] = [keep, False]   # `first` starts at va's other end
+            for e in free_b:
+                owner[e] = [keep, True]    # `second` ends at vb's other end
+            ends_of[keep] = free_a + free_b
     if remap:
         def root(x):
             while x in remap:
