@@ -67,8 +67,10 @@ class VesselParams:
     min_dmv_length_mm: float = 5.0     #: a DMV is at least this long (mm)
     min_vessel_keep_mm: float = 2.0    #: vessels shorter than this after joining are dropped as noise
     min_dmv_darkness: float = 0.12     #: a DMV's centreline is on average this much darker than tissue
-    merge_gap_mm: float = 3.0          #: collinear pieces with end gaps up to this are joined (0: off)
-    merge_angle_deg: float = 30.0      #: max angle between the joined pieces' end directions and the gap
+    merge_gap_mm: float = 2.0          #: collinear pieces with end gaps up to this are joined (0: off)
+    merge_angle_deg: float = 20.0      #: max angle between the joined pieces' end directions and the gap
+    merge_min_darkness: float = 0.12   #: only pieces this much darker than tissue (centreline mean) are joined
+    merge_gap_darkness: float = 0.06   #: ... and only across gaps at least this dark (mean along the gap)
     centreline_smoothing_mm: float = 0.6  #: Gaussian sigma (arc length, mm) smoothing the centreline
     centreline_smoothing_voxels: float = 0.75  #: ... at least this x the largest voxel size (slice staircase)
     max_dmv_width_mm: float = 2.2      #: wider dark structures are not DMVs
@@ -228,6 +230,8 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
 # ----------------------------------------------------------------------------- measurement
 def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog, *, method: str,
              t_start: float, given_ids: bool = False) -> VesselAnalysis:
+    from scipy import ndimage as _nd
+
     swi = ctx.swi
     spacing = swi.spacing_mm
     t0 = time.perf_counter()
@@ -243,8 +247,19 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
            for vid, p in paths.paths_ijk.items()}
     labels = paths.labels
     if params.merge_gap_mm > 0 and not given_ids:
+        inv_aff = np.linalg.inv(swi.affine)
+
+        def darkness(points_ras: np.ndarray) -> float:
+            ijk = np.asarray(points_ras, float) @ inv_aff[:3, :3].T + inv_aff[:3, 3]
+            return 1.0 - float(np.mean(_nd.map_coordinates(ctx.norm, ijk.T, order=1, mode="nearest")))
+
+        def gap_ok(a: np.ndarray, b: np.ndarray) -> bool:
+            n = max(2, int(np.ceil(np.linalg.norm(b - a) / 0.25)) + 1)
+            return darkness(np.linspace(a, b, n)) >= params.merge_gap_darkness
+
+        can_join = {vid: len(p) >= 2 and darkness(p) >= params.merge_min_darkness for vid, p in raw.items()}
         raw, labels = merge_fragments(raw, labels, max_gap_mm=params.merge_gap_mm,
-                                      max_angle_deg=params.merge_angle_deg)
+                                      max_angle_deg=params.merge_angle_deg, can_join=can_join, gap_ok=gap_ok)
     centrelines: dict[int, np.ndarray] = {}
     smoothing_mm = max(params.centreline_smoothing_mm, params.centreline_smoothing_voxels * float(spacing.max()))
     for vid, p in raw.items():
@@ -266,7 +281,6 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                                rules=params.rules)
     # a DMV must be long enough and clearly dark along its centreline
     inv = np.linalg.inv(swi.affine)
-    from scipy import ndimage as _nd
     for vid, (region, side) in list(classes.items()):
         if region == "dmv":
             p = centrelines[vid]

@@ -209,11 +209,15 @@ def _end_direction(p: np.ndarray, at_end: bool, span_mm: float = 2.0) -> np.ndar
 
 
 def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, max_gap_mm: float = 3.0,
-                    max_angle_deg: float = 30.0) -> tuple[dict[int, np.ndarray], np.ndarray]:
+                    max_angle_deg: float = 30.0, can_join=None,
+                    gap_ok=None) -> tuple[dict[int, np.ndarray], np.ndarray]:
     """Join collinear pieces of one vein that thresholding broke apart.
 
     Two centrelines are joined end to end when their ends are at most ``max_gap_mm``
     apart and both end directions and the gap vector agree within ``max_angle_deg``.
+    Optional vetoes: ``can_join[id]`` False keeps that piece out of every join (e.g.
+    a piece not dark enough to be a vein); ``gap_ok(a, b)`` (end points in mm) False
+    refuses a gap (e.g. bright tissue between the ends).
     Greedy, closest gap first.  Returns the new centrelines (the joined one keeps the
     smaller id) and the relabelled labelmap.
     """
@@ -244,12 +248,16 @@ def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, m
             (va, ea), (vb, eb) = owner[a], owner[b]
             if va == vb:
                 continue
+            if can_join is not None and not (can_join.get(va, True) and can_join.get(vb, True)):
+                continue
             da, db = dirs[a], dirs[b]
             if np.dot(da, -db) < cos_max:
                 continue
             gap = ends_a[b] - ends_a[a]
             g = np.linalg.norm(gap)
             if g > 0.75 and (np.dot(gap / g, da) < cos_max or np.dot(-gap / g, db) < cos_max):
+                continue
+            if gap_ok is not None and not gap_ok(ends_a[a], ends_a[b]):
                 continue
             pa, pb = lines[va], lines[vb]
             first = pa if ea else pa[::-1]
