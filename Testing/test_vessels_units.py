@@ -87,6 +87,35 @@ def test_merge_fragments_joins_collinear_gap_only():
     assert cl.arc_length_mm(lines[1]) > 11.9
 
 
+def test_merge_fragments_chains_three_pieces_and_respects_vetoes():
+    a = np.array([[0, 0, 0], [5, 0, 0.0]])
+    b = np.array([[6.5, 0, 0], [11, 0, 0.0]])
+    c = np.array([[12.5, 0, 0], [18, 0, 0.0]])
+    labels = np.array([0, 1, 2, 3])
+    lines, lab = merge_fragments({1: a, 2: b, 3: c}, labels, max_gap_mm=2.0)
+    assert sorted(lines) == [1] and lab.tolist() == [0, 1, 1, 1]
+    assert abs(cl.arc_length_mm(lines[1]) - 18.0) < 1e-6
+    # a vetoed piece is joined to nothing; a refused gap is not crossed
+    lines, lab = merge_fragments({1: a, 2: b, 3: c}, labels, max_gap_mm=2.0, can_join={2: False})
+    assert sorted(lines) == [1, 2, 3]
+    lines, lab = merge_fragments({1: a, 2: b, 3: c}, labels, max_gap_mm=2.0,
+                                 gap_ok=lambda p, q: min(p[0], q[0]) > 8)
+    assert sorted(lines) == [1, 2] and lab.tolist() == [0, 1, 2, 2]
+
+
+def test_drop_short_components_uses_physical_extent():
+    from NeonatalVesselsLib.pipeline import drop_short_components
+
+    mask = np.zeros((20, 20, 10), bool)
+    mask[2:4, 2, 2] = True          # 2 voxels in-plane: 0.5 mm between centres
+    mask[10, 10, 2:4] = True        # 2 voxels across 2 mm slices: 2 mm
+    mask[15, 3:8, 5] = True         # 5 voxels in-plane: 2 mm
+    out = drop_short_components(mask, (0.5, 0.5, 2.0), 1.5)
+    assert not out[2:4, 2, 2].any()
+    assert out[10, 10, 2:4].all() and out[15, 3:8, 5].all()
+    assert out.sum() == 7
+
+
 def test_append_row_never_duplicates_header_and_drops_torn_line(tmp_path):
     f = tmp_path / "m.csv"
     append_row(f, {"case_id": "a", "x": 1.5})
