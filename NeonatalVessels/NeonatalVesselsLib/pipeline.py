@@ -279,10 +279,11 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     classes = classify_vessels(centrelines, swi.affine, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
                                midline_x=ctx.midline_x, ventricle_centre_ras=vcentre, labels=ctx.labels,
                                rules=params.rules)
-    # a DMV must be long enough and clearly dark along its centreline
+    # a DMV (and a named deep vein: thalamic, anterior caudate, internal cerebral) must be
+    # long enough and clearly dark along its centreline; short faint pieces are noise
     inv = np.linalg.inv(swi.affine)
     for vid, (region, side) in list(classes.items()):
-        if region == "dmv":
+        if region != "other":
             p = centrelines[vid]
             dark = 1.0 - float(np.mean(_nd.map_coordinates(ctx.norm, (p @ inv[:3, :3].T + inv[:3, 3]).T, order=1)))
             if ms.cl.arc_length_mm(p) < params.min_dmv_length_mm or dark < params.min_dmv_darkness:
