@@ -245,7 +245,7 @@ def test_one_curve_per_vessel_with_the_engine_centreline(result, analyzed):
     scene, _, outputs = result
     centerlines = analyzed["analysis"].centerlines
     vessels = analyzed["analysis"].vessels.set_index("vessel_id")
-    assert sorted(outputs.curves) == sorted(centerlines)
+    assert sorted(outputs.curves) == sorted(v for v, p in centerlines.items() if len(p) >= 2)
     for vid, node in outputs.curves.items():
         assert node.IsA("vtkMRMLMarkupsCurveNode")
         row = vessels.loc[vid]
@@ -260,7 +260,7 @@ def test_tables_rows_are_vessels_and_summary_is_the_engines(result, analyzed):
     _, _, outputs = result
     analysis = analyzed["analysis"]
     rows = _rows(outputs)
-    assert len(rows) == len(analysis.vessels) == len(outputs.curves)
+    assert len(rows) == len(analysis.vessels)
     engine_rows = analysis.vessels.sort_values("vessel_id").to_dict("records")
     for mine, theirs in zip(rows, engine_rows):
         for key in ("vessel_id", "region", "side", "length_mm", "width_mm", "tortuosity", "curvature_per_mm"):
@@ -334,7 +334,7 @@ def test_erase_one_dmv_then_recompute_drops_the_count_by_one(fresh_result):
     assert len(_rows(outputs)) == len(nbmrml.rows_from_table_node(first_table)) - 1
     edited = slicer.util.arrayFromSegmentBinaryLabelmap(outputs.segmentation, segment_id, swi_node)
     assert not edited[mask].any()
-    assert len(outputs.curves) == len(_rows(outputs))
+    assert len(outputs.curves) == sum(len(p) >= 2 for p in outputs.analysis.centerlines.values())
     # the result is found again from the segmentation alone (as after a scene reload)
     again = ml.outputs_from_segmentation(scene, outputs.segmentation)
     assert again.version == 2 and again.vessel_table is outputs.vessel_table
@@ -377,12 +377,12 @@ def test_export_writes_files_that_read_back_and_refuses_to_overwrite(result, ana
     assert len(csv_rows) == len(rows)
     for mine, read in zip(rows, csv_rows):
         assert int(read["vessel_id"]) == mine["vessel_id"] and read["region"] == mine["region"]
-        assert float(read["width_mm"]) == pytest.approx(mine["width_mm"], rel=1e-5)  # Slicer writes 6 digits
+        assert _nan_equal(float(read["width_mm"]), mine["width_mm"], rel=1e-5)  # Slicer writes 6 digits
     with open(folder / "swi_vessel_summary.csv", newline="") as fh:
         (summary_row,) = list(csv.DictReader(fh))
     summary = ml.summary_from_table(outputs.summary_table)
     assert int(summary_row["dmv_count"]) == summary["dmv_count"]
-    assert float(summary_row["dmv_width_mm"]) == pytest.approx(summary["dmv_width_mm"], rel=1e-5)
+    assert _nan_equal(float(summary_row["dmv_width_mm"] or "nan"), summary["dmv_width_mm"], rel=1e-5)
     # segmentation: the same segments and voxels
     seg_labels, segments = slicerfiles.read_seg_nrrd(folder / "swi_vessels.seg.nrrd")
     swi = nbmrml.volume_from_node(swi_node)
@@ -399,11 +399,19 @@ def test_export_writes_files_that_read_back_and_refuses_to_overwrite(result, ana
     by_curve_name = {m["name"]: m["points_ras"] for m in markups}
     for vid, node in outputs.curves.items():
         np.testing.assert_allclose(by_curve_name[node.GetName()], nbmrml.points_from_curve_node(node), atol=1e-3)
+    # Slicer's markups logic loads every entry as a named curve (checked on the first 20 entries: fast)
+    doc = json.loads((folder / "swi_centerlines.mrk.json").read_text())
+    doc["markups"] = doc["markups"][:20]
+    (tmp_path / "first20.mrk.json").write_text(json.dumps(doc))
     n_before = scene.GetNumberOfNodesByClass("vtkMRMLMarkupsCurveNode")
-    analyzed["ctx"].markups_logic.LoadMarkupsFromJson(str(folder / "swi_centerlines.mrk.json"))
+    analyzed["ctx"].markups_logic.LoadMarkupsFromJson(str(tmp_path / "first20.mrk.json"))
     loaded = [scene.GetNthNodeByClass(i, "vtkMRMLMarkupsCurveNode")
               for i in range(n_before, scene.GetNumberOfNodesByClass("vtkMRMLMarkupsCurveNode"))]
-    assert sorted(n.GetName() for n in loaded) == sorted(n.GetName() for n in outputs.curves.values())
+    assert sorted(n.GetName() for n in loaded) == sorted(m["name"] for m in markups[:20])
+    by_node_name = {n.GetName(): n for n in outputs.curves.values()}
+    for node in loaded:
+        np.testing.assert_allclose(nbmrml.points_from_curve_node(node),
+                                   nbmrml.points_from_curve_node(by_node_name[node.GetName()]), atol=1e-3)
     for node in loaded:
         scene.RemoveNode(node)  # the module-wide scene stays as Apply left it
     # existing files: refused, nothing changed; allowed with overwrite=True
@@ -437,7 +445,7 @@ def test_cancel_leaves_no_output_nodes(mrml_scene, phantom_dir, analyzed):
 
     def cancel_midway(fraction, stage):
         seen.append(stage)
-        if "curves" in stage and fraction >= 0.5:
+        if "curves" in stage and fraction > 0.0:  # some curves exist already
             progress2.cancel()
 
     progress2 = Progress(cancel_midway)

@@ -139,12 +139,14 @@ def render_slices(outputs, out_png, slab_mm):
     axes[1].set_title(f"'{outputs.minip.GetName()}' ({slab_mm:g} mm slab)")
     axes[2].imshow(overlay_rgb(s_min, s_lab, colors))
     for vid, node in outputs.curves.items():
+        if not node.GetDisplayNode().GetVisibility():
+            continue  # hidden in Slicer too ("other" veins)
         pts = nbmrml.points_from_curve_node(node)
         col, row, depth = _to_display_coords(pts, swi, axis, x_axis, y_axis)
         keep = (depth >= lo - 0.5) & (depth <= hi - 0.5)
         if keep.sum() >= 2:
             axes[2].plot(col[keep], row[keep], "-", color="white", lw=0.6, alpha=0.9)
-    axes[2].set_title("minIP + segmentation (fill) + centreline curves (white)")
+    axes[2].set_title("minIP + segmentation + shown centreline curves (white)")
     handles = []
     import matplotlib.patches as mpatches
     for value, color in sorted(colors.items()):
@@ -154,7 +156,7 @@ def render_slices(outputs, out_png, slab_mm):
     for ax in axes:
         ax.text(0.02, 0.5, "R", transform=ax.transAxes, color="yellow", fontsize=11, va="center")
         ax.text(0.96, 0.5, "L", transform=ax.transAxes, color="yellow", fontsize=11, va="center")
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.07, 1, 0.97))
     fig.savefig(out_png)
     plt.close(fig)
     return z_mm
@@ -193,6 +195,8 @@ def render_3d(outputs, out_png, curves: bool = True):
         from NeonatalBrainLib import mrml as nbmrml
 
         for node in (outputs.curves.values() if curves else ()):
+            if not node.GetDisplayNode().GetVisibility():
+                continue
             pts = nbmrml.points_from_curve_node(node)
             line = vtk.vtkPolyData()
             vpts = vtk.vtkPoints()

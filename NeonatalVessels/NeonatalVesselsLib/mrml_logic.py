@@ -48,6 +48,7 @@ from NeonatalBrainLib import mrml as nbmrml
 from NeonatalBrainLib.imageio import InputError, Volume, resample_to_grid
 from NeonatalBrainLib.outputs import OutputExistsError
 from NeonatalBrainLib.progress import OperationCancelled, Progress, as_progress
+from NeonatalBrainLib.slicerfiles import MARKUPS_SCHEMA
 
 # ----------------------------------------------------------------------------- names and codes
 #: Reader-facing names of the vessel regions (segment and curve names).
@@ -566,14 +567,15 @@ def _sync_curves(scene, outputs: VesselsOutputNodes, result: _Result, curves_fol
                  rollback: _Rollback | None, progress: Progress | None) -> None:
     """Make ``outputs.curves`` hold one curve per vessel of ``result`` (create, update, remove).
 
-    Every vessel with a centreline (at least one point) gets a curve, named
+    Every vessel whose centreline has at least two points gets a curve (as in the engine's
+    ``centerlines.mrk.json``; single-voxel fragments have none), named
     :func:`curve_name`, coloured by region, control points hidden; curves of regions
     outside :data:`SHOWN_CURVE_REGIONS` are hidden.
     """
     import slicer
 
     by_id = {int(v["vessel_id"]): v for v in result.vessels}
-    todo = [vid for vid in sorted(by_id) if vid in result.centerlines and len(result.centerlines[vid]) >= 1]
+    todo = [vid for vid in sorted(by_id) if vid in result.centerlines and len(result.centerlines[vid]) >= 2]
     with _BatchState(scene):
         for vid in [vid for vid in outputs.curves if vid not in todo]:
             _remove_node(scene, outputs.curves.pop(vid))
@@ -922,21 +924,35 @@ def export_results(outputs: VesselsOutputNodes, folder, overwrite: bool = False,
 
 
 def _save_curves_json(outputs: VesselsOutputNodes, path: Path, tmp: Path) -> Path:
-    """All curves in one ``.mrk.json`` (a "markups" list; Slicer loads every entry as a node, named by "name")."""
-    markups = []
-    schema = None
-    for n, vid in enumerate(sorted(outputs.curves)):
-        one = tmp / f".curve-{n}.mrk.json"
-        nbmrml.save_markups(outputs.curves[vid], one)
-        data = json.loads(one.read_text())
-        schema = schema or data.get("@schema")
-        for entry in data["markups"]:
-            entry.setdefault("name", outputs.curves[vid].GetName())  # Slicer names the node from it
-        markups += data["markups"]
-        one.unlink()
-    doc = {"@schema": schema or "https://raw.githubusercontent.com/slicer/slicer/main/Modules/Loadable/Markups/"
-                                "Resources/Schema/markups-schema-v1.0.3.json#", "markups": markups}
-    path.write_text(json.dumps(doc, indent=1))
+    """All curves in one Slicer ``.mrk.json`` (Slicer loads every entry as a node named by "name").
+
+    Points are the curve nodes' world RAS positions, colours and visibility those of
+    their display nodes; written with :func:`NeonatalBrainLib.slicerfiles.write_markups_curves_json`.
+    """
+    from NeonatalBrainLib.slicerfiles import write_markups_curves_json
+
+    curves, colors, hidden = {}, {}, set()
+    for vid in sorted(outputs.curves):
+        node = outputs.curves[vid]
+        points = nbmrml.points_from_curve_node(node)
+        if len(points) < 2:
+            continue
+        name = node.GetName()
+        curves[name] = points
+        display = node.GetDisplayNode()
+        colors[name] = display.GetSelectedColor() if display is not None else anatomy.VESSEL_REGION_COLORS["other"]
+        if display is not None and not display.GetVisibility():
+            hidden.add(name)
+    if not curves:
+        path.write_text(json.dumps({"@schema": MARKUPS_SCHEMA, "markups": []}, indent=1))
+        return path
+    write_markups_curves_json(path, curves, colors)
+    if hidden:
+        doc = json.loads(path.read_text())
+        for entry in doc["markups"]:
+            if entry["name"] in hidden:
+                entry["display"]["visibility"] = False
+        path.write_text(json.dumps(doc, indent=1))
     return path
 
 
