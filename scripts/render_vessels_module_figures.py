@@ -137,7 +137,14 @@ def render_slices(outputs, out_png, slab_mm):
     axes[0].set_title(f"SWI input, axial slice (z = {z_mm:.0f} mm)")
     axes[1].imshow(s_min, cmap="gray")
     axes[1].set_title(f"'{outputs.minip.GetName()}' ({slab_mm:g} mm slab)")
-    axes[2].imshow(overlay_rgb(s_min, s_lab, colors))
+    display = outputs.segmentation.GetDisplayNode()
+    segmentation = outputs.segmentation.GetSegmentation()
+    names = {v: segmentation.GetNthSegment(i).GetName() for i, v in enumerate(sorted(colors))}
+    filled = {v: c for v, c in colors.items() if display.GetSegmentVisibility2DFill(names[v])}
+    axes[2].imshow(overlay_rgb(s_min, s_lab, filled))
+    for v, c in colors.items():  # outline-only segments (as Slicer draws them)
+        if v not in filled and (s_lab == v).any():
+            axes[2].contour((s_lab == v).astype(float), levels=[0.5], colors=[c], linewidths=0.6)
     for vid, node in outputs.curves.items():
         if not node.GetDisplayNode().GetVisibility():
             continue  # hidden in Slicer too ("other" veins)
@@ -146,7 +153,7 @@ def render_slices(outputs, out_png, slab_mm):
         keep = (depth >= lo - 0.5) & (depth <= hi - 0.5)
         if keep.sum() >= 2:
             axes[2].plot(col[keep], row[keep], "-", color="white", lw=0.6, alpha=0.9)
-    axes[2].set_title("minIP + segmentation + shown centreline curves (white)")
+    axes[2].set_title("minIP + segmentation (other veins: outline) + curves (white)")
     handles = []
     import matplotlib.patches as mpatches
     for value, color in sorted(colors.items()):
@@ -181,6 +188,8 @@ def render_3d(outputs, out_png, curves: bool = True):
         window.AddRenderer(renderer)
         for i in range(segmentation.GetNumberOfSegments()):
             segment = segmentation.GetNthSegment(i)
+            if not seg.GetDisplayNode().GetSegmentVisibility3D(segmentation.GetNthSegmentID(i)):
+                continue  # hidden in Slicer's 3D view too
             poly = vtk.vtkPolyData()
             seg.GetClosedSurfaceRepresentation(segmentation.GetNthSegmentID(i), poly)
             if poly.GetNumberOfPoints() == 0:

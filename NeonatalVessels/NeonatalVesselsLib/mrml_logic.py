@@ -505,6 +505,10 @@ def _segmentation_from_result(scene, swi_node, result: _Result, name: str):
     display.SetVisibility2DOutline(True)
     display.SetOpacity2DFill(0.5)
     display.SetVisibility3D(True)
+    for v in present:  # "other" veins (cortical veins, sinuses, fragments): outline only, no 3D surface
+        if region_side_of_value(v)[0] not in SHOWN_CURVE_REGIONS:
+            display.SetSegmentVisibility2DFill(names[v], False)
+            display.SetSegmentVisibility3D(names[v], False)
     return seg
 
 
