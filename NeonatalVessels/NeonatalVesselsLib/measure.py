@@ -56,14 +56,27 @@ def centreline_ras(path_ijk: np.ndarray, affine: np.ndarray, *, smoothing_mm: fl
     return cl.resample_polyline(p, step_mm)
 
 
-def smooth_centreline(points_ras: np.ndarray, *, smoothing_mm: float = 0.6, step_mm: float = STEP_MM) -> np.ndarray:
-    """Resample at ``step_mm``, Gaussian-smooth along the arc (``smoothing_mm``), resample again."""
+def smooth_centreline(points_ras: np.ndarray, *, smoothing_mm: float = 0.6, step_mm: float = STEP_MM,
+                      slice_direction=None, slice_smoothing_mm: float = 0.0) -> np.ndarray:
+    """Resample at ``step_mm``, Gaussian-smooth along the arc (``smoothing_mm``), resample again.
+
+    Thick slices: with ``slice_direction`` (unit vector in RAS, the slice normal) and
+    ``slice_smoothing_mm`` > ``smoothing_mm``, the coordinate along the slice normal is
+    smoothed with the larger sigma and the in-plane coordinates with ``smoothing_mm``:
+    the slice staircase (jumps of one slice thickness) is removed while the well
+    sampled in-plane course is kept.
+    """
     p = np.asarray(points_ras, float)
     if len(p) < 2:
         return p
     p = cl.resample_polyline(p, step_mm)
-    p = cl.smooth_polyline(p, smoothing_mm, step_mm)
-    return cl.resample_polyline(p, step_mm)
+    smooth = cl.smooth_polyline(p, smoothing_mm, step_mm)
+    if slice_direction is not None and slice_smoothing_mm > smoothing_mm:
+        n = np.asarray(slice_direction, float)
+        n = n / np.linalg.norm(n)
+        thick = cl.smooth_polyline(p, slice_smoothing_mm, step_mm)
+        smooth = smooth + ((thick - smooth) @ n)[:, None] * n
+    return cl.resample_polyline(smooth, step_mm)
 
 
 def _normal_basis(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -73,6 +73,7 @@ class VesselParams:
     merge_gap_darkness: float = 0.06   #: ... and only across gaps at least this dark (mean along the gap)
     centreline_smoothing_mm: float = 0.6  #: Gaussian sigma (arc length, mm) smoothing the centreline
     centreline_smoothing_voxels: float = 0.75  #: ... at least this x the largest voxel size (slice staircase)
+    centreline_slice_smoothing_voxels: float = 1.5  #: thick slices: sigma along the slice normal, x slice thickness
     max_dmv_width_mm: float = 2.2      #: wider dark structures are not DMVs
     centreline_step_mm: float = 0.25   #: centreline point spacing (mm)
     width_patch_mm: float = 2.0        #: half-size of the cross-section sampled for the width fit
@@ -262,9 +263,14 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                                       max_angle_deg=params.merge_angle_deg, can_join=can_join, gap_ok=gap_ok)
     centrelines: dict[int, np.ndarray] = {}
     smoothing_mm = max(params.centreline_smoothing_mm, params.centreline_smoothing_voxels * float(spacing.max()))
+    # thick slices (largest voxel >= 1.5 x the smallest): stronger smoothing across the slices
+    slice_axis = int(np.argmax(spacing))
+    slice_dir = swi.affine[:3, slice_axis] / float(spacing[slice_axis])
+    slice_smoothing_mm = (params.centreline_slice_smoothing_voxels * float(spacing[slice_axis])
+                          if spacing.max() >= 1.5 * spacing.min() else 0.0)
     for vid, p in raw.items():
-        centrelines[vid] = ms.smooth_centreline(p, smoothing_mm=smoothing_mm,
-                                                step_mm=params.centreline_step_mm)
+        centrelines[vid] = ms.smooth_centreline(p, smoothing_mm=smoothing_mm, step_mm=params.centreline_step_mm,
+                                                slice_direction=slice_dir, slice_smoothing_mm=slice_smoothing_mm)
     # drop noise: pieces still shorter than min_vessel_keep_mm after joining
     short = [vid for vid, p in centrelines.items()
              if len(p) < 2 or ms.cl.arc_length_mm(p) < params.min_vessel_keep_mm]
