@@ -218,16 +218,18 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
                     resolved=bool(d > fwhm), n_sections=int(n), within_bounds=bool(d < d_max - 0.25))
 
 
-def subject_contrast(fits: list[WidthFit | None], default: float = 0.6) -> float:
-    """Median relative contrast of the resolved veins (``default`` if fewer than 3).
+def subject_contrast(fits: list[WidthFit | None], default: float = 0.6, quantile: float = 0.5) -> float:
+    """``quantile`` (default the median) of the relative contrasts of the resolved veins (``default`` if fewer than 3).
 
     Fits whose diameter reached the search limit (broad dark regions such as deep
-    grey matter, not veins) are not used.
+    grey matter, not veins) are not used.  An upper quantile counters the bias of the
+    averaged cross-sections: centreline misalignment and curvature only blur a vein
+    (wider, shallower), never deepen it.
     """
     cs = [f.contrast for f in fits if f is not None and f.resolved and f.within_bounds and 0.05 < f.contrast < 1.5]
     if len(cs) < 3:
         return float(default)
-    return float(np.median(cs))
+    return float(np.quantile(cs, quantile))
 
 
 def finalize_widths(fits: list[WidthFit | None], c_subject: float) -> list[float]:

@@ -79,6 +79,7 @@ class VesselParams:
     width_patch_mm: float = 2.0        #: half-size of the cross-section sampled for the width fit
     psf_extra_sigma_mm: float = 0.0    #: extra Gaussian blur of the scanner PSF beyond the voxel box (mm)
     default_vein_contrast: float = 0.6  #: relative vein contrast when no vein is resolved
+    vein_contrast_quantile: float = 0.8  #: quantile of the resolved veins' contrasts taken as the scan's vein contrast
     minip_slab_mm: float = 8.0         #: thickness of the minimum-intensity-projection slab (mm)
     rules: RegionRules = field(default_factory=RegionRules)
 
@@ -305,7 +306,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                                      psf_extra_sigma_mm=params.psf_extra_sigma_mm))
         if n % 20 == 0:
             prog.update(0.7 + 0.25 * n / max(1, len(ids)), "widths")
-    c_subj = ms.subject_contrast(fits, params.default_vein_contrast)
+    c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile)
     widths = ms.finalize_widths(fits, c_subj)
     for n, vid in enumerate(ids):
         if classes[vid][0] == "dmv" and not (widths[n] <= params.max_dmv_width_mm):
