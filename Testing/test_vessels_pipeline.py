@@ -59,11 +59,12 @@ def test_numbers_against_phantom_truth(analysis, phantom_dir):
     truth = load_truth(phantom_dir)
     res = evaluate(analysis.vessels, analysis.centerlines, truth)
     # detection: most true DMVs found, most reported DMVs real (targets in docs/vessels.md)
-    assert res["sensitivity"] >= 0.6, res
-    assert res["ppv"] >= 0.75, res
+    # (measured on this phantom: sensitivity 0.79, PPV 0.93, width MAE 0.13 mm, tortuosity MAE 0.084)
+    assert res["sensitivity"] >= 0.72, res
+    assert res["ppv"] >= 0.85, res
     # regression guards, looser than the targets (measured values: benchmarks/README.md)
-    assert res["tortuosity_mae"] <= 0.2, res
-    assert res["width_mae_mm"] <= 0.4, res
+    assert res["tortuosity_mae"] <= 0.12, res
+    assert res["width_mae_mm"] <= 0.2, res
     # DMVs are found on both sides, in proportion to the truth
     assert res["n_pred_left"] >= 0.5 * res["n_true_left"] and res["n_pred_right"] >= 0.5 * res["n_true_right"]
 

@@ -29,7 +29,7 @@ integral, so the *dark area* ``A = c * pi d^2 / 4`` is well determined even for
 veins thinner than the voxels, whereas ``c`` and ``d`` separately are not.  Hence
 ``d`` is taken from the fit when the vein is resolved (fitted ``d`` larger than
 the PSF's FWHM along the cross-section's sharper axis, where the flat top of the disk shows); otherwise
-``d = sqrt(4 A / (pi c_subject))`` with ``c_subject`` the median contrast of the
+``d = sqrt(4 A / (pi c_subject))`` with ``c_subject`` the 0.8 quantile of the contrasts of the
 resolved veins of the same scan (see :func:`finalize_widths`).
 """
 from __future__ import annotations
