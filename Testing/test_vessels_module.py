@@ -1,9 +1,9 @@
 """NeonatalVessels module at the Logic/MRML level on real slicer-core nodes (no Qt), on the phantom.
 
 The engine runs once per module (``analyzed`` fixture: volume node in, result nodes out,
-through :func:`mrml_logic.analyze_volume_node`); the other tests put that same engine
-result into fresh scenes with :func:`mrml_logic.outputs_from_analysis` and check the
-nodes, the edit-and-recompute cycle, export and cancellation.
+through :func:`mrml_logic.analyze_volume_node`, in a module-wide scene that the tests read);
+the erase-and-recompute test changes that scene and runs last; cancellation and bad input
+use fresh scenes (``mrml_scene``).
 """
 from __future__ import annotations
 
@@ -69,15 +69,6 @@ def analyzed(phantom_dir):
 def result(analyzed):
     """The module-wide scene's (scene, swi node, outputs): for tests that do not change them."""
     return analyzed["scene"], analyzed["swi_node"], analyzed["outputs"]
-
-
-@pytest.fixture
-def fresh_result(mrml_scene, phantom_dir, analyzed):
-    """The same engine result as nodes in this test's own fresh scene: (scene, swi node, outputs)."""
-    scene = mrml_scene.scene
-    swi_node = nbmrml.load_volume_node(scene, Path(phantom_dir) / "swi.nii.gz")
-    outputs = ml.outputs_from_analysis(scene, swi_node, analyzed["analysis"])
-    return scene, swi_node, outputs
 
 
 def _tag(segment, key):
@@ -253,7 +244,7 @@ def test_one_curve_per_vessel_with_the_engine_centreline(result, analyzed):
         np.testing.assert_allclose(nbmrml.points_from_curve_node(node), centerlines[vid], atol=1e-6)
         display = node.GetDisplayNode()
         assert not display.GetPointLabelsVisibility()
-        assert node.GetCurveLengthWorld() == pytest.approx(centerline.arc_length_mm(centerlines[vid]), rel=1e-6)
+        assert node.GetCurveLengthWorld() == pytest.approx(centerline.arc_length_mm(centerlines[vid]), rel=1e-5)
 
 
 def test_tables_rows_are_vessels_and_summary_is_the_engines(result, analyzed):
@@ -299,48 +290,6 @@ def test_minip_volume_on_the_input_grid(result, analyzed):
 
 
 # ----------------------------------------------------------------------------- correction cycle
-def test_erase_one_dmv_then_recompute_drops_the_count_by_one(fresh_result):
-    scene, swi_node, outputs = fresh_result
-    before = ml.summary_from_table(outputs.summary_table)
-    first_table = outputs.vessel_table
-    vid = ml.first_vessel_id(outputs, region="dmv", isolated=True)
-    side = next(r["side"] for r in _rows(outputs) if r["vessel_id"] == vid)
-    segment_id = ml.segment_id_of_vessel(outputs, vid)
-    # the user's eraser: remove the vessel's voxels from its segment's binary labelmap
-    array = slicer.util.arrayFromSegmentBinaryLabelmap(outputs.segmentation, segment_id, swi_node)
-    mask = ml.vessel_mask_kji(outputs, vid)
-    assert array[mask].all()
-    array[mask] = 0
-    slicer.util.updateSegmentBinaryLabelmapFromArray(array, outputs.segmentation, segment_id, swi_node)
-
-    threads = []
-
-    def in_worker_thread(fn):  # what the widget does to keep Slicer responsive
-        out = {}
-        worker = threading.Thread(target=lambda: (threads.append(threading.current_thread()), out.setdefault("v", fn())))
-        worker.start()
-        worker.join()
-        return out["v"]
-
-    outputs = ml.recompute_from_segmentation(scene, outputs, outputs.segmentation, runner=in_worker_thread)
-    assert len(threads) == 1 and threads[0] is not threading.main_thread()
-    after = ml.summary_from_table(outputs.summary_table)
-    assert after["dmv_count"] == before["dmv_count"] - 1
-    assert after[f"dmv_count_{side}"] == before[f"dmv_count_{side}"] - 1
-    # the previous tables are kept, the new ones versioned; the edit is kept
-    assert scene.IsNodePresent(first_table) and outputs.previous_tables[0][0] is first_table
-    assert outputs.vessel_table.GetName() == "swi vessel metrics (v2)"
-    assert outputs.summary_table.GetName() == "swi vessel summary (v2)"
-    assert len(_rows(outputs)) == len(nbmrml.rows_from_table_node(first_table)) - 1
-    edited = slicer.util.arrayFromSegmentBinaryLabelmap(outputs.segmentation, segment_id, swi_node)
-    assert not edited[mask].any()
-    assert len(outputs.curves) == sum(len(p) >= 2 for p in outputs.analysis.centerlines.values())
-    # the result is found again from the segmentation alone (as after a scene reload)
-    again = ml.outputs_from_segmentation(scene, outputs.segmentation)
-    assert again.version == 2 and again.vessel_table is outputs.vessel_table
-    assert [t[0] for t in again.previous_tables] == [first_table]
-
-
 def test_row_click_centres_the_slice_views_on_the_vessel(result):
     scene, swi_node, outputs = result
     red = scene.AddNewNodeByClass("vtkMRMLSliceNode")
@@ -478,3 +427,48 @@ def test_bad_inputs_raise_input_errors_naming_the_problem(mrml_scene, phantom_di
     with pytest.raises(InputError, match="not found"):
         ml.run_batch(Path(phantom_dir) / "no-such-cases.csv", Path(phantom_dir).parent / "batch-out")
     assert not (Path(phantom_dir).parent / "batch-out").exists()
+
+
+def test_erase_one_dmv_then_recompute_drops_the_count_by_one(result):
+    """Changes the module-wide scene: kept as the last test that uses it."""
+    scene, swi_node, outputs = result
+    before = ml.summary_from_table(outputs.summary_table)
+    first_table = outputs.vessel_table
+    vid = ml.first_vessel_id(outputs, region="dmv", isolated=True)
+    side = next(r["side"] for r in _rows(outputs) if r["vessel_id"] == vid)
+    segment_id = ml.segment_id_of_vessel(outputs, vid)
+    # the user's eraser: remove the vessel's voxels from its segment's binary labelmap
+    array = slicer.util.arrayFromSegmentBinaryLabelmap(outputs.segmentation, segment_id, swi_node)
+    mask = ml.vessel_mask_kji(outputs, vid)
+    assert array[mask].all()
+    array[mask] = 0
+    slicer.util.updateSegmentBinaryLabelmapFromArray(array, outputs.segmentation, segment_id, swi_node)
+
+    threads = []
+
+    def in_worker_thread(fn):  # what the widget does to keep Slicer responsive
+        out = {}
+        worker = threading.Thread(target=lambda: (threads.append(threading.current_thread()), out.setdefault("v", fn())))
+        worker.start()
+        worker.join()
+        return out["v"]
+
+    outputs = ml.recompute_from_segmentation(scene, outputs, outputs.segmentation, runner=in_worker_thread)
+    assert len(threads) == 1 and threads[0] is not threading.main_thread()
+    after = ml.summary_from_table(outputs.summary_table)
+    assert after["dmv_count"] == before["dmv_count"] - 1
+    assert after[f"dmv_count_{side}"] == before[f"dmv_count_{side}"] - 1
+    # the previous tables are kept, the new ones versioned; the edit is kept
+    assert scene.IsNodePresent(first_table) and outputs.previous_tables[0][0] is first_table
+    assert outputs.vessel_table.GetName() == "swi vessel metrics (v2)"
+    assert outputs.summary_table.GetName() == "swi vessel summary (v2)"
+    # the erased voxels belong to no vessel any more (the engine re-splits the rest, so other ids may change)
+    new_ids = slicer.util.arrayFromVolume(outputs.vessel_ids)
+    assert not new_ids[mask].any()
+    edited = slicer.util.arrayFromSegmentBinaryLabelmap(outputs.segmentation, segment_id, swi_node)
+    assert not edited[mask].any()
+    assert len(outputs.curves) == sum(len(p) >= 2 for p in outputs.analysis.centerlines.values())
+    # the result is found again from the segmentation alone (as after a scene reload)
+    again = ml.outputs_from_segmentation(scene, outputs.segmentation)
+    assert again.version == 2 and again.vessel_table is outputs.vessel_table
+    assert [t[0] for t in again.previous_tables] == [first_table]

@@ -289,12 +289,14 @@ def render_tables(outputs, out_png, n_rows=14):
     t.set_fontsize(8.5)
     axes[0].set_title(f"'{outputs.summary_table.GetName()}' (shown transposed in the module panel)", fontsize=10)
     cols = ["vessel_id", "region", "side", "length_mm", "width_mm", "tortuosity", "curvature_per_mm"]
-    t2 = axes[1].table(cellText=[[fmt(r[c]) for c in cols] for r in rows[:n_rows]], colLabels=cols,
+    order = {r: n for n, r in enumerate(("dmv", "thalamic", "anterior_caudate", "internal_cerebral", "other"))}
+    shown = sorted(rows, key=lambda r: (order.get(r["region"], 9), r["vessel_id"]))[:n_rows]
+    t2 = axes[1].table(cellText=[[fmt(r[c]) for c in cols] for r in shown], colLabels=cols,
                        loc="center", cellLoc="center")
     t2.auto_set_font_size(False)
     t2.set_fontsize(8.5)
-    axes[1].set_title(f"'{outputs.vessel_table.GetName()}': first {min(n_rows, len(rows))} of {len(rows)} rows "
-                      "(click a row to centre the slice views on that vein)", fontsize=10)
+    axes[1].set_title(f"'{outputs.vessel_table.GetName()}' sorted by region: {min(n_rows, len(rows))} of {len(rows)} "
+                      "rows\n(click a column header to sort, a row to centre the slice views on that vein)", fontsize=10)
     fig.tight_layout()
     fig.savefig(out_png)
     plt.close(fig)
