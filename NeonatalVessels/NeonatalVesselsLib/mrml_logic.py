@@ -789,8 +789,9 @@ def vessel_id_of_row(table_node, row: int) -> int:
 def first_vessel_id(outputs: VesselsOutputNodes, region: str = "dmv", isolated: bool = False) -> int:
     """Smallest vessel id of ``region`` in the current vessel table.
 
-    ``isolated``: only vessels that form a connected component of their own
-    (26-connectivity) in the vessel-id labelmap, i.e. touch no other vessel.
+    ``isolated``: prefer vessels that form a connected component of their own
+    (26-connectivity) in the vessel-id labelmap, i.e. touch no other vessel; if there is
+    none, the smallest id of the region.
     """
     ids = sorted(int(r["vessel_id"]) for r in vessel_rows(outputs.vessel_table) if r.get("region") == region)
     if isolated and ids:
@@ -801,10 +802,9 @@ def first_vessel_id(outputs: VesselsOutputNodes, region: str = "dmv", isolated: 
         pairs = np.unique(np.stack([components[labels > 0], labels[labels > 0]]), axis=1)
         comp_count = np.bincount(pairs[0])
         own = {int(v) for c, v in pairs.T if comp_count[c] == 1}
-        ids = [i for i in ids if i in own]
+        ids = [i for i in ids if i in own] or ids
     if not ids:
-        raise InputError(f"vessel table '{outputs.vessel_table.GetName()}': no {'isolated ' if isolated else ''}"
-                         f"vessel of region '{region}'")
+        raise InputError(f"vessel table '{outputs.vessel_table.GetName()}': no vessel of region '{region}'")
     return ids[0]
 
 
