@@ -930,33 +930,24 @@ def export_results(outputs: VesselsOutputNodes, folder, overwrite: bool = False,
 def _save_curves_json(outputs: VesselsOutputNodes, path: Path, tmp: Path) -> Path:
     """All curves in one Slicer ``.mrk.json`` (Slicer loads every entry as a node named by "name").
 
-    Points are the curve nodes' world RAS positions, colours and visibility those of
-    their display nodes; written with :func:`NeonatalBrainLib.slicerfiles.write_markups_curves_json`.
+    Entries are those of :func:`NeonatalBrainLib.slicerfiles.write_markups_curves_json` (LPS,
+    locked), with the curve nodes' world RAS points, colours and visibility; written
+    compactly (thousands of curves: Python's indenting JSON encoder takes tens of seconds).
     """
-    from NeonatalBrainLib.slicerfiles import write_markups_curves_json
+    from NeonatalBrainLib import slicerfiles
 
-    curves, colors, hidden = {}, {}, set()
+    entries = []
     for vid in sorted(outputs.curves):
         node = outputs.curves[vid]
         points = nbmrml.points_from_curve_node(node)
         if len(points) < 2:
             continue
-        name = node.GetName()
-        curves[name] = points
         display = node.GetDisplayNode()
-        colors[name] = display.GetSelectedColor() if display is not None else anatomy.VESSEL_REGION_COLORS["other"]
-        if display is not None and not display.GetVisibility():
-            hidden.add(name)
-    if not curves:
-        path.write_text(json.dumps({"@schema": MARKUPS_SCHEMA, "markups": []}, indent=1))
-        return path
-    write_markups_curves_json(path, curves, colors)
-    if hidden:
-        doc = json.loads(path.read_text())
-        for entry in doc["markups"]:
-            if entry["name"] in hidden:
-                entry["display"]["visibility"] = False
-        path.write_text(json.dumps(doc, indent=1))
+        color = display.GetSelectedColor() if display is not None else anatomy.VESSEL_REGION_COLORS["other"]
+        entry = slicerfiles._curve_entry(node.GetName(), points, color, "LPS", True)
+        entry["display"]["visibility"] = bool(display.GetVisibility()) if display is not None else True
+        entries.append(entry)
+    path.write_text(json.dumps({"@schema": MARKUPS_SCHEMA, "markups": entries}))
     return path
 
 
