@@ -442,7 +442,8 @@ class NeonatalVesselsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         buffer = qt.QBuffer()
         buffer.open(qt.QIODevice.WriteOnly)
         pixmap.save(buffer, "PNG")
-        return bytes(buffer.data())
+        data = buffer.data()  # QByteArray
+        return bytes(data.data()) if hasattr(data, "data") else bytes(data)
 
     def onVesselRowClicked(self, index) -> None:
         """Centre the slice views on the vessel of the clicked row (its id is the row's first column)."""
