@@ -186,10 +186,15 @@ def test_vessel_params_from_module_settings():
 
 
 # ----------------------------------------------------------------------------- Apply: result nodes
-def test_apply_end_to_end_reports_progress_and_counts_near_truth(analyzed, phantom_dir):
+def test_apply_end_to_end_reports_progress(analyzed):
     fractions = [f for f, _ in analyzed["stages"]]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
-    assert any("curves" in s for _, s in analyzed["stages"])
+    stages = [s for _, s in analyzed["stages"]]
+    assert len(set(stages)) >= 4 and any("curves" in s for s in stages)  # engine steps + node creation
+
+
+def test_dmv_counts_within_10_percent_of_phantom_truth(analyzed, phantom_dir):
+    """The issue's acceptance criterion, seen through the module (engine accuracy)."""
     summary = ml.summary_from_table(analyzed["outputs"].summary_table)
     truth = json.loads((Path(phantom_dir) / "vessels.json").read_text())["summary"]
     for side in ("left", "right"):
