@@ -16,11 +16,19 @@ import json
 import logging
 import os
 import pathlib
+import sys
 from typing import Annotated
 
 import ctk
 import qt
 import vtk
+
+# Run from a source checkout (module folder added to Slicer's "Additional module paths", no CMake
+# build): the shared package NeonatalBrainLib sits one folder up.  In a built extension it is
+# installed beside the module and this does nothing.
+_EXTENSION_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(_EXTENSION_ROOT, "NeonatalBrainLib")) and _EXTENSION_ROOT not in sys.path:
+    sys.path.append(_EXTENSION_ROOT)
 
 import slicer
 from slicer.i18n import tr as _
