@@ -593,39 +593,11 @@ class NeonatalClassifyLogic(ScriptedLoadableModuleLogic):
         picks the CUDA or CPU build for this computer), else pip with
         ``TORCH_REQUIREMENT``.  Called on first use, never at module open.
         """
-        import importlib.util
+        from NeonatalBrainLib.slicer_packages import ensure_packages
 
-        needed = [r for r in BASE_REQUIREMENTS
-                  if importlib.util.find_spec(_import_name(r)) is None]
-        if deepLearning:
-            needed += [r for r in DEEP_LEARNING_REQUIREMENTS if importlib.util.find_spec(_import_name(r)) is None]
-            torchMissing = importlib.util.find_spec("torch") is None
-        else:
-            torchMissing = False
-        if not needed and not torchMissing:
-            return
-        what = ", ".join(([TORCH_REQUIREMENT] if torchMissing else []) + needed)
-        if not slicer.util.confirmOkCancelDisplay(
-                _("Neonatal Classify needs these Python packages, which are not installed yet:\n{what}\n\n"
-                  "Install them now (download from the Python Package Index)?").format(what=what),
-                windowTitle=_("Install dependencies"), parent=parent):
-            raise RuntimeError(_("Dependencies not installed: {what}").format(what=what))
-        if torchMissing:
-            try:
-                import PyTorchUtils  # SlicerPyTorch extension: chooses the CUDA/CPU build for this machine
-
-                torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-                if not torchLogic.torchInstalled():
-                    torchLogic.installTorch(askConfirmation=False, torchVersionRequirement="==2.13.0")
-            except ImportError:
-                needed = [TORCH_REQUIREMENT] + needed
-        if needed:
-            if _has_packaging():  # Slicer >= 5.10: dependency checks with a progress dialog
-                import slicer.packaging
-
-                slicer.packaging.pip_ensure(needed, prompt_install=False, requester="NeonatalClassify")
-            else:
-                slicer.util.pip_install(" ".join(f'"{r}"' for r in needed))
+        requirements = list(BASE_REQUIREMENTS) + (list(DEEP_LEARNING_REQUIREMENTS) if deepLearning else [])
+        ensure_packages(requirements, requester="NeonatalClassify",
+                        torch_requirement=TORCH_REQUIREMENT if deepLearning else None, parent=parent)
 
     def device(self) -> str:
         """'cuda' when PyTorch sees a GPU, else 'cpu'."""
@@ -719,22 +691,6 @@ class NeonatalClassifyLogic(ScriptedLoadableModuleLogic):
             layoutManager = slicer.app.layoutManager()
             layoutManager.setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutOneUpRedSliceView)
             slicer.util.setSliceViewerLayers(background=node, foreground=None, label=None, fit=True)
-
-
-def _has_packaging() -> bool:
-    try:
-        import slicer.packaging  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _import_name(requirement: str) -> str:
-    """Import name of a requirement string ('scikit-learn>=1.3' -> 'sklearn')."""
-    import re
-
-    name = re.split(r"[<>=!~\[ ;]", requirement, maxsplit=1)[0].strip().lower()
-    return {"scikit-learn": "sklearn", "scikit-image": "skimage", "simpleitk": "SimpleITK"}.get(name, name)
 
 
 #

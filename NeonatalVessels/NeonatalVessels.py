@@ -6,7 +6,6 @@ in ``NeonatalVesselsLib``: the engine (pure numpy/SciPy/SimpleITK) and
 ``NeonatalVesselsLib.mrml_logic`` (MRML nodes in, MRML nodes out), so everything the
 widget does also runs from the Slicer Python console and headless on slicer-core.
 """
-import importlib.util
 import logging
 import os
 import pathlib
@@ -46,20 +45,20 @@ from slicer import (
     vtkMRMLTableNode,
 )
 
-#: Python packages the engine needs beyond what Slicer ships: import name -> pip requirement.
+#: Python packages (pip requirements) the engine needs beyond what Slicer ships.
 #: Kept in step with ``dependencies`` in pyproject.toml; installed on first Apply, after asking.
-REQUIREMENTS = {
-    "scipy": "scipy>=1.11",
-    "skimage": "scikit-image>=0.22",
-    "nibabel": "nibabel>=5.1",
-    "pandas": "pandas>=2.0",
-    "numba": "numba>=0.59",
-    "edt": "edt>=2.4",
-    "cc3d": "connected-components-3d>=3.12",
-    "skan": "skan>=0.11",
-    "tqdm": "tqdm>=4.66",
-    "matplotlib": "matplotlib>=3.7",
-}
+REQUIREMENTS = (
+    "scipy>=1.11",
+    "scikit-image>=0.22",
+    "nibabel>=5.1",
+    "pandas>=2.0",
+    "numba>=0.59",
+    "edt>=2.4",
+    "connected-components-3d>=3.12",
+    "skan>=0.11",
+    "tqdm>=4.66",
+    "matplotlib>=3.7",
+)
 
 #: Name of the phantom in the Sample Data module.
 SAMPLE_NAME = "NeonatalPhantomSWI"
@@ -341,19 +340,15 @@ class NeonatalVesselsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _ensureDependencies(self) -> bool:
         """Install missing Python packages (after the user confirms) before the first run."""
-        missing = [req for name, req in REQUIREMENTS.items() if importlib.util.find_spec(name) is None]
-        if not missing:
-            return True
-        if not slicer.util.confirmOkCancelDisplay(
-                _("Neonatal Vessels needs these Python packages, which are not installed yet:\n\n{packages}\n\n"
-                  "Install them now? This modifies Slicer's Python environment.").format(packages="\n".join(missing)),
-                _("Neonatal Vessels - install Python packages")):
-            self.ui.statusLabel.text = _("Not run: the required Python packages were not installed.")
+        from NeonatalBrainLib.slicer_packages import ensure_packages
+
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Installing Python packages failed."), waitCursor=True):
+                ensure_packages(REQUIREMENTS, requester="NeonatalVessels", parent=slicer.util.mainWindow())
+        except RuntimeError as exc:  # the user declined
+            self.ui.statusLabel.text = _("Not run: {reason}").format(reason=exc)
             return False
-        with slicer.util.tryWithErrorDisplay(_("Installing Python packages failed."), waitCursor=True):
-            slicer.util.pip_install(missing)
-            return True
-        return False
+        return True
 
     # ------------------------------------------------------------------ actions
     def onApplyButton(self) -> None:

@@ -112,8 +112,7 @@ def test_no_heavy_imports_at_module_open(tree):
     setup_src = ast.unparse(_methods(widget)["setup"])
     assert "ensureDependencies" not in setup_src and "pip" not in setup_src
     ensure = ast.unparse(_methods(_classes(tree)["NeonatalClassifyLogic"])["ensureDependencies"])
-    assert "confirmOkCancelDisplay" in ensure
-    assert ensure.index("confirmOkCancelDisplay") < ensure.index("pip_")
+    assert "ensure_packages" in ensure  # the shared installer (asks first; tested in test_slicer_packages.py)
 
 
 def test_logic_calls_exist_in_mrml_logic(tree):

@@ -125,7 +125,7 @@ def test_module_file_follows_the_scripted_module_template():
     assert "tryWithErrorDisplay" in apply_src and "_ensureDependencies" in apply_src
     assert "pip_install" not in ast.unparse(widget["setup"])
     deps = ast.unparse(widget["_ensureDependencies"])
-    assert "confirmOkCancelDisplay" in deps and "pip_install" in deps
+    assert "ensure_packages" in deps  # the shared installer (asks first; tested in test_slicer_packages.py)
     assert "processEvents" in ast.unparse(widget["_startProgress"])
     # the logic delegates to mrml_logic and never touches widgets
     logic_src = ast.unparse(classes["NeonatalVesselsLogic"])
@@ -193,10 +193,6 @@ def test_apply_end_to_end_reports_progress(analyzed):
     assert len(set(stages)) >= 4 and any("curves" in s for s in stages)  # engine steps + node creation
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known shortfall of the vessel engine (issue 3 still open): DMV count error per hemisphere is "
-    "above the 10% target on the 2 mm-slice term phantom (28 found vs 33 true on the left); "
-    "strict, so this test reports when the engine reaches the target"))
 def test_dmv_counts_within_10_percent_of_phantom_truth(analyzed, phantom_dir):
     """The issue's acceptance criterion, seen through the module (engine accuracy)."""
     summary = ml.summary_from_table(analyzed["outputs"].summary_table)

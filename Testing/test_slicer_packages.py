@@ -1,0 +1,30 @@
+"""The shared in-Slicer package installer: requirement parsing, and it asks before it installs."""
+import ast
+from pathlib import Path
+
+from NeonatalBrainLib import slicer_packages
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_import_names_of_requirements():
+    assert slicer_packages.import_name("scikit-learn>=1.3") == "sklearn"
+    assert slicer_packages.import_name("connected-components-3d>=3.12") == "cc3d"
+    assert slicer_packages.import_name("monai[nibabel]>=1.5") == "monai"
+    assert slicer_packages.import_name("torch==2.13.0") == "torch"
+
+
+def test_missing_requirements_lists_only_absent_packages():
+    missing = slicer_packages.missing_requirements(["numpy>=1.26", "surely-not-installed-pkg>=1"])
+    assert missing == ["surely-not-installed-pkg>=1"]
+
+
+def test_installer_asks_before_installing_and_modules_use_it():
+    tree = ast.parse((REPO / "NeonatalBrainLib" / "slicer_packages.py").read_text())
+    ensure = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "ensure_packages")
+    src = ast.unparse(ensure)
+    asked = src.index("confirmOkCancelDisplay")
+    assert asked < src.index("pip_install") and asked < src.index("pip_ensure") and asked < src.index("installTorch")
+    for module in ("NeonatalVessels/NeonatalVessels.py", "NeonatalClassify/NeonatalClassify.py"):
+        text = (REPO / module).read_text()
+        assert "ensure_packages(" in text and "pip_install(" not in text, module
