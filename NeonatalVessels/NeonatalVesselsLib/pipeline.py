@@ -75,6 +75,7 @@ class VesselParams:
     centreline_smoothing_voxels: float = 0.75  #: ... at least this x the largest voxel size (slice staircase)
     centreline_slice_smoothing_voxels: float = 1.5  #: thick slices: sigma along the slice normal, x slice thickness
     max_dmv_width_mm: float = 2.2      #: wider dark structures are not DMVs
+    max_wall_vein_width_mm: float = 2.2  #: wider (or fit at its search limit) wall pieces are not thalamic / anterior caudate veins
     centreline_step_mm: float = 0.25   #: centreline point spacing (mm)
     width_patch_mm: float = 2.0        #: half-size of the cross-section sampled for the width fit
     psf_extra_sigma_mm: float = 0.0    #: extra Gaussian blur of the scanner PSF beyond the voxel box (mm)
@@ -309,7 +310,12 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile)
     widths = ms.finalize_widths(fits, c_subj)
     for n, vid in enumerate(ids):
-        if classes[vid][0] == "dmv" and not (widths[n] <= params.max_dmv_width_mm):
+        region = classes[vid][0]
+        if region == "dmv" and not (widths[n] <= params.max_dmv_width_mm):
+            classes[vid] = ("other", classes[vid][1])
+        elif region in ("thalamic", "anterior_caudate") and not (
+                widths[n] <= params.max_wall_vein_width_mm and fits[n].within_bounds):
+            # a broad dark band along the ventricle wall (deep grey matter edge), not a vein
             classes[vid] = ("other", classes[vid][1])
     ctx.timings["measure_s"] = time.perf_counter() - t0
     counts = np.bincount(labels.ravel(), minlength=max(ids, default=0) + 1)
