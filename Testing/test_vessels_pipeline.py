@@ -69,6 +69,35 @@ def test_numbers_against_phantom_truth(analysis, phantom_dir):
     assert res["n_pred_left"] >= 0.5 * res["n_true_left"] and res["n_pred_right"] >= 0.5 * res["n_true_right"]
 
 
+def test_automatic_ventricles_match_phantom_and_exclude_surface_csf(analysis, phantom_dir):
+    """Bright CSF joined to the surface (Sylvian fissure, posterior fossa) is not ventricle."""
+    from scipy import ndimage
+
+    auto = np.asarray(analysis.ventricles.array) > 0
+    true = np.asarray(load_volume(phantom_dir / "swi_ventricles.nii.gz").array) > 0
+    dice = 2 * (auto & true).sum() / (auto.sum() + true.sum())
+    spacing = analysis.ventricles.spacing_mm
+    near_true = ndimage.distance_transform_edt(~true, sampling=spacing) <= 2.0
+    outside = float((auto & ~near_true).sum()) / max(1, auto.sum())
+    print("ventricle dice", dice, "fraction > 2 mm outside", outside)
+    assert dice >= 0.8
+    assert outside <= 0.02
+
+
+def test_wall_vein_widths_against_phantom_truth(analysis, phantom_dir):
+    """Thalamic / anterior caudate widths (summary), where measured, near the phantom truth."""
+    truth = json.loads((phantom_dir / "vessels.json").read_text())["summary"]
+    errors = []
+    for key in ("thalamic_vein_width_mm_left", "thalamic_vein_width_mm_right",
+                "anterior_caudate_vein_width_mm_left", "anterior_caudate_vein_width_mm_right"):
+        found = analysis.summary[key]
+        if found is not None and truth.get(key) is not None:
+            errors.append(abs(found - truth[key]))
+    print("wall vein width errors", errors)
+    assert errors, "no thalamic / anterior caudate vein width measured"
+    assert max(errors) <= 1.2, errors
+
+
 def test_measure_edited_mask_erasing_one_dmv_lowers_count_by_one(analysis):
     swi = analysis.swi
     labels = analysis.vessel_labels.array
