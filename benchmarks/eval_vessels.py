@@ -32,8 +32,23 @@ def evaluate_case(preset: str, seed: int, cache: Path) -> dict:
     swi = load_volume(folder / "swi.nii.gz")
     t0 = time.perf_counter()
     a = run_vessel_analysis(swi)
-    res = evaluate(a.vessels, a.centerlines, load_truth(folder))
-    return {"preset": preset, "seed": seed, "time_s": round(time.perf_counter() - t0, 1), **res}
+    truth = load_truth(folder)
+    res = evaluate(a.vessels, a.centerlines, truth)
+    return {"preset": preset, "seed": seed, "time_s": round(time.perf_counter() - t0, 1), **res,
+            **wall_vein_width_errors(a.summary, truth["summary"])}
+
+
+WALL_VEIN_KEYS = ("thalamic_vein_width_mm_left", "thalamic_vein_width_mm_right",
+                  "anterior_caudate_vein_width_mm_left", "anterior_caudate_vein_width_mm_right")
+
+
+def wall_vein_width_errors(summary: dict, true_summary: dict) -> dict:
+    """Thalamic / anterior caudate summary widths against truth: MAE (mm) over the keys both
+    measured, and how many true keys were reported null."""
+    err = [abs(summary[k] - true_summary[k]) for k in WALL_VEIN_KEYS
+           if summary.get(k) is not None and true_summary.get(k) is not None]
+    null = sum(1 for k in WALL_VEIN_KEYS if summary.get(k) is None and true_summary.get(k) is not None)
+    return {"wall_vein_width_mae_mm": sum(err) / len(err) if err else float("nan"), "wall_vein_width_null": null}
 
 
 def main(argv=None) -> int:
@@ -52,7 +67,8 @@ def main(argv=None) -> int:
             print(rows[-1], flush=True)
     df = pd.DataFrame(rows)
     cols = ["preset", "seed", "n_true", "n_pred", "sensitivity", "ppv", "count_error_left", "count_error_right",
-            "width_mae_mm", "width_bias_mm", "tortuosity_mae", "curvature_mae_per_mm", "time_s"]
+            "width_mae_mm", "width_bias_mm", "tortuosity_mae", "curvature_mae_per_mm",
+            "wall_vein_width_mae_mm", "wall_vein_width_null", "time_s"]
     try:
         print(df[cols].round(3).to_markdown(index=False))
     except ImportError:   # tabulate not installed
