@@ -153,7 +153,11 @@ def mrml_context():
                     delattr(slicer, name)
             else:
                 setattr(slicer, name, value)
+        # detach the logics first: clearing a large scene then fires no logic callbacks
+        for name in ("Data", "SubjectHierarchy", "Tables", "Markups", "Segmentations", "Volumes", "Colors"):
+            ctx.logic(name).SetMRMLScene(None)
         ctx.scene.Clear(1)
+        ctx.app_logic.SetMRMLScene(None)
 
 
 @pytest.fixture

@@ -41,28 +41,14 @@ def analyzed(phantom_dir):
     Returns a dict: ``ctx`` (the MRML context), ``swi_node``, ``outputs``, ``swi`` (the
     volume as Slicer loaded it), ``analysis`` (the engine result), ``stages`` (progress seen).
     """
-    from fixtures_mrml import make_mrml_context
+    from fixtures_mrml import mrml_context
 
-    ctx = make_mrml_context()
-    saved = {name: getattr(slicer, name, None) for name in ("mrmlScene", "modules")}
-    slicer.mrmlScene, slicer.modules = ctx.scene, ctx.modules
     stages = []
-    try:
+    with mrml_context() as ctx:
         swi_node = nbmrml.load_volume_node(ctx.scene, Path(phantom_dir) / "swi.nii.gz")
         outputs = ml.analyze_volume_node(ctx.scene, swi_node, progress=lambda f, s: stages.append((f, s)))
         yield {"ctx": ctx, "scene": ctx.scene, "swi_node": swi_node, "outputs": outputs,
                "swi": nbmrml.volume_from_node(swi_node), "analysis": outputs.analysis, "stages": stages}
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                if hasattr(slicer, name):
-                    delattr(slicer, name)
-            else:
-                setattr(slicer, name, value)
-        for name in ("Data", "SubjectHierarchy", "Tables", "Markups", "Segmentations", "Volumes", "Colors"):
-            ctx.logic(name).SetMRMLScene(None)
-        ctx.scene.Clear(1)
-        ctx.app_logic.SetMRMLScene(None)
 
 
 @pytest.fixture
