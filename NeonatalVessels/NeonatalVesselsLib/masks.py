@@ -40,11 +40,65 @@ def _ball(radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     return d2 <= radius_mm ** 2 + 1e-9
 
 
+# ----------------------------------------------------------------------------- bounding boxes
+# The masks below are computed inside the bounding box of the voxels that can matter, grown by
+# a margin that makes the cropped computation give the same values as the full-volume one
+# (the reasons are given where each box is used).
+def _bbox(mask: np.ndarray, margin=0) -> tuple[slice, ...] | None:
+    """Slices of the bounding box of ``mask`` grown by ``margin`` voxels per axis (an int or
+    one per axis) and clipped to the array; None when ``mask`` is empty."""
+    nd = mask.ndim
+    m = np.broadcast_to(np.asarray(margin, int), (nd,))
+    box = []
+    for ax in range(nd):
+        x = np.flatnonzero(mask.any(axis=tuple(a for a in range(nd) if a != ax)))
+        if x.size == 0:
+            return None
+        box.append(slice(max(0, int(x[0]) - int(m[ax])), min(mask.shape[ax], int(x[-1]) + 1 + int(m[ax]))))
+    return tuple(box)
+
+
+def _sub_box(outer: tuple[slice, ...], inner: tuple[slice, ...]) -> tuple[slice, ...]:
+    """Box ``inner`` (given in the coordinates of box ``outer``) in the coordinates of the array."""
+    return tuple(slice(o.start + i.start, o.start + i.stop) for o, i in zip(outer, inner))
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Same as ``ndimage.binary_fill_holes(mask)`` (2D or 3D): the background components
+    (face-connected) that do not touch the array border are filled.
+
+    Computed inside the mask's bounding box grown by one voxel (clipped to the array): every
+    background voxel outside the box reaches the array border in a straight line, and the
+    one-voxel layer around the box is background on the crop's border, so a background
+    component reaches the crop's border exactly when it reaches the array's.
+    """
+    out = np.array(mask, dtype=bool, copy=True)
+    box = _bbox(out, 1)
+    if box is None:
+        return out
+    sub = out[box]
+    bg, n = cc3d.connected_components(np.logical_not(sub).view(np.uint8), connectivity=2 * sub.ndim,
+                                      return_N=True)
+    if n == 0:
+        return out
+    hole = np.ones(n + 1, bool)
+    hole[0] = False
+    for ax in range(bg.ndim):
+        for end in (0, -1):
+            hole[np.unique(np.take(bg, end, axis=ax))] = False
+    if hole.any():
+        sub |= hole[bg]
+    return out
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=6, return_N=True)
+    """Largest 6-connected component of ``mask`` (bool); ties go to cc3d's lowest label."""
+    m = mask.astype(np.uint8)
+    labels, n = cc3d.connected_components(m, connectivity=6, return_N=True)
     if n == 0:
         return mask.astype(bool)
-    counts = np.bincount(labels.ravel())
+    # voxel counts of the labelled voxels only (bincount of the whole label volume is slow)
+    counts = np.bincount(labels[m != 0], minlength=n + 1)
     counts[0] = 0
     return labels == int(np.argmax(counts))
 
@@ -64,6 +118,16 @@ def brain_mask(image: np.ndarray, spacing_mm, *, erosion_mm: float = 2.5) -> np.
     sample = sm[:: step[0], :: step[1], :: step[2]]
     thr = _otsu(sample.ravel())
     fg = sm > thr
+    del sm
+    mask = np.zeros(fg.shape, bool)
+    # everything below happens inside the bounding box of the thresholded voxels grown by one
+    # voxel: outside it nothing is thresholded, and that one-voxel background layer (or the
+    # array border, which the erosion's EDT treats as background too) gives every voxel of the
+    # box the same distance to the background as in the whole array
+    box = _bbox(fg, 1)
+    if box is None:
+        return mask
+    fg = fg[box]
     # erosion / dilation by a ball of erosion_mm (mm, anisotropic) through exact Euclidean
     # distance transforms: same result as the ball structuring element, cost independent of its size
     aniso = tuple(float(x) for x in spacing)
@@ -72,17 +136,51 @@ def brain_mask(image: np.ndarray, spacing_mm, *, erosion_mm: float = 2.5) -> np.
     if not core.any():
         core = fg
     core = largest_component(core)
-    grow = edt_lib.edt(np.ascontiguousarray(~core, dtype=np.uint8), anisotropy=aniso, black_border=False,
-                       parallel=1) <= erosion_mm + 1e-6
-    mask = grow & fg
-    mask = ndimage.binary_fill_holes(mask)
-    return mask
+    # dilation: voxels farther than floor(erosion_mm / spacing) voxels along an axis from the
+    # core's bounding box are farther than erosion_mm from the core, so the dilation is
+    # computed in that box (all core voxels inside it; no border effect with black_border=False)
+    reach = np.floor((erosion_mm + 1e-6) / spacing).astype(int) + 1
+    gbox = _bbox(core, reach)
+    grow = edt_lib.edt(np.ascontiguousarray(~core[gbox], dtype=np.uint8), anisotropy=aniso,
+                       black_border=False, parallel=1) <= erosion_mm + 1e-6
+    grow &= fg[gbox]
+    mask[_sub_box(box, gbox)] = grow
+    return fill_holes(mask)
 
 
 def brain_depth_mm(brain: np.ndarray, spacing_mm) -> np.ndarray:
-    """Distance (mm) of each brain voxel to the nearest non-brain voxel (anisotropic EDT)."""
-    return edt_lib.edt(np.ascontiguousarray(brain, dtype=np.uint8), anisotropy=tuple(float(s) for s in spacing_mm),
-                       black_border=True, parallel=1).astype(np.float32)
+    """Distance (mm) of each brain voxel to the nearest non-brain voxel (anisotropic EDT; the
+    array border counts as non-brain), float32; 0 outside the brain."""
+    brain = np.asarray(brain)
+    out = np.zeros(brain.shape, np.float32)
+    # inside the brain's bounding box grown by one (non-brain) voxel, or up to the array
+    # border (non-brain for black_border=True): the nearest non-brain voxel of a voxel in the
+    # box is never farther than that layer, so the distances are those of the whole array
+    box = _bbox(brain != 0, 1)
+    if box is None:
+        return out
+    out[box] = edt_lib.edt(np.ascontiguousarray(brain[box], dtype=np.uint8),
+                           anisotropy=tuple(float(s) for s in spacing_mm), black_border=True, parallel=1)
+    return out
+
+
+def _linear_zoom_axis(n_out: int, n_in: int):
+    """Source indices and weights of ``ndimage.zoom(order=1, mode="nearest", grid_mode=False)``
+    along one axis: output ``k`` samples input ``k (n_in - 1) / (n_out - 1)``."""
+    ratio = (n_in - 1) / (n_out - 1) if n_out > 1 else 1.0
+    cc = np.arange(n_out, dtype=np.float64) * ratio
+    i0 = np.floor(cc)
+    w0 = 1.0 - (cc - i0)
+    w1 = 1.0 - w0
+    i0 = i0.astype(np.intp)
+    return np.clip(i0, 0, n_in - 1), np.clip(i0 + 1, 0, n_in - 1), w0, w1
+
+
+def _zoom_axis(a: np.ndarray, n_out: int, axis: int) -> np.ndarray:
+    i0, i1, w0, w1 = _linear_zoom_axis(n_out, a.shape[axis])
+    shp = [1] * a.ndim
+    shp[axis] = n_out
+    return np.take(a, i0, axis=axis) * w0.reshape(shp) + np.take(a, i1, axis=axis) * w1.reshape(shp)
 
 
 def normalise_intensity(image: np.ndarray, brain: np.ndarray, spacing_mm, *,
@@ -91,31 +189,65 @@ def normalise_intensity(image: np.ndarray, brain: np.ndarray, spacing_mm, *,
 
     The tissue signal is the Gaussian-weighted (``bias_sigma_mm``) mean of the
     image over brain voxels (normalised convolution), so slow multiplicative bias
-    fields are removed and tissue is ~1 everywhere in the brain.
+    fields are removed and tissue is ~1 everywhere in the brain.  The signal is
+    computed on every ``max(1, floor(4 mm / spacing))``-th voxel along each axis
+    and interpolated back linearly to the image grid, the coarse grid's first and
+    last samples on the image's first and last voxels (as ``ndimage.zoom(order=1)``);
+    where it is at most 5 % of the median brain value the image is divided by that
+    median instead.  The result is then rescaled so that its median over the brain
+    is 1.
     """
     spacing = np.asarray(spacing_mm, float)
     img = np.asarray(image, np.float32)
-    w = brain.astype(np.float32)
+    brain = np.asarray(brain, bool)
     # downsample for speed: the bias field is smooth
     factor = np.maximum(1, np.floor(4.0 / spacing).astype(int))
     sl = tuple(slice(None, None, int(f)) for f in factor)
+    w = brain[sl].astype(np.float32)
     sig = bias_sigma_mm / (spacing * factor)
-    num = ndimage.gaussian_filter(img[sl] * w[sl], sig, mode="constant")
-    den = ndimage.gaussian_filter(w[sl], sig, mode="constant")
+    num = ndimage.gaussian_filter(img[sl] * w, sig, mode="constant")
+    den = ndimage.gaussian_filter(w, sig, mode="constant")
     field_small = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0).astype(np.float32)
-    zoom = [n / m for n, m in zip(img.shape, field_small.shape)]
-    field = ndimage.zoom(field_small, zoom, order=1, mode="nearest")
-    field = field[: img.shape[0], : img.shape[1], : img.shape[2]]
-    if field.shape != img.shape:
-        field = np.pad(field, [(0, a - b) for a, b in zip(img.shape, field.shape)], mode="edge")
     med = float(np.median(img[brain])) if brain.any() else 1.0
-    field = np.where(field > 0.05 * med, field, med)
-    out = img / field
+    # separable linear up-sampling (float64, rounded to float32 like ndimage.zoom), the last
+    # axis-0 step slab by slab, fused with the division
+    part = field_small.astype(np.float64)
+    for ax in (2, 1):
+        part = _zoom_axis(part, img.shape[ax], ax)
+    i0, i1, w0, w1 = _linear_zoom_axis(img.shape[0], part.shape[0])
+    out = np.empty(img.shape, np.float32)
+    floor = 0.05 * med
+    slab = max(1, (1 << 19) // max(1, img.shape[1] * img.shape[2]))
+    for a in range(0, img.shape[0], slab):
+        b = min(img.shape[0], a + slab)
+        field = (part[i0[a:b]] * w0[a:b, None, None] + part[i1[a:b]] * w1[a:b, None, None]).astype(np.float32)
+        field = np.where(field > floor, field, med)
+        np.divide(img[a:b], field, out=out[a:b])
     # rescale so that the median tissue value is 1
     inside = out[brain]
     if inside.size:
         out /= np.float32(np.median(inside))
-    return out.astype(np.float32)
+    return out
+
+
+def _component_depths(labels: np.ndarray, depth: np.ndarray, n: int):
+    """Voxel count, maximum and median of ``depth`` per label 1..n of the labelled voxels
+    (``labels``, ``depth``: 1D, labels >= 1).  The median is that of ``ndimage.median``: the
+    mean of the two middle values, in ``depth``'s dtype."""
+    order = np.lexsort((depth, labels))
+    v = depth[order]
+    counts = np.bincount(labels, minlength=n + 1)[1:]
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    ok = counts > 0
+    mx = np.zeros(n, v.dtype)
+    med = np.zeros(n, v.dtype)
+    step = (counts - 1) // 2
+    lo = (starts + step)[ok]
+    hi = (ends - 1 - step)[ok]
+    mx[ok] = v[ends[ok] - 1]
+    med[ok] = (v[lo] + v[hi]) / 2.0
+    return counts, mx, med
 
 
 def ventricle_mask(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
@@ -131,27 +263,40 @@ def ventricle_mask(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
     component taken as ventricle made veins next to it pass as wall veins or DMVs.
     """
     spacing = np.asarray(spacing_mm, float)
-    sm = ndimage.gaussian_filter(norm_image, sigma=0.8 / spacing, mode="nearest")
-    inside = sm[brain]
-    if inside.size == 0:
-        return np.zeros(brain.shape, bool)
+    norm_image = np.asarray(norm_image)
+    brain = np.asarray(brain, bool)
+    out = np.zeros(brain.shape, bool)
+    box = _bbox(brain)
+    if box is None:
+        return out
+    # the smoothing only matters inside the brain's bounding box: it is computed on that box
+    # grown by the Gaussian's radius (scipy: int(4 sigma + 0.5) voxels), or up to the array
+    # border where the "nearest" extension is then the same, which gives the same values there
+    sigma = 0.8 / spacing
+    radius = [int(4.0 * s + 0.5) for s in sigma]
+    gbox = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, radius, brain.shape))
+    sm = ndimage.gaussian_filter(norm_image[gbox], sigma=sigma, mode="nearest")
+    sm = sm[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, gbox))]
+    br = brain[box]
+    inside = sm[br]
     hi = inside[inside > np.percentile(inside, 50)]
     thr = max(_otsu(hi), 1.2)
-    cand = (sm > thr) & brain
+    cand = (sm > thr) & br
+    labels, n = cc3d.connected_components(cand.view(np.uint8), connectivity=6, return_N=True)
+    if n == 0:
+        return out
     if depth_mm is None:
         depth_mm = brain_depth_mm(brain, spacing)
-    labels, n = cc3d.connected_components(cand.astype(np.uint8), connectivity=6, return_N=True)
-    if n == 0:
-        return np.zeros(brain.shape, bool)
+    # per-component volume, maximum and median depth over the candidate voxels only
+    lab = labels[cand]
+    counts, max_depth, med_depth = _component_depths(lab, np.asarray(depth_mm)[box][cand], n)
     voxel_mm3 = float(np.prod(spacing))
-    counts = np.bincount(labels.ravel(), minlength=n + 1)
-    index = np.arange(1, n + 1)
-    max_depth = np.asarray(ndimage.maximum(depth_mm, labels, index=index))
-    med_depth = np.asarray(ndimage.median(depth_mm, labels, index=index))
     keep = np.zeros(n + 1, bool)
     keep[1:] = ((max_depth >= min_depth_mm) & (med_depth >= min_median_depth_mm)
-                & (counts[1:] * voxel_mm3 >= min_volume_mm3))
-    return keep[labels]
+                & (counts * voxel_mm3 >= min_volume_mm3))
+    if keep.any():
+        out[box] = keep[labels]
+    return out
 
 
 def midline_x_mm(brain: np.ndarray, affine: np.ndarray, *, search_mm: float = 8.0, step_mm: float = 0.25) -> float:
@@ -170,13 +315,10 @@ def midline_x_mm(brain: np.ndarray, affine: np.ndarray, *, search_mm: float = 8.
     boundaries = np.flatnonzero(np.any(np.diff(k, axis=0) != 0, axis=1)) + 1
     starts = np.concatenate([[0], boundaries])
     ends = np.concatenate([boundaries, [len(k)]])
-    mids = []
-    for s, e in zip(starts, ends):
-        if e - s >= 8:
-            xs = x[s:e]
-            lo, hi = xs.min(), xs.max()
-            if hi - lo > 20.0:
-                mids.append(0.5 * (lo + hi))
+    lo = np.minimum.reduceat(x, starts)
+    hi = np.maximum.reduceat(x, starts)
+    sel = ((ends - starts) >= 8) & (hi - lo > 20.0)
+    mids = 0.5 * (lo[sel] + hi[sel])
     if len(mids) < 10:
         return x0
     m = float(np.median(mids))

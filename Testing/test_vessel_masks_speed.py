@@ -1,0 +1,202 @@
+"""The fast automatic masks of the vessel engine (cropping, per-component statistics on the
+candidate voxels only, separable bias-field interpolation) equal straightforward full-volume
+reference implementations (the engine's earlier code)."""
+from __future__ import annotations
+
+import cc3d
+import edt as edt_lib
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from NeonatalVesselsLib import masks as mk
+
+
+# ----------------------------------------------------------------------------- references
+def _otsu(values):
+    from skimage.filters import threshold_otsu
+
+    return float(threshold_otsu(values))
+
+
+def _ref_largest_component(mask):
+    labels, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=6, return_N=True)
+    if n == 0:
+        return mask.astype(bool)
+    counts = np.bincount(labels.ravel())
+    counts[0] = 0
+    return labels == int(np.argmax(counts))
+
+
+def _ref_brain_mask(image, spacing_mm, erosion_mm=2.5):
+    spacing = np.asarray(spacing_mm, float)
+    img = np.asarray(image, np.float32)
+    sm = ndimage.gaussian_filter(img, sigma=1.0 / spacing, mode="nearest")
+    step = tuple(max(1, n // 96) for n in sm.shape)
+    thr = _otsu(sm[:: step[0], :: step[1], :: step[2]].ravel())
+    fg = sm > thr
+    aniso = tuple(float(x) for x in spacing)
+    core = edt_lib.edt(fg.astype(np.uint8), anisotropy=aniso, black_border=True) > erosion_mm + 1e-6
+    if not core.any():
+        core = fg
+    core = _ref_largest_component(core)
+    grow = edt_lib.edt((~core).astype(np.uint8), anisotropy=aniso, black_border=False) <= erosion_mm + 1e-6
+    return ndimage.binary_fill_holes(grow & fg)
+
+
+def _ref_depth(brain, spacing_mm):
+    return edt_lib.edt(brain.astype(np.uint8), anisotropy=tuple(float(s) for s in spacing_mm),
+                       black_border=True).astype(np.float32)
+
+
+def _ref_normalise(image, brain, spacing_mm, bias_sigma_mm=20.0):
+    spacing = np.asarray(spacing_mm, float)
+    img = np.asarray(image, np.float32)
+    w = brain.astype(np.float32)
+    factor = np.maximum(1, np.floor(4.0 / spacing).astype(int))
+    sl = tuple(slice(None, None, int(f)) for f in factor)
+    sig = bias_sigma_mm / (spacing * factor)
+    num = ndimage.gaussian_filter(img[sl] * w[sl], sig, mode="constant")
+    den = ndimage.gaussian_filter(w[sl], sig, mode="constant")
+    small = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0).astype(np.float32)
+    field = ndimage.zoom(small, [n / m for n, m in zip(img.shape, small.shape)], order=1, mode="nearest")
+    assert field.shape == img.shape
+    med = float(np.median(img[brain]))
+    out = img / np.where(field > 0.05 * med, field, med)
+    return (out / np.float32(np.median(out[brain]))).astype(np.float32)
+
+
+def _ref_ventricles(norm, brain, spacing_mm, depth, min_depth_mm=12.0, min_median_depth_mm=8.0,
+                    min_volume_mm3=50.0):
+    spacing = np.asarray(spacing_mm, float)
+    sm = ndimage.gaussian_filter(norm, sigma=0.8 / spacing, mode="nearest")
+    inside = sm[brain]
+    hi = inside[inside > np.percentile(inside, 50)]
+    cand = (sm > max(_otsu(hi), 1.2)) & brain
+    labels, n = cc3d.connected_components(cand.astype(np.uint8), connectivity=6, return_N=True)
+    if n == 0:
+        return np.zeros(brain.shape, bool)
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    index = np.arange(1, n + 1)
+    max_depth = np.asarray(ndimage.maximum(depth, labels, index=index))
+    med_depth = np.asarray(ndimage.median(depth, labels, index=index))
+    keep = np.zeros(n + 1, bool)
+    keep[1:] = ((max_depth >= min_depth_mm) & (med_depth >= min_median_depth_mm)
+                & (counts[1:] * float(np.prod(spacing)) >= min_volume_mm3))
+    return keep[labels]
+
+
+def _ref_midline(brain, affine, search_mm=8.0):
+    idx = np.argwhere(brain[::2, ::2, ::2]) * 2
+    ras = idx @ affine[:3, :3].T + affine[:3, 3]
+    x0 = float(np.mean(ras[:, 0]))
+    cells = {}
+    for key, x in zip(map(tuple, np.floor(ras[:, 1:]).astype(np.int64)), ras[:, 0]):
+        cells.setdefault(key, []).append(x)
+    mids = [0.5 * (min(xs) + max(xs)) for xs in cells.values() if len(xs) >= 8 and max(xs) - min(xs) > 20.0]
+    if len(mids) < 10:
+        return x0
+    m = float(np.median(mids))
+    return m if abs(m - x0) <= search_mm else x0
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def preterm_swi():
+    from NeonatalBrainLib.phantom import generate_phantom
+
+    return generate_phantom(seed=0, preset="preterm", modalities=("swi",)).swi
+
+
+@pytest.fixture(scope="module")
+def prepared(preterm_swi):
+    img = np.asarray(preterm_swi.array, np.float32)
+    sp = preterm_swi.spacing_mm
+    brain = _ref_brain_mask(img, sp)
+    norm = _ref_normalise(img, brain, sp)
+    depth = _ref_depth(brain, sp)
+    return img, sp, brain, norm, depth
+
+
+# ----------------------------------------------------------------------------- tests
+def test_brain_mask_equals_full_volume_reference(prepared):
+    img, sp, brain, _, _ = prepared
+    assert brain.sum() > 100_000
+    assert np.array_equal(mk.brain_mask(img, sp), brain)
+
+
+def test_brain_mask_touching_the_array_border_equals_reference(prepared):
+    # the head cut by the field of view on several sides: crops clipped at the array border
+    img, sp, _, _, _ = prepared
+    cut = np.ascontiguousarray(img[40:, :-60, 8:])
+    ref = _ref_brain_mask(cut, sp)
+    assert ref[0].any() and ref[:, -1].any() and ref[:, :, 0].any() and ref.sum() > 50_000
+    assert np.array_equal(mk.brain_mask(cut, sp), ref)
+
+
+def test_brain_depth_equals_full_volume_edt(prepared):
+    img, sp, brain, _, depth = prepared
+    got = mk.brain_depth_mm(brain, sp)
+    assert got.dtype == np.float32 and np.array_equal(got, depth)
+    edge = brain.copy()
+    edge[:, :, -3:] = True  # brain at the array border: the border counts as non-brain
+    assert np.array_equal(mk.brain_depth_mm(edge, sp), _ref_depth(edge, sp))
+    assert not mk.brain_depth_mm(np.zeros_like(brain), sp).any()
+
+
+def test_normalise_intensity_equals_zoom_reference(prepared):
+    img, sp, brain, norm, _ = prepared
+    got = mk.normalise_intensity(img, brain, sp)
+    assert got.dtype == np.float32 and got.shape == norm.shape
+    np.testing.assert_allclose(got, norm, rtol=1e-6, atol=0)
+    assert abs(float(np.median(got[brain])) - 1.0) < 1e-6
+
+
+def test_ventricle_mask_equals_ndimage_median_reference(prepared):
+    _, sp, brain, norm, depth = prepared
+    ref = _ref_ventricles(norm, brain, sp, depth)
+    assert ref.sum() > 1000
+    assert np.array_equal(mk.ventricle_mask(norm, brain, sp, depth_mm=depth), ref)
+    assert np.array_equal(mk.ventricle_mask(norm, brain, sp), ref)  # depth computed inside
+    # stricter criteria select fewer components, still exactly as the reference
+    for kw in ({"min_median_depth_mm": 10.0}, {"min_volume_mm3": 400.0}, {"min_depth_mm": 16.0}):
+        assert np.array_equal(mk.ventricle_mask(norm, brain, sp, depth_mm=depth, **kw),
+                              _ref_ventricles(norm, brain, sp, depth, **kw))
+
+
+def test_component_depths_match_ndimage_on_ties_and_even_counts():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(1, 40, 5000)
+    depth = rng.integers(0, 12, 5000).astype(np.float32) / 4  # many ties
+    counts, mx, med = mk._component_depths(labels, depth, 45)
+    index = np.arange(1, 46)
+    present = np.bincount(labels, minlength=46)[1:] > 0
+    assert np.array_equal(counts, np.bincount(labels, minlength=46)[1:])
+    assert np.array_equal(mx[present], np.asarray(ndimage.maximum(depth, labels, index))[present])
+    assert np.array_equal(med[present], np.asarray(ndimage.median(depth, labels, index))[present])
+    assert med.dtype == np.float32
+
+
+def test_fill_holes_equals_binary_fill_holes():
+    rng = np.random.default_rng(1)
+    for trial in range(6):
+        shape = (23, 31, 17)
+        mask = ndimage.binary_opening(rng.random(shape) < 0.55 + 0.05 * trial)
+        if trial % 2:
+            mask[2:-3, 4:-2, 1:-1] |= ndimage.binary_dilation(rng.random(shape) < 0.02)[2:-3, 4:-2, 1:-1]
+        if trial == 5:
+            mask[:] = False
+            mask[5:15, 5:20, 3:12] = True
+            mask[8:12, 9:14, 6:9] = False  # one cavity, far from the border
+        assert np.array_equal(mk.fill_holes(mask), ndimage.binary_fill_holes(mask)), trial
+    assert not mk.fill_holes(np.zeros((4, 5, 6), bool)).any()
+    ring = np.zeros((9, 9), bool)
+    ring[2:7, 2:7] = True
+    ring[4, 4] = False
+    assert mk.fill_holes(ring).all() == ndimage.binary_fill_holes(ring).all()
+    assert np.array_equal(mk.fill_holes(ring), ndimage.binary_fill_holes(ring))
+
+
+def test_midline_equals_per_cell_loop(prepared, preterm_swi):
+    _, _, brain, _, _ = prepared
+    assert mk.midline_x_mm(brain, preterm_swi.affine) == _ref_midline(brain, preterm_swi.affine)
