@@ -288,3 +288,48 @@ __all__: Sequence[str] = (
     "check_same_grid", "sha256_file", "axis_codes", "resample_to_grid", "grid_summary",
     "volume_from_sitk", "volume_to_sitk", "affine_from_sitk", "LPS_TO_RAS",
 )
+
+
+def canonical_axes(affine: np.ndarray) -> tuple[tuple[int, int, int], tuple[bool, bool, bool]]:
+    """Voxel-axis permutation and flips that bring a grid closest to RAS order (R, A, S increasing).
+
+    ``perm[r]`` is the voxel axis nearest to RAS axis ``r``; ``flip[r]`` when it runs the
+    other way.  Thinning depends on the voxel order; doing it in this canonical order
+    makes the skeleton depend on the anatomy, not on how the image was stored.
+    """
+    d = np.abs(np.asarray(affine, float)[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0))
+    perm = [-1, -1, -1]
+    for r, a in sorted(((r, a) for r in range(3) for a in range(3)), key=lambda ra: -d[ra[0], ra[1]]):
+        if perm[r] < 0 and a not in perm:
+            perm[r] = a
+    flip = tuple(bool(affine[r, perm[r]] < 0) for r in range(3))
+    return tuple(perm), flip
+
+
+def to_canonical_order(arr: np.ndarray, perm, flip) -> np.ndarray:
+    """``arr`` transposed / flipped into the order of :func:`canonical_axes` (``perm``, ``flip``)."""
+    out = np.transpose(arr, perm)
+    return np.ascontiguousarray(np.flip(out, [r for r in range(3) if flip[r]]) if any(flip) else out)
+
+
+def from_canonical_order(arr: np.ndarray, perm, flip) -> np.ndarray:
+    """Inverse of :func:`to_canonical_order`."""
+    out = np.flip(arr, [r for r in range(3) if flip[r]]) if any(flip) else arr
+    return np.ascontiguousarray(np.transpose(out, np.argsort(perm)))
+
+
+def reorient_to_canonical(volume: "Volume") -> tuple["Volume", tuple]:
+    """``volume`` in :func:`canonical_axes` order (lossless transpose / flip, matching affine).
+
+    Returns the reoriented volume and ``(perm, flip)`` for :func:`from_canonical_order`.
+    """
+    perm, flip = canonical_axes(volume.affine)
+    aff = np.eye(4)
+    aff[:3, 3] = volume.affine[:3, 3]
+    for r in range(3):
+        col = volume.affine[:3, perm[r]]
+        if flip[r]:
+            aff[:3, 3] += col * (volume.shape[perm[r]] - 1)
+            col = -col
+        aff[:3, r] = col
+    return Volume(to_canonical_order(np.asarray(volume.array), perm, flip), aff), (perm, flip)

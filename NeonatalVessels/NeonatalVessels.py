@@ -55,7 +55,6 @@ REQUIREMENTS = (
     "numba>=0.59",
     "edt>=2.4",
     "connected-components-3d>=3.12",
-    "skan>=0.11",
     "tqdm>=4.66",
     "matplotlib>=3.7",
 )

@@ -76,6 +76,59 @@ def test_split_vessels_gives_each_branch_its_own_id_and_covers_mask():
     assert set(np.unique(res.labels)) - {0} == set(res.paths_ijk)
 
 
+def test_split_vessels_can_trace_a_vein_through_a_side_branch():
+    mask = np.zeros((40, 40, 10), bool)
+    mask[5:35, 18:21, 3:6] = True
+    mask[19:22, 21:35, 3:6] = True
+    res = split_vessels(mask, (0.5, 0.5, 0.5), junction_angle_deg=40.0)
+    assert len(res.paths_ijk) == 2
+    trunk = max(res.paths_ijk.values(), key=len)
+    assert trunk[:, 0].min() <= 7 and trunk[:, 0].max() >= 32   # one path along the whole trunk
+    assert np.array_equal(res.labels > 0, mask)
+
+
+def test_skeleton_graph_nodes_branches_and_loops():
+    from NeonatalVesselsLib.skeleton import skeleton_graph, trace_vessels
+
+    skel = np.zeros((30, 30, 3), bool)
+    skel[2:20, 10, 1] = True           # a line ...
+    skel[10, 11:20, 1] = True          # ... with a side branch: a junction at (10, 10)
+    ring = np.zeros((30, 30), bool)
+    yy, xx = np.mgrid[:30, :30]
+    r = np.hypot(yy - 22, xx - 22)
+    ring[(r >= 4.5) & (r < 5.5)] = True
+    from skimage.morphology import skeletonize
+    skel[:, :, 1] |= skeletonize(ring)  # a closed loop without any node
+    g = skeleton_graph(skel, (1.0, 1.0, 1.0))
+    covered = np.zeros(len(g.points), bool)
+    for b in g.branches:
+        covered[b] = True
+    # every voxel lies on a branch, except inner voxels of the junction cluster
+    assert np.abs(g.points[~covered] - [10, 10, 1]).max(initial=0) <= 1
+    loops = [b for b, (a, c) in enumerate(g.ends) if a == c]
+    assert len(loops) == 1               # the ring, closed on its own node
+    assert len(g.branches) == 4          # 2 halves of the line + side branch + ring
+    # split everywhere: 4 vessels; traced through the straight junction: 3 (line, branch, ring)
+    assert len(trace_vessels(g, (1, 1, 1), min_spur_mm=0.0, junction_angle_deg=None)) == 4
+    assert len(trace_vessels(g, (1, 1, 1), min_spur_mm=0.0, junction_angle_deg=30.0)) == 3
+    # a short free side branch is a spur: pruned, the line becomes one vessel
+    assert len(trace_vessels(g, (1, 1, 1), min_spur_mm=12.0, junction_angle_deg=None)) == 2
+
+
+def test_local_contrast_is_vein_darkness_not_edges_or_wide_regions():
+    from NeonatalVesselsLib.pipeline import local_contrast
+
+    sp = (0.5, 0.5, 0.5)
+    img = tube_image((40, 40, 30), sp, (2, 10, 7.5), (18, 10, 7.5), 1.0, contrast=0.5)
+    img[:, :, :8] = 0.6                  # a wide dark region (deep grey matter) ...
+    img[:, :, 22:] = 1.4                 # ... and a bright one (CSF)
+    c = local_contrast(img, sp, background_mm=3.0, smoothing_mm=0.5)
+    assert c[20, 20, 15] > 0.12          # vein centre (1 mm, contrast 0.5, after 0.5 mm smoothing)
+    assert abs(c[20, 30, 3]) < 0.02      # interior of the wide dark region
+    assert abs(c[20, 30, 20]) < 0.02     # tissue beside the bright region (a Hessian halo there)
+    assert abs(c[20, 30, 12]) < 0.02     # plain tissue
+
+
 def test_merge_fragments_joins_collinear_gap_only():
     a = np.array([[0, 0, 0], [5, 0, 0.0]])
     b = np.array([[7, 0.2, 0], [12, 0.3, 0.0]])

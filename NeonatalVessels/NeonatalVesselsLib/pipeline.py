@@ -9,8 +9,11 @@ Pipeline (:func:`run_vessel_analysis`)
 3. Dark-tube vesselness at ``VesselParams.scales_mm`` (:mod:`.vesselness`), inside
    the brain deeper than ``surface_margin_mm``.
 4. Vessel mask: hysteresis threshold of the vesselness (``threshold_low/high``)
-   restricted to voxels darker than ``max_relative_intensity`` of the tissue; components
-   smaller than ``min_component_mm3`` removed.
+   restricted to voxels darker than ``max_relative_intensity`` of the tissue and darker
+   than their local background by ``min_local_contrast`` (black top-hat,
+   :func:`local_contrast`: removes the Hessian's halo beside bright CSF and the
+   interior of the deep grey matter); components smaller than ``min_component_mm3``
+   or shorter than ``min_component_extent_mm`` removed.
 5. :func:`measure_vessel_mask` on that mask: split into vessels at junctions
    (:mod:`.skeleton`), centrelines in RAS, width by cross-section model fit,
    tortuosity and curvature (:mod:`.measure`), region and side (:mod:`.regions`),
@@ -30,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from NeonatalBrainLib import __version__ as _lib_version
-from NeonatalBrainLib.imageio import InputError, Volume, grid_summary, validate_scalar_volume
+from NeonatalBrainLib.imageio import (InputError, Volume, from_canonical_order, grid_summary, reorient_to_canonical,
+                                      to_canonical_order, validate_scalar_volume)
 from NeonatalBrainLib.progress import as_progress
 
 from . import masks as mk
@@ -59,22 +63,32 @@ class VesselParams:
     threshold_high: float = 0.10       #: vesselness that seeds a vessel (0..1)
     threshold_low: float = 0.03        #: vesselness down to which a seeded vessel grows (0..1)
     max_relative_intensity: float = 0.95  #: vessel voxels are darker than this fraction of tissue
+    min_local_contrast: float = 0.08   #: vessel voxels are darker than their local background by this (fraction of tissue)
+    local_background_mm: float = 3.0   #: width (mm) of the box closing that estimates the local background
+    contrast_smoothing_mm: float = 0.5  #: Gaussian sigma (mm) of the image the local contrast is measured on
     min_component_mm3: float = 1.0     #: smaller connected components are noise
     min_component_extent_mm: float = 1.5  #: components whose bounding-box diagonal (mm) is shorter are noise
     surface_margin_mm: float = 3.0     #: vesselness only deeper than this inside the brain
     min_spur_mm: float = 1.5           #: skeleton side branches shorter than this are pruned
     min_vessel_length_mm: float = 1.0  #: shorter skeleton paths are merged into their neighbour
+    #: a vessel continues through a junction when the bend there is at most this (deg); None: split at
+    #: every junction (default: tracing through junctions joined DMVs to noise and lowered sensitivity)
+    junction_angle_deg: float | None = None
     min_dmv_length_mm: float = 5.0     #: a DMV is at least this long (mm)
     min_vessel_keep_mm: float = 2.0    #: vessels shorter than this after joining are dropped as noise
     min_dmv_darkness: float = 0.12     #: a DMV's centreline is on average this much darker than tissue
     merge_gap_mm: float = 2.0          #: collinear pieces with end gaps up to this are joined (0: off)
-    merge_angle_deg: float = 20.0      #: max angle between the joined pieces' end directions and the gap
+    merge_angle_deg: float = 20.0      #: max angle between the joined pieces' end directions
+    merge_gap_angle_deg: float = 20.0  #: max angle between each end direction and the gap vector
     merge_min_darkness: float = 0.12   #: only pieces this much darker than tissue (centreline mean) are joined
     merge_gap_darkness: float = 0.06   #: ... and only across gaps at least this dark (mean along the gap)
+    dmv_join_gap_mm: float = 2.5       #: pieces that are each a DMV, ends this close (mm) and collinear, are one DMV (0: off)
+    dmv_join_angle_deg: float = 35.0   #: ... when their end directions agree within this angle
+    dmv_join_gap_angle_deg: float = 65.0  #: ... and the gap within this one of both (a sideways jog: the next slice)
     centreline_smoothing_mm: float = 0.6  #: Gaussian sigma (arc length, mm) smoothing the centreline
     centreline_smoothing_voxels: float = 0.75  #: ... at least this x the largest voxel size (slice staircase)
     centreline_slice_smoothing_voxels: float = 1.5  #: thick slices: sigma along the slice normal, x slice thickness
-    max_dmv_width_mm: float = 2.2      #: wider dark structures are not DMVs
+    max_dmv_width_mm: float = 1.9      #: wider dark structures are not DMVs
     max_wall_vein_width_mm: float = 2.2  #: wider (or fit at its search limit) wall pieces are not thalamic / anterior caudate veins
     centreline_step_mm: float = 0.25   #: centreline point spacing (mm)
     width_patch_mm: float = 2.0        #: half-size of the cross-section sampled for the width fit
@@ -242,7 +256,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         paths = paths_from_labels(vessel_mask, spacing)
     else:
         paths = split_vessels(vessel_mask > 0, spacing, min_spur_mm=params.min_spur_mm,
-                              min_path_mm=params.min_vessel_length_mm)
+                              min_path_mm=params.min_vessel_length_mm, junction_angle_deg=params.junction_angle_deg)
     ctx.timings["split_s"] = time.perf_counter() - t0
     prog.update(0.6, "centrelines")
     t0 = time.perf_counter()
@@ -262,7 +276,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
 
         can_join = {vid: len(p) >= 2 and darkness(p) >= params.merge_min_darkness for vid, p in raw.items()}
         raw, labels = merge_fragments(raw, labels, max_gap_mm=params.merge_gap_mm,
-                                      max_angle_deg=params.merge_angle_deg, can_join=can_join, gap_ok=gap_ok)
+                                      max_angle_deg=params.merge_angle_deg,
+                                      max_gap_angle_deg=params.merge_gap_angle_deg, can_join=can_join, gap_ok=gap_ok)
     centrelines: dict[int, np.ndarray] = {}
     smoothing_mm = max(params.centreline_smoothing_mm, params.centreline_smoothing_voxels * float(spacing.max()))
     # thick slices (largest voxel >= 1.5 x the smallest): stronger smoothing across the slices
@@ -296,6 +311,19 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             dark = 1.0 - float(np.mean(_nd.map_coordinates(ctx.norm, (p @ inv[:3, :3].T + inv[:3, 3]).T, order=1)))
             if ms.cl.arc_length_mm(p) < params.min_dmv_length_mm or dark < params.min_dmv_darkness:
                 classes[vid] = ("other", side)
+    if params.dmv_join_gap_mm > 0 and not given_ids:
+        # one DMV split into collinear pieces (at a junction with a noise branch, or by a
+        # faint stretch) that each passed the DMV rules: join them so it counts once
+        dmv_lines = {vid: p for vid, p in centrelines.items() if classes[vid][0] == "dmv"}
+        joined, labels = merge_fragments(dmv_lines, labels, max_gap_mm=params.dmv_join_gap_mm,
+                                         max_angle_deg=params.dmv_join_angle_deg,
+                                         max_gap_angle_deg=params.dmv_join_gap_angle_deg)
+        for vid in set(dmv_lines) - set(joined):
+            del centrelines[vid], classes[vid]
+        for vid, p in joined.items():
+            if len(p) != len(dmv_lines[vid]) or not np.array_equal(p, dmv_lines[vid]):
+                centrelines[vid] = ms.smooth_centreline(p, smoothing_mm=smoothing_mm, step_mm=params.centreline_step_mm,
+                                                        slice_direction=slice_dir, slice_smoothing_mm=slice_smoothing_mm)
     prog.update(0.7, "widths")
     fits = []
     ids = sorted(centrelines)
@@ -402,6 +430,9 @@ def segment_vessels(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, s
     v = vesselness(norm, spacing, params.scales_mm, mask=roi, alpha=params.frangi_alpha,
                    beta=params.frangi_beta, c=params.frangi_c, dark=True, progress=progress)
     dark = norm < params.max_relative_intensity
+    if params.min_local_contrast > 0:
+        dark &= local_contrast(norm, spacing, background_mm=params.local_background_mm,
+                               smoothing_mm=params.contrast_smoothing_mm, mask=roi) >= params.min_local_contrast
     v = np.where(dark & roi, v, 0).astype(np.float32)
     seg = apply_hysteresis_threshold(v, params.threshold_low, params.threshold_high)
     min_vox = max(1, int(np.ceil(params.min_component_mm3 / float(np.prod(spacing)))))
@@ -409,6 +440,35 @@ def segment_vessels(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, s
     if params.min_component_extent_mm > 0:
         seg = drop_short_components(seg, spacing, params.min_component_extent_mm)
     return seg
+
+
+def local_contrast(image: np.ndarray, spacing, *, background_mm: float = 3.0, smoothing_mm: float = 0.5,
+                   mask: np.ndarray | None = None) -> np.ndarray:
+    """Darkness of each voxel below its local background (black top-hat), in image units.
+
+    ``closing(G * image) - G * image`` with ``G`` a Gaussian of ``smoothing_mm`` (noise)
+    and the closing (grey dilation then erosion) by a box about ``background_mm`` wide
+    along every axis (odd voxel counts, at least 1): dark structures narrower than the
+    box (veins) keep their full contrast, whereas the interior of wide dark regions
+    (deep grey matter) and the dark side of a bright structure's edge (CSF, where a
+    Hessian filter also responds) get ~0.  Computed in the bounding box of ``mask``.
+    """
+    from .vesselness import bounding_box
+
+    spacing = np.asarray(spacing, float)
+    size = [max(1, int(2 * round(background_mm / 2 / s) + 1)) for s in spacing]
+    out = np.zeros(image.shape, np.float32)
+    if mask is None:
+        mask = np.ones(image.shape, bool)
+    box = bounding_box(mask, [n + 2 for n in size])
+    if any(b.stop - b.start < 1 for b in box):
+        return out
+    from scipy import ndimage
+
+    sm = ndimage.gaussian_filter(np.asarray(image[box], np.float32), smoothing_mm / spacing, mode="nearest")
+    closed = ndimage.minimum_filter(ndimage.maximum_filter(sm, size, mode="nearest"), size, mode="nearest")
+    out[box] = closed - sm
+    return out
 
 
 def drop_short_components(mask: np.ndarray, spacing, min_extent_mm: float) -> np.ndarray:
@@ -436,6 +496,35 @@ def drop_short_components(mask: np.ndarray, spacing, min_extent_mm: float) -> np
     return keep[labels]
 
 
+def _reorient(swi: Volume, masks: dict) -> tuple[Volume, dict, Any]:
+    """The SWI (and mask arrays on its grid) in canonical voxel order (:func:`NeonatalBrainLib.imageio.canonical_axes`).
+
+    A lossless transpose / flip with the matching affine: every step then sees the
+    anatomy in the same voxel order whatever the storage order of the file (thinning,
+    strided sampling and tie-breaking depend on it), so results are storage-order invariant.
+    """
+    validate_swi(swi)
+    arrays = {k: (None if m is None else np.asarray(_mask_arg(m, swi, name))) for k, (m, name) in masks.items()}
+    canon, (perm, flip) = reorient_to_canonical(swi)
+    if perm == (0, 1, 2) and not any(flip):
+        return swi, arrays, None
+    arrays = {k: (None if a is None else to_canonical_order(a, perm, flip)) for k, a in arrays.items()}
+    return canon, arrays, (perm, flip)
+
+
+def _restore(analysis: VesselAnalysis, swi: Volume, how) -> VesselAnalysis:
+    """Map the volumes of an analysis made in canonical order back onto the input grid."""
+    if how is not None:
+        perm, flip = how
+        for name in ("vessel_labels", "minip", "brain_mask", "ventricles", "region_labels"):
+            vol = getattr(analysis, name)
+            setattr(analysis, name, swi.with_array(from_canonical_order(vol.array, perm, flip)))
+    analysis.swi = swi
+    analysis.provenance["grid"] = grid_summary(swi)
+    analysis.provenance["voxel_size_mm"] = [round(float(s), 6) for s in swi.spacing_mm]
+    return analysis
+
+
 def run_vessel_analysis(swi: Volume, *, brain_mask=None, ventricles=None, labels=None,
                         params: VesselParams | None = None, progress=None) -> VesselAnalysis:
     """Fully automatic vessel segmentation and measurement on an SWI magnitude volume.
@@ -446,12 +535,14 @@ def run_vessel_analysis(swi: Volume, *, brain_mask=None, ventricles=None, labels
     t_start = time.perf_counter()
     params = params or VesselParams()
     prog = as_progress(progress)
-    swi = _to_volume(swi)
-    ctx = _prepare(swi, brain_mask, ventricles, labels, params, prog)
+    swi_in = _to_volume(swi)
+    swi, m, how = _reorient(swi_in, {"brain": (brain_mask, "brain mask"), "vent": (ventricles, "ventricle mask"),
+                                     "labels": (labels, "labels")})
+    ctx = _prepare(swi, m["brain"], m["vent"], m["labels"], params, prog)
     t0 = time.perf_counter()
     seg = segment_vessels(ctx.norm, ctx.brain, ctx.depth_mm, swi.spacing_mm, params, prog.sub(0.1, 0.5))
     ctx.timings["segment_s"] = time.perf_counter() - t0
-    return _measure(ctx, seg, params, prog, method="automatic", t_start=t_start)
+    return _restore(_measure(ctx, seg, params, prog, method="automatic", t_start=t_start), swi_in, how)
 
 
 def measure_vessel_mask(swi: Volume, vessel_mask, *, brain_mask=None, ventricles=None, labels=None,
@@ -466,17 +557,18 @@ def measure_vessel_mask(swi: Volume, vessel_mask, *, brain_mask=None, ventricles
     t_start = time.perf_counter()
     params = params or VesselParams()
     prog = as_progress(progress)
-    swi = _to_volume(swi)
-    validate_swi(swi)
-    vm = np.asarray(_mask_arg(vessel_mask, swi, "vessel mask"))
+    swi_in = _to_volume(swi)
+    swi, m, how = _reorient(swi_in, {"vessels": (vessel_mask, "vessel mask"), "brain": (brain_mask, "brain mask"),
+                                     "vent": (ventricles, "ventricle mask"), "labels": (labels, "labels")})
+    vm = m["vessels"]
     if np.issubdtype(vm.dtype, np.floating):
         vm = np.rint(vm)
     vm = np.where(vm > 0, vm, 0).astype(np.int64)
     # a labelmap of vessel ids (several values) keeps its vessels; a binary mask is split
     given_ids = int(vm.max()) > 1
-    ctx = _prepare(swi, brain_mask, ventricles, labels, params, prog)
-    return _measure(ctx, vm, params, prog, method="given_labels" if given_ids else "given_mask",
-                    t_start=t_start, given_ids=given_ids)
+    ctx = _prepare(swi, m["brain"], m["vent"], m["labels"], params, prog)
+    return _restore(_measure(ctx, vm, params, prog, method="given_labels" if given_ids else "given_mask",
+                             t_start=t_start, given_ids=given_ids), swi_in, how)
 
 
 def write_outputs(analysis: VesselAnalysis, out_dir, *, input_path=None):

@@ -49,8 +49,8 @@ class RegionRules:
     superficial_mm: float = 3.0
     midline_mm: float = 1.0
     paramedian_mm: float = 4.0
-    min_radial: float = 0.45
-    dmv_start_mm: float = 8.0
+    min_radial: float = 0.3
+    dmv_start_mm: float = 12.0
     min_dmv_length_mm: float = 5.0
     wall_mm: float = 3.5
     caudate_anterior_mm: float = 6.0

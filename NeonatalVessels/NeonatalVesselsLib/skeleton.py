@@ -1,15 +1,25 @@
-"""Vessel mask -> individual vessels: skeleton, split at junctions, labelmap, centrelines.
+"""Vessel mask -> individual vessels: skeleton graph, vessels traced through junctions, labelmap.
 
-* The mask's connected components (cc3d, 26-connectivity) are skeletonised one
-  bounding box at a time (``skimage.morphology.skeletonize``, Lee et al. 1994
-  thinning in 3D), so the cost follows the vessels, not the volume.
-* ``skan.Skeleton`` turns each skeleton into a graph; every path between two
-  nodes (end point or junction) is one vessel.  Side branches shorter than
-  ``min_spur_mm`` ending in a free end point are pruned (thinning artefacts), then
-  the skeleton is rebuilt so that the paths they split merge again.
-* Every mask voxel is given to the vessel whose skeleton is nearest (in mm,
-  anisotropic Euclidean distance transform with feature indices), so the
-  labelmap covers the mask exactly.
+* The mask is thinned to a one-voxel skeleton (``skimage.morphology.skeletonize``,
+  Lee et al. 1994 thinning in 3D).
+* :func:`skeleton_graph` (numba) turns the skeleton into a graph: skeleton voxels
+  with 26-connected neighbour count 2 lie on a branch; end points (count <= 1) and
+  clusters of adjacent junction voxels (count >= 3) are its nodes; every branch is
+  the ordered voxel chain between two nodes (closed loops without a node get one).
+* Free-ended side branches shorter than ``min_spur_mm`` are pruned (thinning
+  artefacts of a thick or noisy mask), repeatedly.
+* Vessels are traced **through** junctions: at a node the incident branches are
+  paired greedily, straightest continuation first, when the angle between one
+  branch's direction into the node and the other's direction out of it is at most
+  ``junction_angle_deg`` (each branch's direction over its first / last
+  ``direction_span_mm``, in mm through the voxel spacing); a node left with two
+  branches always joins them.  A vein crossed or touched by a side branch or a
+  noise piece thus stays one vessel instead of being cut at every contact; the
+  side branch becomes a vessel of its own.  ``junction_angle_deg=None`` splits at
+  every junction (each branch one vessel).
+* Every mask voxel is given to the vessel whose path is nearest (in mm,
+  anisotropic Euclidean distance transform with feature indices, one connected
+  component at a time), so the labelmap covers the mask exactly.
 """
 from __future__ import annotations
 
@@ -17,6 +27,7 @@ from dataclasses import dataclass
 
 import cc3d
 import numpy as np
+from numba import njit
 from scipy import ndimage
 
 
@@ -28,147 +39,353 @@ class VesselPaths:
     paths_ijk: dict[int, np.ndarray]   #: vessel id -> (N, 3) voxel indices of its skeleton path, in order
 
 
+@dataclass
+class SkeletonGraph:
+    """Graph of a one-voxel skeleton (see :func:`skeleton_graph`)."""
+
+    points: np.ndarray        #: (P, 3) int voxel indices of the skeleton voxels
+    branches: list            #: branch -> (n,) indices into ``points``, ordered from its first to its last node
+    ends: np.ndarray          #: (B, 2) node id at the first / last point of each branch
+    node_xyz_mm: np.ndarray   #: (N, 3) node position, voxel index x spacing (mm)
+
+
 def _skeletonize(mask: np.ndarray) -> np.ndarray:
     from skimage.morphology import skeletonize
 
     return skeletonize(mask).astype(bool)
 
 
-def _skan_paths(skel: np.ndarray, spacing):
-    from skan import Skeleton
-
-    sk = Skeleton(skel, spacing=spacing)
-    paths = [sk.path_coordinates(n).astype(int) for n in range(sk.n_paths)]
-    lengths = np.asarray(sk.path_lengths())
-    deg = sk.degrees
-    end_degrees = [(int(deg[sk.path(n)[0]]), int(deg[sk.path(n)[-1]])) for n in range(sk.n_paths)]
-    return paths, lengths, end_degrees
+_OFFSETS = np.array([o for o in np.ndindex(3, 3, 3) if o != (1, 1, 1)], np.int64) - 1
 
 
-def _simple_path(skel: np.ndarray) -> np.ndarray | None:
-    """Ordered voxels of a skeleton that is one unbranched open curve, else None (use skan)."""
-    pts = np.argwhere(skel)
-    if len(pts) < 2 or len(pts) > 5000:
-        return None
-    nb = ndimage.convolve(skel.astype(np.uint8), np.ones((3, 3, 3), np.uint8), mode="constant")[skel] - 1
-    if nb.max() > 2 or int((nb == 1).sum()) != 2:
-        return None
-    index = {tuple(p): n for n, p in enumerate(pts)}
-    start = int(np.flatnonzero(nb == 1)[0])
-    order = [start]
-    seen = {start}
-    offsets = [np.array(o) for o in np.ndindex(3, 3, 3) if o != (1, 1, 1)]
-    cur = start
-    while True:
-        nxt = None
-        for o in offsets:
-            q = tuple(pts[cur] + o - 1)
-            n = index.get(q)
-            if n is not None and n not in seen:
-                nxt = n
-                break
-        if nxt is None:
-            break
-        order.append(nxt)
-        seen.add(nxt)
-        cur = nxt
-    if len(order) != len(pts):
-        return None
-    return pts[order]
+@njit(cache=True)
+def _neighbours(points, index, offsets):
+    """CSR adjacency (26-connectivity) of the skeleton voxels ``points`` (index: voxel -> point, -1 = none)."""
+    n = points.shape[0]
+    shape = index.shape
+    count = np.zeros(n + 1, np.int64)
+    for p in range(n):
+        c = 0
+        for o in range(offsets.shape[0]):
+            i = points[p, 0] + offsets[o, 0]
+            j = points[p, 1] + offsets[o, 1]
+            k = points[p, 2] + offsets[o, 2]
+            if 0 <= i < shape[0] and 0 <= j < shape[1] and 0 <= k < shape[2] and index[i, j, k] >= 0:
+                c += 1
+        count[p + 1] = c
+    indptr = np.cumsum(count)
+    nbr = np.empty(indptr[-1], np.int64)
+    for p in range(n):
+        m = indptr[p]
+        for o in range(offsets.shape[0]):
+            i = points[p, 0] + offsets[o, 0]
+            j = points[p, 1] + offsets[o, 1]
+            k = points[p, 2] + offsets[o, 2]
+            if 0 <= i < shape[0] and 0 <= j < shape[1] and 0 <= k < shape[2] and index[i, j, k] >= 0:
+                nbr[m] = index[i, j, k]
+                m += 1
+    return indptr, nbr
 
 
-def _prune(skel: np.ndarray, spacing, min_spur_mm: float, iterations: int = 3) -> np.ndarray:
-    """Remove free-ended side branches shorter than ``min_spur_mm`` (keeps junction voxels)."""
-    skel = skel.copy()
-    for _ in range(iterations):
-        if skel.sum() < 3:
-            break
-        try:
-            paths, lengths, deg = _skan_paths(skel, spacing)
-        except (ValueError, IndexError):
-            break
+@njit(cache=True)
+def _find(parent, x):
+    while parent[x] != x:
+        parent[x] = parent[parent[x]]
+        x = parent[x]
+    return x
+
+
+@njit(cache=True)
+def _nodes(indptr, nbr):
+    """Node id per point (-1 on a branch): end points one each, adjacent junction voxels one per cluster."""
+    n = indptr.shape[0] - 1
+    deg = indptr[1:] - indptr[:-1]
+    parent = np.arange(n)
+    for p in range(n):
+        if deg[p] >= 3:
+            for m in range(indptr[p], indptr[p + 1]):
+                q = nbr[m]
+                if deg[q] >= 3:
+                    a, b = _find(parent, p), _find(parent, q)
+                    if a != b:
+                        parent[max(a, b)] = min(a, b)
+    node = -np.ones(n, np.int64)
+    root_id = -np.ones(n, np.int64)
+    n_nodes = 0
+    for p in range(n):
+        if deg[p] != 2:
+            r = _find(parent, p) if deg[p] >= 3 else p
+            if root_id[r] < 0:
+                root_id[r] = n_nodes
+                n_nodes += 1
+            node[p] = root_id[r]
+    return node, n_nodes
+
+
+@njit(cache=True)
+def _trace(indptr, nbr, node, n_nodes):
+    """Ordered branches between nodes; returns (flat point list, offsets, end nodes, node count)."""
+    n = indptr.shape[0] - 1
+    visited = np.zeros(nbr.shape[0], np.bool_)
+    on_path = np.zeros(n, np.bool_)
+    flat = np.empty(2 * n + 16, np.int64)
+    starts = [0]
+    end_a = []
+    end_b = []
+    used = 0
+    for sweep in range(2):
+        for u in range(n):
+            if sweep == 1:
+                # closed loops of branch voxels: make their first unvisited voxel a node
+                if node[u] >= 0 or on_path[u]:
+                    continue
+                node[u] = n_nodes
+                n_nodes += 1
+            elif node[u] < 0:
+                continue
+            for e in range(indptr[u], indptr[u + 1]):
+                v = nbr[e]
+                if visited[e] or (node[v] >= 0 and node[v] == node[u]):
+                    continue
+                visited[e] = True
+                if used + 2 > flat.shape[0]:
+                    grown = np.empty(2 * flat.shape[0], np.int64)
+                    grown[:used] = flat[:used]
+                    flat = grown
+                flat[used] = u
+                used += 1
+                on_path[u] = True
+                prev, cur = u, v
+                while True:
+                    if used + 1 > flat.shape[0]:
+                        grown = np.empty(2 * flat.shape[0], np.int64)
+                        grown[:used] = flat[:used]
+                        flat = grown
+                    flat[used] = cur
+                    used += 1
+                    on_path[cur] = True
+                    if node[cur] >= 0:
+                        # do not walk this branch again from its other end
+                        for f in range(indptr[cur], indptr[cur + 1]):
+                            if nbr[f] == prev:
+                                visited[f] = True
+                        break
+                    nxt = -1
+                    for f in range(indptr[cur], indptr[cur + 1]):
+                        if nbr[f] != prev:
+                            nxt = nbr[f]
+                            visited[f] = True
+                            break
+                    if nxt < 0:
+                        break
+                    prev, cur = cur, nxt
+                starts.append(used)
+                end_a.append(node[u])
+                end_b.append(node[cur] if node[cur] >= 0 else node[u])
+    return flat[:used], np.array(starts), np.array(end_a), np.array(end_b), n_nodes
+
+
+def skeleton_graph(skel: np.ndarray, spacing_mm) -> SkeletonGraph:
+    """Graph of a boolean one-voxel skeleton (see module docstring); positions in mm = index x spacing."""
+    spacing = np.asarray(spacing_mm, float)
+    points = np.argwhere(skel).astype(np.int64)
+    if len(points) == 0:
+        return SkeletonGraph(points, [], np.zeros((0, 2), np.int64), np.zeros((0, 3)))
+    lo = points.min(axis=0)
+    local = points - lo
+    index = -np.ones(tuple(local.max(axis=0) + 1), np.int64)
+    index[tuple(local.T)] = np.arange(len(points))
+    indptr, nbr = _neighbours(local, index, _OFFSETS)
+    node, n_nodes = _nodes(indptr, nbr)
+    flat, starts, end_a, end_b, n_nodes = _trace(indptr, nbr, node, n_nodes)
+    branches = [flat[starts[b]:starts[b + 1]] for b in range(len(starts) - 1)]
+    ends = [(int(a), int(b)) for a, b in zip(end_a, end_b)]
+    # nodes without any branch (an isolated voxel, a compact clump of junction voxels):
+    # a branch of their own points, so that every skeleton voxel belongs to a branch
+    has_branch = np.zeros(n_nodes, bool)
+    has_branch[np.asarray(end_a, np.int64)] = True
+    has_branch[np.asarray(end_b, np.int64)] = True
+    for nid in np.flatnonzero(~has_branch):
+        branches.append(np.flatnonzero(node == nid))
+        ends.append((int(nid), int(nid)))
+    ends = np.asarray(ends, np.int64).reshape(-1, 2)
+    xyz = points * spacing
+    has = node >= 0
+    sums = np.zeros((n_nodes, 3))
+    np.add.at(sums, node[has], xyz[has])
+    cnt = np.bincount(node[has], minlength=n_nodes).astype(float)
+    node_xyz = sums / np.maximum(cnt, 1)[:, None]
+    return SkeletonGraph(points, branches, ends, node_xyz)
+
+
+def _length_mm(xyz: np.ndarray) -> float:
+    return float(np.linalg.norm(np.diff(xyz, axis=0), axis=1).sum()) if len(xyz) > 1 else 0.0
+
+
+def _direction_out(xyz: np.ndarray, span_mm: float) -> np.ndarray:
+    """Unit vector from a branch's first point along the branch (over ``span_mm`` of arc length)."""
+    if len(xyz) < 2:
+        return np.zeros(3)
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(xyz, axis=0), axis=1))])
+    k = min(max(int(np.searchsorted(s, span_mm)), 1), len(xyz) - 1)
+    d = xyz[k] - xyz[0]
+    n = np.linalg.norm(d)
+    return d / n if n > 1e-9 else np.zeros(3)
+
+
+def trace_vessels(graph: SkeletonGraph, spacing_mm, *, min_spur_mm: float = 1.5,
+                  junction_angle_deg: float | None = 40.0, direction_span_mm: float = 2.0,
+                  prune_iterations: int = 3) -> list[np.ndarray]:
+    """Vessels of a skeleton graph as ordered point-index chains (see module docstring)."""
+    spacing = np.asarray(spacing_mm, float)
+    xyz = graph.points * spacing
+    alive = [len(b) > 0 for b in graph.branches]
+    length = [_length_mm(xyz[b]) for b in graph.branches]
+    ends = graph.ends
+
+    def incident():
+        inc: dict[int, list[tuple[int, int]]] = {}
+        for b, ok in enumerate(alive):
+            if ok and len(graph.branches[b]) > 1:
+                inc.setdefault(int(ends[b, 0]), []).append((b, 0))
+                inc.setdefault(int(ends[b, 1]), []).append((b, 1))
+        return inc
+
+    for _ in range(prune_iterations):
+        inc = incident()
+        deg = {k: len(v) for k, v in inc.items()}
         changed = False
-        for p, length, ends in zip(paths, lengths, deg):
-            # a spur joins a junction (degree >= 3) at one end and is free (degree 1) at the other
-            if length < min_spur_mm and min(ends) == 1 and max(ends) >= 3:
-                inner = p[1:] if ends[0] >= 3 else p[:-1]
-                skel[tuple(inner.T)] = False
+        for b, ok in enumerate(alive):
+            if not ok or len(graph.branches[b]) < 2 or ends[b, 0] == ends[b, 1]:
+                continue
+            da, db = deg.get(int(ends[b, 0]), 0), deg.get(int(ends[b, 1]), 0)
+            if length[b] < min_spur_mm and min(da, db) == 1 and max(da, db) >= 3:
+                alive[b] = False
+                deg[int(ends[b, 0])] -= 1
+                deg[int(ends[b, 1])] -= 1
                 changed = True
         if not changed:
             break
-    return skel
+    # pair branch ends at every node
+    partner: dict[tuple[int, int], tuple[int, int]] = {}
+    cos_max = np.cos(np.deg2rad(junction_angle_deg)) if junction_angle_deg is not None else 2.0
+    for node_id, items in incident().items():
+        if len(items) < 2:
+            continue
+        dirs = []
+        for b, slot in items:
+            pts = xyz[graph.branches[b]]
+            dirs.append(_direction_out(pts if slot == 0 else pts[::-1], direction_span_mm))
+        cand = []
+        for a in range(len(items)):
+            for c in range(a + 1, len(items)):
+                if items[a][0] == items[c][0]:
+                    continue   # the two ends of one loop
+                # straight continuation: the out-directions of the two branches are opposite
+                cand.append((float(np.dot(dirs[a], dirs[c])), a, c))
+        cand.sort()
+        taken = set()
+        for cosang, a, c in cand:
+            if a in taken or c in taken:
+                continue
+            if len(items) == 2 or -cosang >= cos_max:
+                partner[items[a]] = items[c]
+                partner[items[c]] = items[a]
+                taken.update((a, c))
+    # chains: walk from a branch end that has no partner; then the remaining closed cycles
+    seen = [False] * len(graph.branches)
+    chains: list[np.ndarray] = []
+
+    def walk(b: int, slot_in: int) -> np.ndarray:
+        parts = []
+        while True:
+            seen[b] = True
+            pts = graph.branches[b]
+            parts.append(pts if slot_in == 0 else pts[::-1])
+            nxt = partner.get((b, 1 - slot_in))
+            if nxt is None or seen[nxt[0]]:
+                break
+            b, slot_in = nxt
+        out = [parts[0]]
+        for p in parts[1:]:
+            out.append(p[1:] if p[0] == out[-1][-1] else p)
+        return np.concatenate(out)
+
+    for b, ok in enumerate(alive):
+        if not ok or seen[b]:
+            continue
+        if (b, 0) not in partner:
+            chains.append(walk(b, 0))
+        elif (b, 1) not in partner:
+            chains.append(walk(b, 1))
+    for b, ok in enumerate(alive):
+        if ok and not seen[b]:
+            chains.append(walk(b, 0))
+    return chains
 
 
-def split_vessels(mask: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.5,
-                  min_path_mm: float = 0.0) -> VesselPaths:
+def split_vessels(mask: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.5, min_path_mm: float = 0.0,
+                  junction_angle_deg: float | None = None) -> VesselPaths:
     """Split a binary vessel mask into individual vessels (see module docstring).
 
-    Paths shorter than ``min_path_mm`` get no id of their own: their voxels go to
-    the nearest kept path of the same component (or are dropped if none).
+    Vessels shorter than ``min_path_mm`` get no id of their own: their voxels go to
+    the nearest kept vessel of the same connected component (or are dropped if none).
+    Thinning depends on the voxel order: the pipeline calls this in
+    :func:`NeonatalBrainLib.imageio.canonical_axes` order.
     """
-    spacing = tuple(float(s) for s in spacing_mm)
+    spacing = np.asarray(spacing_mm, float)
     mask = np.asarray(mask, bool)
     labels_out = np.zeros(mask.shape, np.int32)
     paths_out: dict[int, np.ndarray] = {}
     comps, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=26, return_N=True)
     if n == 0:
         return VesselPaths(labels_out, paths_out)
-    next_id = 1
-    for comp_id, box in enumerate(ndimage.find_objects(comps), start=1):
+    boxes = ndimage.find_objects(comps)
+    skel = np.zeros(mask.shape, bool)
+    for comp_id, box in enumerate(boxes, start=1):
         if box is None:
             continue
-        # pad by one voxel so the skeleton never touches the box border
-        box = tuple(slice(max(0, s.start - 1), min(dim, s.stop + 1)) for s, dim in zip(box, mask.shape))
         comp = comps[box] == comp_id
-        skel = _skeletonize(comp)
-        if skel.sum() == 0:
-            # a blob thinner than the thinning's minimum: keep its most distant voxel pair as path
-            skel = np.zeros_like(comp)
-            skel[tuple(np.argwhere(comp)[0])] = True
-        simple = _simple_path(skel)
-        if simple is None and skel.sum() >= 3:
-            skel = _prune(skel, spacing, min_spur_mm)
-            simple = _simple_path(skel)
-        local_paths: list[np.ndarray] = []
-        if simple is not None:
-            local_paths.append(simple)
-        elif skel.sum() >= 2:
-            try:
-                paths, lengths, _deg = _skan_paths(skel, spacing)
-            except (ValueError, IndexError):
-                paths, lengths = [np.argwhere(skel)], [0.0]
-            for p, length in zip(paths, lengths):
-                if length >= min_path_mm and len(p) >= 2:
-                    local_paths.append(p)
-        else:
-            local_paths.append(np.argwhere(skel))
-        if not local_paths:
+        sk = _skeletonize(comp)
+        if not sk.any():
+            sk[tuple(np.argwhere(comp)[0])] = True   # thinner than the thinning's minimum: one voxel
+        skel[box] |= sk
+    graph = skeleton_graph(skel, spacing)
+    chains = trace_vessels(graph, spacing, min_spur_mm=min_spur_mm, junction_angle_deg=junction_angle_deg)
+    by_comp: dict[int, list[np.ndarray]] = {}
+    for ch in chains:
+        pts = graph.points[ch]
+        if len(pts) >= 2 and _length_mm(pts * spacing) < min_path_mm:
             continue
-        # nearest-path assignment of the component's voxels
+        by_comp.setdefault(int(comps[tuple(pts[0])]), []).append(pts)
+    next_id = 1
+    for comp_id in sorted(by_comp):
+        box = boxes[comp_id - 1]
+        origin = np.array([s.start for s in box])
+        comp = comps[box] == comp_id
         seeds = np.zeros(comp.shape, np.int32)
-        ids = []
-        for p in local_paths:
-            vid = next_id
+        for pts in by_comp[comp_id]:
+            seeds[tuple((pts - origin).T)] = next_id
+            paths_out[next_id] = pts
             next_id += 1
-            seeds[tuple(p.T)] = vid
-            paths_out[vid] = p + np.array([s.start for s in box])
-            ids.append(vid)
+        if len(by_comp[comp_id]) == 1:
+            nearest = seeds.max()
+            labels_out[box][comp] = nearest
+            continue
         _, idx = ndimage.distance_transform_edt(seeds == 0, sampling=spacing, return_indices=True)
         nearest = seeds[tuple(idx)]
-        region = labels_out[box]
-        region[comp] = nearest[comp]
+        labels_out[box][comp] = nearest[comp]
     return VesselPaths(labels_out, paths_out)
 
 
-def paths_from_labels(labels: np.ndarray, spacing_mm) -> VesselPaths:
+def paths_from_labels(labels: np.ndarray, spacing_mm, *, junction_angle_deg: float | None = 40.0) -> VesselPaths:
     """One vessel per label value of a vessel-id labelmap (e.g. an edited ``vessel_labels``).
 
-    The centreline of each label is the longest path of its skeleton (skan), so the
-    user's vessel identities are kept: erasing one label removes exactly one vessel.
+    The centreline of each label is the longest vessel traced through its skeleton
+    (:func:`trace_vessels`), so the user's vessel identities are kept: erasing one
+    label removes exactly one vessel.
     """
-    from skan import Skeleton
-
-    spacing = tuple(float(s) for s in spacing_mm)
+    spacing = np.asarray(spacing_mm, float)
     labels = np.asarray(labels).astype(np.int64)
     out = np.zeros(labels.shape, np.int32)
     paths: dict[int, np.ndarray] = {}
@@ -185,15 +402,10 @@ def paths_from_labels(labels: np.ndarray, spacing_mm) -> VesselPaths:
             pts = np.argwhere(comp)
             paths[vid] = pts[[0, -1]] + offset if len(pts) >= 2 else pts + offset
             continue
-        simple = _simple_path(skel)
-        if simple is None:
-            try:
-                sk = Skeleton(skel, spacing=spacing)
-                lengths = np.asarray(sk.path_lengths())
-                simple = sk.path_coordinates(int(np.argmax(lengths))).astype(int)
-            except (ValueError, IndexError):
-                simple = np.argwhere(skel)
-        paths[vid] = simple + offset
+        graph = skeleton_graph(skel, spacing)
+        chains = trace_vessels(graph, spacing, min_spur_mm=0.0, junction_angle_deg=junction_angle_deg)
+        best = max(chains, key=lambda ch: _length_mm(graph.points[ch] * spacing))
+        paths[vid] = graph.points[best] + offset
     return VesselPaths(out, paths)
 
 
@@ -209,12 +421,14 @@ def _end_direction(p: np.ndarray, at_end: bool, span_mm: float = 2.0) -> np.ndar
 
 
 def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, max_gap_mm: float = 3.0,
-                    max_angle_deg: float = 30.0, can_join=None,
+                    max_angle_deg: float = 30.0, max_gap_angle_deg: float | None = None, can_join=None,
                     gap_ok=None) -> tuple[dict[int, np.ndarray], np.ndarray]:
     """Join collinear pieces of one vein that thresholding broke apart.
 
     Two centrelines are joined end to end when their ends are at most ``max_gap_mm``
-    apart and both end directions and the gap vector agree within ``max_angle_deg``.
+    apart, the two end directions agree within ``max_angle_deg`` and the gap vector
+    agrees with both within ``max_gap_angle_deg`` (default: ``max_angle_deg``; a larger
+    value accepts a sideways jog between the ends, e.g. one slice in thick-slice data).
     Optional vetoes: ``can_join[id]`` False keeps that piece out of every join (e.g.
     a piece not dark enough to be a vein); ``gap_ok(a, b)`` (end points in mm) False
     refuses a gap (e.g. bright tissue between the ends).
@@ -224,6 +438,7 @@ def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, m
     from scipy.spatial import cKDTree
 
     cos_max = np.cos(np.deg2rad(max_angle_deg))
+    cos_gap = np.cos(np.deg2rad(max_angle_deg if max_gap_angle_deg is None else max_gap_angle_deg))
     lines = {k: np.asarray(v, float) for k, v in centrelines.items() if len(v) >= 2}
     others = {k: v for k, v in centrelines.items() if len(v) < 2}
     remap: dict[int, int] = {}
@@ -255,7 +470,7 @@ def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, m
                 continue
             gap = ends_a[b] - ends_a[a]
             g = np.linalg.norm(gap)
-            if g > 0.75 and (np.dot(gap / g, da) < cos_max or np.dot(-gap / g, db) < cos_max):
+            if g > 0.75 and (np.dot(gap / g, da) < cos_gap or np.dot(-gap / g, db) < cos_gap):
                 continue
             if gap_ok is not None and not gap_ok(ends_a[a], ends_a[b]):
                 continue
