@@ -220,3 +220,15 @@ def test_run_batch_on_dask_local_cluster(tmp_path):
         res = run_batch([("a", "3"), ("b", "bad")], _square_worker, tmp_path, executor=client.get_executor())
     assert {r["case_id"]: r["status"] for r in res} == {"a": "done", "b": "failed"}
     assert read_rows(tmp_path / "metrics.csv")[0]["square"] == "9"
+
+
+def test_hysteresis_threshold_equals_scikit_image():
+    from scipy import ndimage
+    from skimage.filters import apply_hysteresis_threshold
+
+    from NeonatalVesselsLib.pipeline import hysteresis_threshold
+
+    x = ndimage.gaussian_filter(np.random.default_rng(1).random((60, 50, 40)), 1.5).astype(np.float32)
+    for low, high in ((0.5, 0.55), (0.45, 0.6), (0.9, 0.95)):
+        assert np.array_equal(hysteresis_threshold(x, low, high), apply_hysteresis_threshold(x, low, high))
+    assert hysteresis_threshold(x, 0.5, 0.55).any()

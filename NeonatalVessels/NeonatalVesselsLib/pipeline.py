@@ -146,11 +146,16 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
     import cc3d
     from scipy import ndimage
 
+    from .vesselness import bounding_box
+
     spacing = np.asarray(spacing, float)
     deep = depth_mm > 15.0
     if deep.sum() < 100:
         return
-    sm = ndimage.gaussian_filter(norm, 1.5 / spacing)
+    # smoothing only where it is used: the deep region's box (+ the kernel's reach)
+    box = bounding_box(deep, np.ceil(4.0 * 1.5 / spacing).astype(int) + 1)
+    sm = np.full(norm.shape, np.inf, np.float32)
+    sm[box] = ndimage.gaussian_filter(np.asarray(norm[box], np.float32), 1.5 / spacing)
     voxel = float(np.prod(spacing))
 
     def big(mask):
@@ -424,7 +429,6 @@ def segment_vessels(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, s
                     params: VesselParams, progress=None) -> np.ndarray:
     """Binary vessel mask from the bias-normalised SWI (steps 3-4 of the module docstring)."""
     import cc3d
-    from skimage.filters import apply_hysteresis_threshold
 
     roi = brain & (depth_mm > params.surface_margin_mm)
     v = vesselness(norm, spacing, params.scales_mm, mask=roi, alpha=params.frangi_alpha,
@@ -434,7 +438,7 @@ def segment_vessels(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, s
         dark &= local_contrast(norm, spacing, background_mm=params.local_background_mm,
                                smoothing_mm=params.contrast_smoothing_mm, mask=roi) >= params.min_local_contrast
     v = np.where(dark & roi, v, 0).astype(np.float32)
-    seg = apply_hysteresis_threshold(v, params.threshold_low, params.threshold_high)
+    seg = hysteresis_threshold(v, params.threshold_low, params.threshold_high)
     min_vox = max(1, int(np.ceil(params.min_component_mm3 / float(np.prod(spacing)))))
     seg = cc3d.dust(seg.astype(np.uint8), threshold=min_vox, connectivity=26, in_place=True) > 0
     if params.min_component_extent_mm > 0:
@@ -469,6 +473,22 @@ def local_contrast(image: np.ndarray, spacing, *, background_mm: float = 3.0, sm
     closed = ndimage.minimum_filter(ndimage.maximum_filter(sm, size, mode="nearest"), size, mode="nearest")
     out[box] = closed - sm
     return out
+
+
+def hysteresis_threshold(image: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Voxels above ``low`` in 6-connected components that hold a voxel above ``high``.
+
+    Same result as ``skimage.filters.apply_hysteresis_threshold`` (strict ``>``, face
+    connectivity), with cc3d labelling and no per-label sums over the whole volume.
+    """
+    import cc3d
+
+    above = image > low
+    labels = cc3d.connected_components(above.view(np.uint8), connectivity=6)
+    keep = np.zeros(int(labels.max()) + 1, bool)
+    keep[np.unique(labels[image > high])] = True
+    keep[0] = False
+    return keep[labels]
 
 
 def drop_short_components(mask: np.ndarray, spacing, min_extent_mm: float) -> np.ndarray:
