@@ -156,6 +156,35 @@ def test_merge_fragments_chains_three_pieces_and_respects_vetoes():
     assert sorted(lines) == [1, 2] and lab.tolist() == [0, 1, 2, 2]
 
 
+def test_merge_fragments_refuses_a_zigzag_join():
+    a = np.array([[0, 0, 0], [5, 0, 0.0]])
+    b = np.array([[6, 0, 0], [11, 0, 0.0]])
+    labels = np.array([0, 1, 2])
+    veto = lambda first, second: cl.tortuosity(np.vstack([first, second])) <= 1.01
+    lines, _ = merge_fragments({1: a, 2: b}, labels, max_gap_mm=2.0, join_ok=veto)
+    assert sorted(lines) == [1]            # straight: joined
+    lines, _ = merge_fragments({1: a, 2: b}, labels, max_gap_mm=2.0, join_ok=lambda f, s: False)
+    assert sorted(lines) == [1, 2]         # vetoed
+
+
+def test_dmv_rule_needs_clearance_from_sulcal_csf():
+    from NeonatalVesselsLib.regions import classify_vessels
+
+    shape, affine = (80, 60, 40), np.eye(4)
+    vent = np.zeros(shape, bool)
+    vent[5:15, 20:40, 15:25] = True
+    from scipy import ndimage
+    vdist = ndimage.distance_transform_edt(~vent).astype(np.float32)
+    depth = np.full(shape, 30.0, np.float32)
+    line = np.column_stack([np.linspace(16, 40, 50), np.full(50, 30.0), np.full(50, 20.0)])  # radial from the wall
+    far = np.full(shape, 10.0, np.float32)
+    near = np.full(shape, 1.0, np.float32)
+    kw = dict(vent_dist_mm=vdist, depth_mm=depth, midline_x=-50.0, ventricle_centre_ras=np.array([10.0, 30, 20]))
+    assert classify_vessels({1: line}, affine, csf_dist_mm=far, **kw)[1][0] == "dmv"
+    assert classify_vessels({1: line}, affine, csf_dist_mm=near, **kw)[1][0] == "other"
+    assert classify_vessels({1: line}, affine, **kw)[1][0] == "dmv"   # no CSF map given: rule not applied
+
+
 def test_drop_short_components_uses_physical_extent():
     from NeonatalVesselsLib.pipeline import drop_short_components
 

@@ -250,10 +250,17 @@ def _component_depths(labels: np.ndarray, depth: np.ndarray, n: int):
     return counts, mx, med
 
 
-def ventricle_mask(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
-                   depth_mm: np.ndarray | None = None, min_depth_mm: float = 12.0,
-                   min_median_depth_mm: float = 8.0, min_volume_mm3: float = 50.0) -> np.ndarray:
-    """Lateral + third ventricles (bool) from a bias-normalised SWI (CSF bright).
+def ventricle_mask(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, **kwargs) -> np.ndarray:
+    """Lateral + third ventricles (bool): the first mask of :func:`csf_masks`."""
+    return csf_masks(norm_image, brain, spacing_mm, **kwargs)[0]
+
+
+def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
+              depth_mm: np.ndarray | None = None, min_depth_mm: float = 12.0,
+              min_median_depth_mm: float = 8.0, min_volume_mm3: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
+    """(ventricles, other CSF) as bool masks from a bias-normalised SWI (CSF bright).
+
+    Ventricles (lateral + third):
 
     Bright components (above max(Otsu of the upper half, 1.2) after 0.8 mm smoothing)
     of >= ``min_volume_mm3`` that reach ``min_depth_mm`` below the brain surface and
@@ -261,14 +268,17 @@ def ventricle_mask(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
     whole, whereas sulcal / Sylvian / posterior-fossa CSF joined to the surface
     (median depth 2-4 mm on the phantoms) can reach deep at one end only; such a
     component taken as ventricle made veins next to it pass as wall veins or DMVs.
+    Other CSF: the remaining bright voxels inside the brain mask (sulcal, Sylvian,
+    extracerebral, cisternal CSF), next to which lies cortex, not white matter.
     """
     spacing = np.asarray(spacing_mm, float)
     norm_image = np.asarray(norm_image)
     brain = np.asarray(brain, bool)
     out = np.zeros(brain.shape, bool)
+    other = np.zeros(brain.shape, bool)
     box = _bbox(brain)
     if box is None:
-        return out
+        return out, other
     # the smoothing only matters inside the brain's bounding box: it is computed on that box
     # grown by the Gaussian's radius (scipy: int(4 sigma + 0.5) voxels), or up to the array
     # border where the "nearest" extension is then the same, which gives the same values there
@@ -284,7 +294,7 @@ def ventricle_mask(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
     cand = (sm > thr) & br
     labels, n = cc3d.connected_components(cand.view(np.uint8), connectivity=6, return_N=True)
     if n == 0:
-        return out
+        return out, other
     if depth_mm is None:
         depth_mm = brain_depth_mm(brain, spacing)
     # per-component volume, maximum and median depth over the candidate voxels only
@@ -296,7 +306,8 @@ def ventricle_mask(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
                 & (counts * voxel_mm3 >= min_volume_mm3))
     if keep.any():
         out[box] = keep[labels]
-    return out
+    other[box] = cand & ~keep[labels]
+    return out, other
 
 
 def midline_x_mm(brain: np.ndarray, affine: np.ndarray, *, search_mm: float = 8.0, step_mm: float = 0.25) -> float:

@@ -82,6 +82,7 @@ class VesselParams:
     merge_gap_angle_deg: float = 20.0  #: max angle between each end direction and the gap vector
     merge_min_darkness: float = 0.12   #: only pieces this much darker than tissue (centreline mean) are joined
     merge_gap_darkness: float = 0.06   #: ... and only across gaps at least this dark (mean along the gap)
+    merge_max_tortuosity_gain: float = 0.05  #: a join must not raise tortuosity (arc/chord) by more than this over its parts
     dmv_join_gap_mm: float = 2.5       #: pieces that are each a DMV, ends this close (mm) and collinear, are one DMV (0: off)
     dmv_join_angle_deg: float = 35.0   #: ... when their end directions agree within this angle
     dmv_join_gap_angle_deg: float = 65.0  #: ... and the gap within this one of both (a sideways jog: the next slice)
@@ -206,6 +207,7 @@ class _Context:
     midline_x: float
     labels: np.ndarray | None
     timings: dict
+    csf_dist_mm: np.ndarray | None = None   #: distance to CSF other than the ventricles (sulci, cisterns)
 
 
 def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, prog) -> _Context:
@@ -231,8 +233,9 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
     vent = _mask_arg(ventricles, swi, "ventricle mask")
     if vent is None:
         check_swi_contrast(norm, brain, depth, spacing)
-        vent = mk.ventricle_mask(norm, brain, spacing, depth_mm=depth)
-    vent = vent > 0
+    auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=depth)
+    vent = auto_vent if vent is None else vent > 0
+    other_csf &= ~vent
     lab = _mask_arg(labels, swi, "labels")
     if lab is not None:
         lab = np.asarray(lab).astype(np.int32)
@@ -243,10 +246,14 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         vdist = vdist.astype(np.float32)
     else:
         vdist = np.full(brain.shape, 1e3, np.float32)
-    if lab is not None and not vent.any():
-        pass
+    if other_csf.any():
+        csf_dist = edt_lib.edt(np.ascontiguousarray(~other_csf, dtype=np.uint8),
+                               anisotropy=tuple(float(s) for s in spacing), black_border=False,
+                               parallel=1).astype(np.float32)
+    else:
+        csf_dist = np.full(brain.shape, 1e3, np.float32)
     mid = mk.midline_x_mm(brain, swi.affine)
-    return _Context(swi, norm, brain, vent, depth, vdist, mid, lab, timings)
+    return _Context(swi, norm, brain, vent, depth, vdist, mid, lab, timings, csf_dist)
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -268,6 +275,12 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     raw = {vid: np.asarray(p, float) @ swi.affine[:3, :3].T + swi.affine[:3, 3]
            for vid, p in paths.paths_ijk.items()}
     labels = paths.labels
+
+    def not_zigzag(first: np.ndarray, second: np.ndarray) -> bool:
+        # a join must not make a line much more tortuous than its parts (a zig-zag of two veins)
+        t = ms.cl.tortuosity(np.vstack([first, second]))
+        return bool(t <= max(ms.cl.tortuosity(first), ms.cl.tortuosity(second)) + params.merge_max_tortuosity_gain)
+
     if params.merge_gap_mm > 0 and not given_ids:
         inv_aff = np.linalg.inv(swi.affine)
 
@@ -282,7 +295,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         can_join = {vid: len(p) >= 2 and darkness(p) >= params.merge_min_darkness for vid, p in raw.items()}
         raw, labels = merge_fragments(raw, labels, max_gap_mm=params.merge_gap_mm,
                                       max_angle_deg=params.merge_angle_deg,
-                                      max_gap_angle_deg=params.merge_gap_angle_deg, can_join=can_join, gap_ok=gap_ok)
+                                      max_gap_angle_deg=params.merge_gap_angle_deg, can_join=can_join, gap_ok=gap_ok,
+                                      join_ok=not_zigzag)
     centrelines: dict[int, np.ndarray] = {}
     smoothing_mm = max(params.centreline_smoothing_mm, params.centreline_smoothing_voxels * float(spacing.max()))
     # thick slices (largest voxel >= 1.5 x the smallest): stronger smoothing across the slices
@@ -306,7 +320,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     vcentre = swi.ijk_to_ras(vent_idx.mean(axis=0))[0] if len(vent_idx) else None
     classes = classify_vessels(centrelines, swi.affine, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
                                midline_x=ctx.midline_x, ventricle_centre_ras=vcentre, labels=ctx.labels,
-                               rules=params.rules)
+                               rules=params.rules, csf_dist_mm=ctx.csf_dist_mm)
     # a DMV (and a named deep vein: thalamic, anterior caudate, internal cerebral) must be
     # long enough and clearly dark along its centreline; short faint pieces are noise
     inv = np.linalg.inv(swi.affine)
@@ -322,7 +336,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         dmv_lines = {vid: p for vid, p in centrelines.items() if classes[vid][0] == "dmv"}
         joined, labels = merge_fragments(dmv_lines, labels, max_gap_mm=params.dmv_join_gap_mm,
                                          max_angle_deg=params.dmv_join_angle_deg,
-                                         max_gap_angle_deg=params.dmv_join_gap_angle_deg)
+                                         max_gap_angle_deg=params.dmv_join_gap_angle_deg, join_ok=not_zigzag)
         for vid in set(dmv_lines) - set(joined):
             del centrelines[vid], classes[vid]
         for vid, p in joined.items():

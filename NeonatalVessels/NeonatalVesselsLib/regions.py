@@ -17,7 +17,10 @@ Rules, applied in order (first match wins):
    running antero-posteriorly (|direction_y| > 0.7), above/behind the foramen.
 3. ``dmv`` -- in periventricular white matter running roughly radially from the
    ventricle wall: ``radial >= min_radial``, nearest point within
-   ``dmv_start_mm`` of the ventricle surface, length >= ``min_dmv_length_mm``.
+   ``dmv_start_mm`` of the ventricle surface, length >= ``min_dmv_length_mm``, and
+   (when ``csf_dist_mm``, the distance to CSF other than the ventricles, is given)
+   median distance to that CSF >= ``dmv_csf_clearance_mm``: a dark line along a
+   sulcus is the cortex of its fundus, not a medullary vein.
 4. ``thalamic`` / ``anterior_caudate`` -- hugging the ventricle wall (median
    ``vent_dist`` < ``wall_mm``) and not radial: ``anterior_caudate`` when its
    centroid lies anterior to the ventricles' centre by more than
@@ -51,6 +54,7 @@ class RegionRules:
     paramedian_mm: float = 4.0
     min_radial: float = 0.3
     dmv_start_mm: float = 12.0
+    dmv_csf_clearance_mm: float = 4.0
     min_dmv_length_mm: float = 5.0
     wall_mm: float = 3.5
     caudate_anterior_mm: float = 6.0
@@ -64,7 +68,8 @@ def _sample(field: np.ndarray, inv_affine: np.ndarray, pts: np.ndarray) -> np.nd
 
 def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, vent_dist_mm: np.ndarray,
                      depth_mm: np.ndarray, midline_x: float, ventricle_centre_ras: np.ndarray | None,
-                     labels: np.ndarray | None = None, rules: RegionRules | None = None) -> dict[int, tuple[str, str]]:
+                     labels: np.ndarray | None = None, rules: RegionRules | None = None,
+                     csf_dist_mm: np.ndarray | None = None) -> dict[int, tuple[str, str]]:
     """vessel id -> (region, side) by the rules of the module docstring."""
     rules = rules or RegionRules()
     inv = np.linalg.inv(affine)
@@ -97,7 +102,8 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
         elif abs(med_dx) < rules.paramedian_mm and abs(direction[1]) > 0.7:
             region = "internal_cerebral"
             side = "midline"
-        elif radial >= rules.min_radial and vd.min() <= rules.dmv_start_mm and length >= rules.min_dmv_length_mm:
+        elif (radial >= rules.min_radial and vd.min() <= rules.dmv_start_mm and length >= rules.min_dmv_length_mm
+              and (csf_dist_mm is None or np.median(_sample(csf_dist_mm, inv, pts)) >= rules.dmv_csf_clearance_mm)):
             region = "dmv"
         elif np.median(vd) < rules.wall_mm:
             if lab_near is not None:

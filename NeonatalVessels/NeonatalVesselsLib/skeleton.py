@@ -422,7 +422,7 @@ def _end_direction(p: np.ndarray, at_end: bool, span_mm: float = 2.0) -> np.ndar
 
 def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, max_gap_mm: float = 3.0,
                     max_angle_deg: float = 30.0, max_gap_angle_deg: float | None = None, can_join=None,
-                    gap_ok=None) -> tuple[dict[int, np.ndarray], np.ndarray]:
+                    gap_ok=None, join_ok=None) -> tuple[dict[int, np.ndarray], np.ndarray]:
     """Join collinear pieces of one vein that thresholding broke apart.
 
     Two centrelines are joined end to end when their ends are at most ``max_gap_mm``
@@ -431,7 +431,8 @@ def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, m
     value accepts a sideways jog between the ends, e.g. one slice in thick-slice data).
     Optional vetoes: ``can_join[id]`` False keeps that piece out of every join (e.g.
     a piece not dark enough to be a vein); ``gap_ok(a, b)`` (end points in mm) False
-    refuses a gap (e.g. bright tissue between the ends).
+    refuses a gap (e.g. bright tissue between the ends); ``join_ok(first, second)``
+    (the two polylines in joining order) False refuses the join (e.g. a zig-zag).
     Greedy, closest gap first.  Returns the new centrelines (the joined one keeps the
     smaller id) and the relabelled labelmap.
     """
@@ -477,6 +478,8 @@ def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, m
             pa, pb = lines[va], lines[vb]
             first = pa if ea else pa[::-1]
             second = pb[::-1] if eb else pb
+            if join_ok is not None and not join_ok(first, second):
+                continue
             keep, drop = min(va, vb), max(va, vb)
             lines[keep] = np.vstack([first, second])
             del lines[drop]
