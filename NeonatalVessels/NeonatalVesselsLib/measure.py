@@ -73,17 +73,24 @@ def smooth_centreline(points_ras: np.ndarray, *, smoothing_mm: float = 0.6, step
     smooth = cl.smooth_polyline(p, smoothing_mm, step_mm)
     if slice_direction is not None and slice_smoothing_mm > smoothing_mm:
         n = np.asarray(slice_direction, float)
-        n = n / np.linalg.norm(n)
+        n = n / np.sqrt(n.dot(n))          # np.linalg.norm(n)
         thick = cl.smooth_polyline(p, slice_smoothing_mm, step_mm)
         smooth = smooth + ((thick - smooth) @ n)[:, None] * n
     return cl.resample_polyline(smooth, step_mm)
 
 
 def _normal_basis(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    ref = np.array([0.0, 0.0, 1.0]) if abs(t[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
-    u = np.cross(t, ref)
-    u /= np.linalg.norm(u)
-    v = np.cross(t, u)
+    """Unit normal ``u = t x ref / |t x ref|`` and ``v = t x u`` of the unit tangent ``t``.
+
+    ``ref`` is the z axis, or the x axis where ``|t_z| >= 0.9``.  The cross products are
+    written out on floats (the same operations as ``np.cross``).
+    """
+    t0, t1, t2 = (float(a) for a in t)
+    r0, r1, r2 = (0.0, 0.0, 1.0) if abs(t2) < 0.9 else (1.0, 0.0, 0.0)
+    u = np.array([t1 * r2 - t2 * r1, t2 * r0 - t0 * r2, t0 * r1 - t1 * r0])
+    u /= np.sqrt(u.dot(u))             # np.linalg.norm(u)
+    u0, u1, u2 = u.tolist()
+    v = np.array([t1 * u2 - t2 * u1, t2 * u0 - t0 * u2, t0 * u1 - t1 * u0])
     return u, v
 
 
@@ -104,10 +111,75 @@ def _render(d: float, u0: float, v0: float, grid_u: np.ndarray, grid_v: np.ndarr
     return signal.fftconvolve(disk, kernel, mode="same")
 
 
+def _public_fft_passes():
+    from scipy import fft
+
+    def rfft_rows(x, n):
+        return fft.rfft(x, n=n, axis=-1)
+
+    def fft_columns(x, forward):     # unnormalised both ways, in place where possible
+        return (fft.fft if forward else fft.ifft)(x, axis=-2, norm="backward" if forward else "forward",
+                                                   overwrite_x=True)
+
+    def irfft_rows(x, n):           # unnormalised
+        return fft.irfft(x, n=n, axis=-1, norm="forward")
+
+    return rfft_rows, fft_columns, irfft_rows
+
+
+def _pocketfft_passes():
+    # the pocketfft entry points behind scipy.fft, called directly: for these small arrays
+    # scipy.fft's argument handling costs more than the transforms
+    from scipy.fft._pocketfft import pypocketfft as pf
+
+    def rfft_rows(x, n):
+        if x.shape[-1] != n:
+            pad = np.zeros(x.shape[:-1] + (n,))
+            pad[..., :x.shape[-1]] = x
+            x = pad
+        return pf.r2c(x, (x.ndim - 1,), True, 0, None, 1)
+
+    def fft_columns(x, forward):
+        return pf.c2c(x, (x.ndim - 2,), forward, 0, x, 1)
+
+    def irfft_rows(x, n):
+        return pf.c2r(x, (x.ndim - 1,), n, False, 0, None, 1)
+
+    return rfft_rows, fft_columns, irfft_rows
+
+
+_FFT_PASSES = None
+
+
+def _fft_passes():
+    """(rfft_rows, fft_columns, irfft_rows): pocketfft directly where it gives scipy.fft's numbers, else scipy.fft."""
+    global _FFT_PASSES
+    if _FFT_PASSES is None:
+        public = _public_fft_passes()
+        try:
+            direct = _pocketfft_passes()
+            x = np.random.default_rng(0).random((2, 6, 7))
+            checks = []
+            for rfft_rows, fft_columns, irfft_rows in (public, direct):
+                fwd = fft_columns(rfft_rows(x, 10), True)
+                checks.append((fwd.copy(), irfft_rows(fft_columns(fwd, False), 10)))
+            ok = all(np.array_equal(a, b) for a, b in zip(*checks))
+            _FFT_PASSES = direct if ok else public
+        except Exception:   # noqa: BLE001 - the private entry points changed: use scipy.fft
+            _FFT_PASSES = public
+    return _FFT_PASSES
+
+
 class _BlurredDisk:
     """Renders ``(D_d * G)(u - u0, v - v0)`` on a fixed grid; the kernel's FFT is computed once.
 
-    Same values as :func:`_render` (``fftconvolve(..., mode="same")``).
+    Same values as :func:`_render` (``fftconvolve(..., mode="same")``), bit for bit: the
+    zero-padded 2-D real FFT is done as its two passes -- a real FFT along the rows,
+    then a complex FFT along the columns; the inverse the other way round with the
+    ``1 / (N0 N1)`` scaling at the end, exactly as pocketfft composes ``rfft2`` /
+    ``irfft2``.  So only the rows that the disk reaches are transformed forward (the
+    others are zero) and only the rows kept by the ``"same"`` crop are transformed
+    back.  :meth:`many` renders several parameter vectors in one batch.
     """
 
     def __init__(self, grid_u: np.ndarray, grid_v: np.ndarray, h: float, kernel: np.ndarray):
@@ -119,13 +191,54 @@ class _BlurredDisk:
         self.shape = tuple(int(fft.next_fast_len(int(a + b - 1), real=True)) for a, b in zip(n, m))
         self.k_hat = fft.rfft2(kernel, s=self.shape)
         self.crop = tuple(slice((b - 1) // 2, (b - 1) // 2 + a) for a, b in zip(n, m))
-        self._fft = fft
+        # irfft2's normalisation 1 / (N0 N1), computed as pocketfft does (in long double)
+        self._scale = float(np.longdouble(1) / np.longdouble(self.shape[0] * self.shape[1]))
+        # u of each grid row, when u is constant along the rows and increasing (the meshgrid of
+        # fit_width); otherwise every row is rendered
+        rows_u = np.ascontiguousarray(grid_u[:, 0], dtype=float)
+        banded = bool(np.all(grid_u == rows_u[:, None]) and np.all(np.diff(rows_u) > 0))
+        self._rows_u = rows_u if banded else None
+        self._passes = _fft_passes()
+
+    def _disks(self, d, u0, v0, d_max: float, u_lo: float, u_hi: float) -> tuple[np.ndarray, int, int]:
+        """Disk images (rows r0:r1) of the parameters (scalars or (k, 1, 1) arrays); other rows are 0.
+
+        ``d_max``, ``u_lo``, ``u_hi``: the largest ``d`` and the range of ``u0``.
+        """
+        # a pixel is non-zero only within d/2 + h/2 of the centre: the rows farther than
+        # that plus one grid step (a margin for rounding) from every centre are exactly 0
+        reach = 0.5 * d_max + 1.5 * self.h
+        if self._rows_u is not None and np.isfinite(reach) and np.isfinite(u_lo) and np.isfinite(u_hi):
+            r0 = int(np.searchsorted(self._rows_u, u_lo - reach, side="left"))
+            r1 = int(np.searchsorted(self._rows_u, u_hi + reach, side="right"))
+        else:
+            r0, r1 = 0, self.u.shape[0]
+        r = np.hypot(self.u[r0:r1] - u0, self.v[r0:r1] - v0)
+        return np.clip(0.5 + (0.5 * d - r) / self.h, 0.0, 1.0), r0, r1
+
+    def _convolve(self, disks: np.ndarray, r0: int, r1: int) -> np.ndarray:
+        """``irfft2(rfft2(disk, s=shape) * k_hat, s=shape)[crop]`` for each disk (rows r0:r1 of it)."""
+        rfft_rows, fft_columns, irfft_rows = self._passes
+        s0, s1 = self.shape
+        spec = np.zeros((len(disks), s0, s1 // 2 + 1), complex)
+        if r1 > r0:
+            spec[:, r0:r1] = rfft_rows(disks, s1)
+        spec = fft_columns(spec, True)
+        spec *= self.k_hat
+        spec = fft_columns(spec, False)
+        out = irfft_rows(spec[:, self.crop[0]], s1)[:, :, self.crop[1]]
+        return out * self._scale
 
     def __call__(self, d: float, u0: float, v0: float) -> np.ndarray:
-        r = np.hypot(self.u - u0, self.v - v0)
-        disk = np.clip(0.5 + (0.5 * d - r) / self.h, 0.0, 1.0)
-        f = self._fft
-        return f.irfft2(f.rfft2(disk, s=self.shape) * self.k_hat, s=self.shape)[self.crop]
+        disk, r0, r1 = self._disks(d, u0, v0, float(d), float(u0), float(u0))
+        return self._convolve(disk[None], r0, r1)[0]
+
+    def many(self, xs: np.ndarray) -> np.ndarray:
+        """Renders of the rows ``(d, u0, v0)`` of ``xs``: array (len(xs), *grid shape)."""
+        xs = np.asarray(xs, float)
+        d, u0, v0 = (xs[:, j, None, None] for j in range(3))
+        return self._convolve(*self._disks(d, u0, v0, float(xs[:, 0].max()), float(xs[:, 1].min()),
+                                           float(xs[:, 1].max())))
 
 
 def _gauss_kernel(cov: np.ndarray, h: float) -> np.ndarray:
@@ -137,6 +250,30 @@ def _gauss_kernel(cov: np.ndarray, h: float) -> np.ndarray:
     q = inv[0, 0] * uu * uu + 2 * inv[0, 1] * uu * vv + inv[1, 1] * vv * vv
     k = np.exp(-0.5 * q)
     return k / k.sum()
+
+
+_FD_REL_STEP = float(np.finfo(np.float64).eps) ** 0.5
+
+
+def _forward_steps(x0: list[float], lb: list[float], ub: list[float]) -> list[float]:
+    """Forward-difference steps of ``scipy.optimize.approx_derivative(method="2-point")`` in a box.
+
+    ``h = sqrt(eps) * sign(x) * max(1, |x|)`` (sign(0) = +1); a step that leaves the box
+    is reversed when the reversed step fits, else replaced by the distance to the
+    farther bound (the same arithmetic as scipy, on floats).
+    """
+    steps = []
+    for x, lo, hi in zip(x0, lb, ub):
+        h = _FD_REL_STEP * (1.0 if x >= 0 else -1.0) * max(1.0, abs(x))
+        lower_dist, upper_dist = x - lo, hi - x
+        fitting = abs(h) <= max(lower_dist, upper_dist)
+        if fitting:
+            if not lo <= x + h <= hi:
+                h = -h
+        else:
+            h = upper_dist if upper_dist >= lower_dist else -lower_dist
+        steps.append(h)
+    return steps
 
 
 def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray, *,
@@ -161,19 +298,25 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
     g = np.arange(-patch_mm, patch_mm + 1e-9, grid_mm)
     uu, vv = np.meshgrid(g, g, indexing="ij")
     psf_cov_ras = direction @ np.diag(spacing ** 2 / 4.0 + psf_extra_sigma_mm ** 2) @ direction.T
-    acc = np.zeros(uu.shape)
+    # all cross-sections sampled by one map_coordinates call (linear interpolation is per point)
+    inv_rot, inv_shift = inv[:3, :3].T, inv[:3, 3]
+    uu3, vv3 = uu[..., None], vv[..., None]
+    npix = uu.size
+    coords = np.empty((3, len(idx) * npix))
     cov_uv = np.zeros((2, 2))
+    basis = np.empty((3, 2))
     n = 0
     for i in idx:
-        t = tang[i]
-        u, v = _normal_basis(t)
-        pts = p[i] + uu[..., None] * u + vv[..., None] * v
-        ijk = pts.reshape(-1, 3) @ inv[:3, :3].T + inv[:3, 3]
-        vals = ndimage.map_coordinates(norm_image, ijk.T, order=1, mode="nearest")
-        acc += vals.reshape(uu.shape)
-        b = np.stack([u, v], axis=1)
-        cov_uv += b.T @ psf_cov_ras @ b
+        u, v = _normal_basis(tang[i])
+        pts = p[i] + uu3 * u + vv3 * v
+        coords[:, n * npix:(n + 1) * npix] = (pts.reshape(-1, 3) @ inv_rot + inv_shift).T
+        basis[:, 0], basis[:, 1] = u, v
+        cov_uv += basis.T @ psf_cov_ras @ basis
         n += 1
+    vals = ndimage.map_coordinates(norm_image, coords, order=1, mode="nearest")
+    acc = np.zeros(uu.shape)
+    for k in range(n):
+        acc += vals[k * npix:(k + 1) * npix].reshape(uu.shape)
     prof = acc / n
     cov_uv /= n
     kernel = _gauss_kernel(cov_uv, grid_mm)
@@ -181,34 +324,69 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
 
     render = _BlurredDisk(uu, vv, grid_mm, kernel)
     target = prof.ravel()
+    mean_p = target.mean()
+    dev_p = target - mean_p
+    npix_f = float(target.size)
 
-    def linear_bc(m: np.ndarray) -> tuple[float, float]:
-        # b and c enter linearly (variable projection): least squares of prof ~ b - c m, clipped to [0, 3]
-        mm = m.ravel()
-        mean_m, mean_p = mm.mean(), target.mean()
-        var = float(((mm - mean_m) ** 2).sum())
-        c = -float(((mm - mean_m) * (target - mean_p)).sum()) / var if var > 1e-12 else 0.0
-        c = min(max(c, 0.0), 3.0)
-        b = min(max(float(mean_p + c * mean_m), 0.0), 3.0)
-        return b, c
+    def linear_bc(ms: np.ndarray) -> list[tuple[float, float]]:
+        # b and c enter linearly (variable projection): least squares of prof ~ b - c m, clipped
+        # to [0, 3], for each row m of ms (k, n_pixels)
+        mean_m = np.add.reduce(ms, axis=1) / npix_f
+        dev = ms - mean_m[:, None]
+        var = np.add.reduce(dev * dev, axis=1)
+        cov = np.add.reduce(dev * dev_p, axis=1)
+        out = []
+        for vk, ck, mk in zip(var.tolist(), cov.tolist(), mean_m.tolist()):
+            c = -ck / vk if vk > 1e-12 else 0.0
+            c = min(max(c, 0.0), 3.0)
+            b = min(max(float(mean_p + c * mk), 0.0), 3.0)
+            out.append((b, c))
+        return out
+
+    last: list = [None, None]                       # x (bytes) and f(x) of the latest residual
+    bc_at: dict[bytes, tuple[float, float]] = {}    # (b, c) at each x evaluated
 
     def resid(x):
-        m = render(*x)
-        b, c = linear_bc(m)
-        return b - c * m.ravel() - target
+        x = np.asarray(x, float)
+        m = render(*x).reshape(1, -1)
+        b, c = linear_bc(m)[0]
+        f = b - c * m[0] - target
+        last[0], last[1] = x.tobytes(), f
+        bc_at[last[0]] = (b, c)
+        return f
 
     d_max = 2 * patch_mm - 0.5
     lo = [0.05, -0.6, -0.6]
     hi = [d_max, 0.6, 0.6]
+
+    def jac(x):
+        # least_squares' default jac="2-point" (same steps, same arithmetic, hence the same
+        # numbers), with the three shifted models rendered in one batch and f(x) taken from
+        # the residual call at x
+        x = np.asarray(x, float)
+        f0 = last[1] if last[0] == x.tobytes() else resid(x)
+        xl = x.tolist()
+        h = _forward_steps(xl, lo, hi)
+        xs = np.array([xl] * len(xl))
+        for i in range(len(xl)):
+            xs[i, i] = xl[i] + h[i]
+        ms = render.many(xs).reshape(len(xl), -1)
+        jac_t = np.empty((len(xl), target.size))
+        for i, (b, c) in enumerate(linear_bc(ms)):
+            jac_t[i] = (b - c * ms[i] - target - f0) / ((xl[i] + h[i]) - xl[i])
+        return jac_t.T
+
     # start d from the dark area of the profile (deficit integral / contrast guess)
     area = float(np.clip(b0 - prof, 0, None).sum()) * grid_mm ** 2 / max(b0, 1e-6)
     x0 = [float(np.clip(np.sqrt(4 * area / np.pi / 0.8), 0.2, hi[0] - 0.1)), 0.0, 0.0]
     try:
-        best = optimize.least_squares(resid, x0, bounds=(lo, hi), x_scale=[0.2, 0.1, 0.1], max_nfev=60)
+        best = optimize.least_squares(resid, x0, jac=jac, bounds=(lo, hi), x_scale=[0.2, 0.1, 0.1],
+                                      max_nfev=60)
     except ValueError:
         return None
     d = float(best.x[0])
-    b, c = linear_bc(render(*best.x))
+    bc = bc_at.get(np.asarray(best.x, float).tobytes())      # the fit's last accepted residual call
+    b, c = bc if bc is not None else linear_bc(render(*best.x).reshape(1, -1))[0]
     if b <= 0:
         return None
     rel_c = c / b
