@@ -261,3 +261,16 @@ def test_hysteresis_threshold_equals_scikit_image():
     for low, high in ((0.5, 0.55), (0.45, 0.6), (0.9, 0.95)):
         assert np.array_equal(hysteresis_threshold(x, low, high), apply_hysteresis_threshold(x, low, high))
     assert hysteresis_threshold(x, 0.5, 0.55).any()
+
+
+def test_noise_sd_is_robust_to_structure():
+    from NeonatalVesselsLib.masks import noise_sd
+
+    rng = np.random.default_rng(3)
+    img = np.ones((60, 60, 20), np.float32)
+    img[:, 30:, :] = 0.6                               # a tissue edge
+    img[20:40, 10, 5] = 0.1                            # a vein
+    img += rng.normal(0, 0.05, img.shape).astype(np.float32)
+    mask = np.ones(img.shape, bool)
+    assert abs(noise_sd(img, mask, (0.5, 0.5, 2.0)) - 0.05) < 0.004
+    assert noise_sd(img, np.zeros(img.shape, bool), (0.5, 0.5, 2.0)) == 0.0

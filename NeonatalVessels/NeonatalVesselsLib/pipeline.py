@@ -63,7 +63,8 @@ class VesselParams:
     threshold_high: float = 0.10       #: vesselness that seeds a vessel (0..1)
     threshold_low: float = 0.03        #: vesselness down to which a seeded vessel grows (0..1)
     max_relative_intensity: float = 0.95  #: vessel voxels are darker than this fraction of tissue
-    min_local_contrast: float = 0.08   #: vessel voxels are darker than their local background by this (fraction of tissue)
+    min_local_contrast: float = 0.065  #: vessel voxels are darker than their local background by this (fraction of tissue) ...
+    local_contrast_noise_factor: float = 1.2  #: ... and by at least this x the image noise SD
     local_background_mm: float = 3.0   #: width (mm) of the box closing that estimates the local background
     contrast_smoothing_mm: float = 0.5  #: Gaussian sigma (mm) of the image the local contrast is measured on
     min_component_mm3: float = 1.0     #: smaller connected components are noise
@@ -76,7 +77,8 @@ class VesselParams:
     junction_angle_deg: float | None = None
     min_dmv_length_mm: float = 5.0     #: a DMV is at least this long (mm)
     min_vessel_keep_mm: float = 2.0    #: vessels shorter than this after joining are dropped as noise
-    min_dmv_darkness: float = 0.12     #: a DMV's centreline is on average this much darker than tissue
+    min_dmv_darkness: float = 0.09     #: a DMV's centreline is on average this much darker than tissue ...
+    dmv_darkness_noise_factor: float = 1.2  #: ... and at least this x the image noise SD (noisy scans: stricter)
     merge_gap_mm: float = 2.0          #: collinear pieces with end gaps up to this are joined (0: off)
     merge_angle_deg: float = 20.0      #: max angle between the joined pieces' end directions
     merge_gap_angle_deg: float = 20.0  #: max angle between each end direction and the gap vector
@@ -208,6 +210,7 @@ class _Context:
     labels: np.ndarray | None
     timings: dict
     csf_dist_mm: np.ndarray | None = None   #: distance to CSF other than the ventricles (sulci, cisterns)
+    noise_sd: float = 0.0                   #: noise SD of the normalised image (fraction of tissue signal)
 
 
 def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, prog) -> _Context:
@@ -253,7 +256,8 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
     else:
         csf_dist = np.full(brain.shape, 1e3, np.float32)
     mid = mk.midline_x_mm(brain, swi.affine)
-    return _Context(swi, norm, brain, vent, depth, vdist, mid, lab, timings, csf_dist)
+    noise = mk.noise_sd(norm, depth > 5.0, spacing)
+    return _Context(swi, norm, brain, vent, depth, vdist, mid, lab, timings, csf_dist, noise)
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -324,11 +328,13 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     # a DMV (and a named deep vein: thalamic, anterior caudate, internal cerebral) must be
     # long enough and clearly dark along its centreline; short faint pieces are noise
     inv = np.linalg.inv(swi.affine)
+    # a path picked through noise is dark by about one noise SD: the darkness a vein needs grows with the noise
+    min_darkness = max(params.min_dmv_darkness, params.dmv_darkness_noise_factor * ctx.noise_sd)
     for vid, (region, side) in list(classes.items()):
         if region != "other":
             p = centrelines[vid]
             dark = 1.0 - float(np.mean(_nd.map_coordinates(ctx.norm, (p @ inv[:3, :3].T + inv[:3, 3]).T, order=1)))
-            if ms.cl.arc_length_mm(p) < params.min_dmv_length_mm or dark < params.min_dmv_darkness:
+            if ms.cl.arc_length_mm(p) < params.min_dmv_length_mm or dark < min_darkness:
                 classes[vid] = ("other", side)
     if params.dmv_join_gap_mm > 0 and not given_ids:
         # one DMV split into collinear pieces (at a junction with a noise branch, or by a
@@ -402,6 +408,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         "parameters": params.as_dict(), "grid": grid_summary(swi),
         "voxel_size_mm": [round(float(s), 6) for s in spacing],
         "midline_x_mm": round(float(ctx.midline_x), 3), "vein_contrast": round(float(c_subj), 4),
+        "noise_sd": round(float(ctx.noise_sd), 4), "min_dmv_darkness": round(float(min_darkness), 4),
         "timings_s": {k: round(v, 3) for k, v in ctx.timings.items()},
         "run_time_s": round(time.perf_counter() - t_start, 3),
     }
@@ -440,8 +447,12 @@ def summarize(vessels: pd.DataFrame) -> dict[str, Any]:
 
 
 def segment_vessels(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, spacing,
-                    params: VesselParams, progress=None) -> np.ndarray:
-    """Binary vessel mask from the bias-normalised SWI (steps 3-4 of the module docstring)."""
+                    params: VesselParams, progress=None, *, noise_sd: float = 0.0) -> np.ndarray:
+    """Binary vessel mask from the bias-normalised SWI (steps 3-4 of the module docstring).
+
+    ``noise_sd``: noise SD of ``norm`` (:func:`masks.noise_sd`); the local-contrast gate is
+    ``max(min_local_contrast, local_contrast_noise_factor * noise_sd)``.
+    """
     import cc3d
 
     roi = brain & (depth_mm > params.surface_margin_mm)
@@ -449,8 +460,9 @@ def segment_vessels(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, s
                    beta=params.frangi_beta, c=params.frangi_c, dark=True, progress=progress)
     dark = norm < params.max_relative_intensity
     if params.min_local_contrast > 0:
+        gate = max(params.min_local_contrast, params.local_contrast_noise_factor * noise_sd)
         dark &= local_contrast(norm, spacing, background_mm=params.local_background_mm,
-                               smoothing_mm=params.contrast_smoothing_mm, mask=roi) >= params.min_local_contrast
+                               smoothing_mm=params.contrast_smoothing_mm, mask=roi) >= gate
     v = np.where(dark & roi, v, 0).astype(np.float32)
     seg = hysteresis_threshold(v, params.threshold_low, params.threshold_high)
     min_vox = max(1, int(np.ceil(params.min_component_mm3 / float(np.prod(spacing)))))
@@ -574,7 +586,8 @@ def run_vessel_analysis(swi: Volume, *, brain_mask=None, ventricles=None, labels
                                      "labels": (labels, "labels")})
     ctx = _prepare(swi, m["brain"], m["vent"], m["labels"], params, prog)
     t0 = time.perf_counter()
-    seg = segment_vessels(ctx.norm, ctx.brain, ctx.depth_mm, swi.spacing_mm, params, prog.sub(0.1, 0.5))
+    seg = segment_vessels(ctx.norm, ctx.brain, ctx.depth_mm, swi.spacing_mm, params, prog.sub(0.1, 0.5),
+                          noise_sd=ctx.noise_sd)
     ctx.timings["segment_s"] = time.perf_counter() - t0
     return _restore(_measure(ctx, seg, params, prog, method="automatic", t_start=t_start), swi_in, how)
 
