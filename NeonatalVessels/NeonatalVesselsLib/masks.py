@@ -18,6 +18,8 @@ voxel size or order.
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from scipy import ndimage
 
@@ -25,6 +27,9 @@ import cc3d
 import edt as edt_lib
 
 from NeonatalBrainLib.imageio import Volume
+
+#: threads of the exact Euclidean distance transforms (``edt``; same result for any count)
+EDT_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 def _otsu(values: np.ndarray) -> float:
@@ -132,7 +137,7 @@ def brain_mask(image: np.ndarray, spacing_mm, *, erosion_mm: float = 2.5) -> np.
     # distance transforms: same result as the ball structuring element, cost independent of its size
     aniso = tuple(float(x) for x in spacing)
     core = edt_lib.edt(np.ascontiguousarray(fg, dtype=np.uint8), anisotropy=aniso, black_border=True,
-                       parallel=1) > erosion_mm + 1e-6
+                       parallel=EDT_THREADS) > erosion_mm + 1e-6
     if not core.any():
         core = fg
     core = largest_component(core)
@@ -142,7 +147,7 @@ def brain_mask(image: np.ndarray, spacing_mm, *, erosion_mm: float = 2.5) -> np.
     reach = np.floor((erosion_mm + 1e-6) / spacing).astype(int) + 1
     gbox = _bbox(core, reach)
     grow = edt_lib.edt(np.ascontiguousarray(~core[gbox], dtype=np.uint8), anisotropy=aniso,
-                       black_border=False, parallel=1) <= erosion_mm + 1e-6
+                       black_border=False, parallel=EDT_THREADS) <= erosion_mm + 1e-6
     grow &= fg[gbox]
     mask[_sub_box(box, gbox)] = grow
     return fill_holes(mask)
@@ -160,7 +165,7 @@ def brain_depth_mm(brain: np.ndarray, spacing_mm) -> np.ndarray:
     if box is None:
         return out
     out[box] = edt_lib.edt(np.ascontiguousarray(brain[box], dtype=np.uint8),
-                           anisotropy=tuple(float(s) for s in spacing_mm), black_border=True, parallel=1)
+                           anisotropy=tuple(float(s) for s in spacing_mm), black_border=True, parallel=EDT_THREADS)
     return out
 
 
@@ -316,7 +321,8 @@ def noise_sd(image: np.ndarray, mask: np.ndarray, spacing_mm) -> float:
     From the differences of neighbouring voxels along the finest voxel axis (the
     noise of two independent voxels adds, the smooth signal cancels):
     ``1.4826 * MAD(d) / sqrt(2)``; tissue edges and veins are outliers that the median
-    ignores.  0 when the mask has fewer than 100 voxel pairs.
+    ignores.  0 when the mask has fewer than 100 voxel pairs; above 400 000 pairs a
+    regular subsample of about 200 000 is used.
     """
     axis = int(np.argmin(np.asarray(spacing_mm, float)))
     img = np.asarray(image, np.float32)
@@ -328,6 +334,8 @@ def noise_sd(image: np.ndarray, mask: np.ndarray, spacing_mm) -> float:
     if both.sum() < 100:
         return 0.0
     d = (img[tuple(a)] - img[tuple(b)])[both]
+    if d.size > 400_000:   # a regular subsample is as good an estimate and 4-8x cheaper
+        d = d[:: d.size // 200_000]
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
 
 

@@ -245,14 +245,14 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
     prog.update(0.1, "ventricles")
     if vent.any():
         vdist = edt_lib.edt(np.ascontiguousarray(~vent, dtype=np.uint8),
-                            anisotropy=tuple(float(s) for s in spacing), black_border=False, parallel=1)
+                            anisotropy=tuple(float(s) for s in spacing), black_border=False, parallel=mk.EDT_THREADS)
         vdist = vdist.astype(np.float32)
     else:
         vdist = np.full(brain.shape, 1e3, np.float32)
     if other_csf.any():
         csf_dist = edt_lib.edt(np.ascontiguousarray(~other_csf, dtype=np.uint8),
                                anisotropy=tuple(float(s) for s in spacing), black_border=False,
-                               parallel=1).astype(np.float32)
+                               parallel=mk.EDT_THREADS).astype(np.float32)
     else:
         csf_dist = np.full(brain.shape, 1e3, np.float32)
     mid = mk.midline_x_mm(brain, swi.affine)
