@@ -170,9 +170,9 @@ class NeonatalVesselsParameterNode:
     vesselnessScaleMinMm: Annotated[float, WithinRange(0.1, 2.0)] = 0.35
     vesselnessScaleMaxMm: Annotated[float, WithinRange(0.1, 3.0)] = 0.8
     vesselnessScaleCount: Annotated[int, WithinRange(1, 8)] = 3
-    vesselnessThresholdHigh: Annotated[float, WithinRange(0.01, 1.0)] = 0.12
-    vesselnessThresholdLow: Annotated[float, WithinRange(0.005, 1.0)] = 0.05
-    minDmvLengthMm: Annotated[float, WithinRange(0.0, 30.0)] = 3.0
+    vesselnessThresholdHigh: Annotated[float, WithinRange(0.01, 1.0)] = 0.10
+    vesselnessThresholdLow: Annotated[float, WithinRange(0.005, 1.0)] = 0.03
+    minDmvLengthMm: Annotated[float, WithinRange(0.0, 30.0)] = 5.0
     minipSlabMm: Annotated[float, WithinRange(1.0, 40.0)] = 8.0
     outputSegmentation: vtkMRMLSegmentationNode
     outputVesselTable: vtkMRMLTableNode

@@ -80,6 +80,35 @@ def _nan_equal(a, b, rel=1e-9):
 
 
 # ----------------------------------------------------------------------------- module source and .ui
+def test_module_defaults_are_the_engine_defaults():
+    """Apply in Slicer with untouched settings runs the engine exactly as the CLI does."""
+    from NeonatalVesselsLib.pipeline import VesselParams
+
+    engine = VesselParams()
+    tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
+    node = next(n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "NeonatalVesselsParameterNode")
+    defaults = {n.target.id: ast.literal_eval(n.value) for n in node.body
+                if isinstance(n, ast.AnnAssign) and isinstance(n.value, ast.Constant)}
+    ui = ET.parse(MODULE_UI).getroot()
+    ui_values = {}
+    for w in ui.iter("widget"):
+        props = {p.get("name"): p for p in w.findall("property")}
+        if "SlicerParameterName" in props and "value" in props:
+            ui_values[props["SlicerParameterName"].findtext("string")] = float(props["value"][0].text)
+    expected = {"vesselnessScaleMinMm": engine.scales_mm[0], "vesselnessScaleMaxMm": engine.scales_mm[-1],
+                "vesselnessScaleCount": len(engine.scales_mm), "vesselnessThresholdHigh": engine.threshold_high,
+                "vesselnessThresholdLow": engine.threshold_low, "minDmvLengthMm": engine.min_dmv_length_mm,
+                "minipSlabMm": engine.minip_slab_mm}
+    for name, value in expected.items():
+        assert defaults[name] == pytest.approx(value), name
+        assert ui_values[name] == pytest.approx(value), name
+    assert ml.vessel_params(**{k: defaults[v] for k, v in (
+        ("scale_min_mm", "vesselnessScaleMinMm"), ("scale_max_mm", "vesselnessScaleMaxMm"),
+        ("scale_count", "vesselnessScaleCount"), ("min_dmv_length_mm", "minDmvLengthMm"),
+        ("minip_slab_mm", "minipSlabMm"), ("threshold_high", "vesselnessThresholdHigh"),
+        ("threshold_low", "vesselnessThresholdLow"))}) == engine
+
+
 def test_module_file_follows_the_scripted_module_template():
     tree = ast.parse(MODULE_PY.read_text(encoding="utf-8"))
     classes = {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
