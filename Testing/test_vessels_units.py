@@ -113,6 +113,13 @@ def test_skeleton_graph_nodes_branches_and_loops():
     assert len(trace_vessels(g, (1, 1, 1), min_spur_mm=0.0, junction_angle_deg=30.0)) == 3
     # a short free side branch is a spur: pruned, the line becomes one vessel
     assert len(trace_vessels(g, (1, 1, 1), min_spur_mm=12.0, junction_angle_deg=None)) == 2
+    # the branch buffer grows when full and keeps what it held
+    from NeonatalVesselsLib.skeleton import _room
+
+    full = np.array([7, 8], np.int64)
+    grown = _room(full, 2)
+    assert len(grown) == 4 and grown[:2].tolist() == [7, 8]
+    assert _room(grown, 2) is grown
 
 
 def test_local_contrast_is_vein_darkness_not_edges_or_wide_regions():

@@ -123,6 +123,16 @@ def _nodes(indptr, nbr):
 
 
 @njit(cache=True)
+def _room(flat, used):
+    """``flat`` with room for one more entry after ``used`` (doubled when full)."""
+    if used < flat.shape[0]:
+        return flat
+    grown = np.empty(2 * flat.shape[0], np.int64)
+    grown[:used] = flat[:used]
+    return grown
+
+
+@njit(cache=True)
 def _trace(indptr, nbr, node, n_nodes):
     """Ordered branches between nodes; returns (flat point list, offsets, end nodes, node count)."""
     n = indptr.shape[0] - 1
@@ -148,19 +158,13 @@ def _trace(indptr, nbr, node, n_nodes):
                 if visited[e] or (node[v] >= 0 and node[v] == node[u]):
                     continue
                 visited[e] = True
-                if used + 2 > flat.shape[0]:
-                    grown = np.empty(2 * flat.shape[0], np.int64)
-                    grown[:used] = flat[:used]
-                    flat = grown
+                flat = _room(flat, used)
                 flat[used] = u
                 used += 1
                 on_path[u] = True
                 prev, cur = u, v
                 while True:
-                    if used + 1 > flat.shape[0]:
-                        grown = np.empty(2 * flat.shape[0], np.int64)
-                        grown[:used] = flat[:used]
-                        flat = grown
+                    flat = _room(flat, used)
                     flat[used] = cur
                     used += 1
                     on_path[cur] = True
