@@ -281,3 +281,16 @@ def test_noise_sd_is_robust_to_structure():
     mask = np.ones(img.shape, bool)
     assert abs(noise_sd(img, mask, (0.5, 0.5, 2.0)) - 0.05) < 0.004
     assert noise_sd(img, np.zeros(img.shape, bool), (0.5, 0.5, 2.0)) == 0.0
+
+
+def test_trim_end_hooks_cuts_a_hook_but_not_a_gentle_bend():
+    straight = np.column_stack([np.arange(0, 20.01, 0.25), np.zeros(81), np.zeros(81)])
+    hook = np.column_stack([np.full(9, 20.0), np.arange(0.25, 2.26, 0.25), np.zeros(9)])   # 2 mm at 90 deg
+    line = np.vstack([straight, hook])
+    trimmed = ms.trim_end_hooks(line)
+    assert cl.tortuosity(line) > 1.01
+    assert abs(cl.tortuosity(trimmed) - 1.0) < 1e-3 and len(trimmed) >= 75
+    theta = np.linspace(0, 20.0 / 30.0, 81)                      # 20 mm of a 30 mm-radius arc
+    arc = np.column_stack([30 * np.sin(theta), 30 * (1 - np.cos(theta)), np.zeros(81)])
+    assert np.array_equal(ms.trim_end_hooks(arc), arc)
+    assert np.array_equal(ms.trim_end_hooks(line[:20]), line[:20])   # too short to judge

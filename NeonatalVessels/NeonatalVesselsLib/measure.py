@@ -423,6 +423,47 @@ def finalize_widths(fits: list[WidthFit | None], c_subject: float) -> list[float
     return out
 
 
+def trim_end_hooks(points_ras: np.ndarray, *, max_trim_mm: float = 4.0, min_angle_deg: float = 40.0,
+                   span_mm: float = 3.0) -> np.ndarray:
+    """Cut a hooked end off a centreline (equally spaced points, RAS mm).
+
+    Within ``max_trim_mm`` of each end, the point where the line bends most is found:
+    the angle between the direction of the last piece (end -> that point) and the
+    direction of the next ``span_mm`` inwards.  When that angle exceeds
+    ``min_angle_deg`` the end piece is removed.  A vein traced into a noise branch or a
+    neighbour at its end leaves such a hook, which inflates tortuosity and curvature;
+    a vein's own gentle bend (tens of mm radius) does not reach the angle.
+    """
+    p = np.asarray(points_ras, float)
+    if len(p) < 4:
+        return p
+    s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))])
+    total = s[-1]
+    if total < 2.0 * max_trim_mm + span_mm:
+        return p
+    cos_min = np.cos(np.deg2rad(min_angle_deg))
+
+    def cut_index(q: np.ndarray, sq: np.ndarray) -> int:
+        best, best_cos = 0, cos_min
+        for k in range(1, int(np.searchsorted(sq, max_trim_mm)) + 1):
+            if sq[k] < 0.75:
+                continue
+            a = q[k] - q[0]
+            j = int(np.searchsorted(sq, sq[k] + span_mm))
+            if j >= len(q):
+                break
+            b = q[j] - q[k]
+            c = float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+            if c < best_cos:
+                best, best_cos = k, c
+        return best
+
+    start = cut_index(p, s)
+    rev = p[::-1]
+    end = len(p) - 1 - cut_index(rev, total - s[::-1])
+    return p[start:end + 1]
+
+
 def shape_metrics(points_ras: np.ndarray, *, step_mm: float = STEP_MM) -> dict:
     """length_mm, tortuosity, curvature_per_mm of a centreline (NeonatalBrainLib.centerline)."""
     p = np.asarray(points_ras, float)

@@ -63,7 +63,7 @@ class VesselParams:
     threshold_high: float = 0.10       #: vesselness that seeds a vessel (0..1)
     threshold_low: float = 0.03        #: vesselness down to which a seeded vessel grows (0..1)
     max_relative_intensity: float = 0.95  #: vessel voxels are darker than this fraction of tissue
-    min_local_contrast: float = 0.065  #: vessel voxels are darker than their local background by this (fraction of tissue) ...
+    min_local_contrast: float = 0.055  #: vessel voxels are darker than their local background by this (fraction of tissue) ...
     local_contrast_noise_factor: float = 1.2  #: ... and by at least this x the image noise SD
     local_background_mm: float = 3.0   #: width (mm) of the box closing that estimates the local background
     contrast_smoothing_mm: float = 0.5  #: Gaussian sigma (mm) of the image the local contrast is measured on
@@ -77,7 +77,7 @@ class VesselParams:
     junction_angle_deg: float | None = None
     min_dmv_length_mm: float = 5.0     #: a DMV is at least this long (mm)
     min_vessel_keep_mm: float = 2.0    #: vessels shorter than this after joining are dropped as noise
-    min_dmv_darkness: float = 0.09     #: a DMV's centreline is on average this much darker than tissue ...
+    min_dmv_darkness: float = 0.08     #: a DMV's centreline is on average this much darker than tissue ...
     dmv_darkness_noise_factor: float = 1.2  #: ... and at least this x the image noise SD (noisy scans: stricter)
     merge_gap_mm: float = 2.0          #: collinear pieces with end gaps up to this are joined (0: off)
     merge_angle_deg: float = 20.0      #: max angle between the joined pieces' end directions
@@ -94,6 +94,7 @@ class VesselParams:
     max_dmv_width_mm: float = 1.9      #: wider dark structures are not DMVs
     max_wall_vein_width_mm: float = 2.2  #: wider (or fit at its search limit) wall pieces are not thalamic / anterior caudate veins
     centreline_step_mm: float = 0.25   #: centreline point spacing (mm)
+    trim_hooks: bool = True            #: cut hooked ends off DMV centrelines (:func:`measure.trim_end_hooks`)
     width_patch_mm: float = 2.0        #: half-size of the cross-section sampled for the width fit
     psf_extra_sigma_mm: float = 0.0    #: extra Gaussian blur of the scanner PSF beyond the voxel box (mm)
     default_vein_contrast: float = 0.6  #: relative vein contrast when no vein is resolved
@@ -349,6 +350,10 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             if len(p) != len(dmv_lines[vid]) or not np.array_equal(p, dmv_lines[vid]):
                 centrelines[vid] = ms.smooth_centreline(p, smoothing_mm=smoothing_mm, step_mm=params.centreline_step_mm,
                                                         slice_direction=slice_dir, slice_smoothing_mm=slice_smoothing_mm)
+    if params.trim_hooks and not given_ids:
+        for vid, (region, _side) in classes.items():
+            if region == "dmv":
+                centrelines[vid] = ms.trim_end_hooks(centrelines[vid])
     prog.update(0.7, "widths")
     fits = []
     ids = sorted(centrelines)
