@@ -30,10 +30,9 @@ Slicer file formats written without Slicer live in :mod:`NeonatalBrainLib.slicer
 from __future__ import annotations
 
 import colorsys
-import math
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 

@@ -163,3 +163,24 @@ def test_progress_maps_sub_ranges_and_cancels():
     event.set()
     with pytest.raises(OperationCancelled):
         cancellable.sub(0, 0.1).update(0.2, "stage")
+
+
+def test_threaded_filters_equal_scipy_bit_for_bit():
+    from scipy import ndimage
+
+    from NeonatalBrainLib import filters
+
+    x = np.random.default_rng(0).random((70, 90, 64)).astype(np.float32)   # above MIN_VOXELS: threaded
+    assert x.size >= filters.MIN_VOXELS
+    for sigma, mode, truncate in (((2.0, 1.0, 0.5), "nearest", 4.0), ((0.0, 1.3, 0.7), "reflect", 3.0)):
+        ref = ndimage.gaussian_filter(x, sigma, mode=mode, truncate=truncate)
+        for threads in (1, 2, 3):
+            assert np.array_equal(filters.gaussian_filter(x, sigma, mode=mode, truncate=truncate, threads=threads), ref)
+    out = np.empty_like(x)
+    filters.gaussian_filter(x, 1.0, output=out)
+    assert np.array_equal(out, ndimage.gaussian_filter(x, 1.0, mode="nearest"))
+    size = (7, 5, 3)
+    assert np.array_equal(filters.maximum_filter(x, size, threads=2), ndimage.maximum_filter(x, size, mode="nearest"))
+    assert np.array_equal(filters.minimum_filter(x, (1, 1, 9), threads=2),
+                          ndimage.minimum_filter(x, (1, 1, 9), mode="nearest"))
+    assert np.array_equal(filters.minimum_filter(x, 1), x)          # no pass: a copy

@@ -27,6 +27,7 @@ import cc3d
 import edt as edt_lib
 
 from NeonatalBrainLib.imageio import Volume
+from NeonatalBrainLib import filters
 
 #: threads of the exact Euclidean distance transforms (``edt``; same result for any count)
 EDT_THREADS = max(1, min(4, os.cpu_count() or 1))
@@ -118,7 +119,7 @@ def brain_mask(image: np.ndarray, spacing_mm, *, erosion_mm: float = 2.5) -> np.
     """
     spacing = np.asarray(spacing_mm, float)
     img = np.asarray(image, np.float32)
-    sm = ndimage.gaussian_filter(img, sigma=1.0 / spacing, mode="nearest")
+    sm = filters.gaussian_filter(img, 1.0 / spacing, mode="nearest")
     step = tuple(max(1, n // 96) for n in sm.shape)
     sample = sm[:: step[0], :: step[1], :: step[2]]
     thr = _otsu(sample.ravel())
@@ -290,7 +291,7 @@ def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
     sigma = 0.8 / spacing
     radius = [int(4.0 * s + 0.5) for s in sigma]
     gbox = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, radius, brain.shape))
-    sm = ndimage.gaussian_filter(norm_image[gbox], sigma=sigma, mode="nearest")
+    sm = filters.gaussian_filter(norm_image[gbox], sigma, mode="nearest")
     sm = sm[tuple(slice(b.start - g.start, b.stop - g.start) for b, g in zip(box, gbox))]
     br = brain[box]
     inside = sm[br]

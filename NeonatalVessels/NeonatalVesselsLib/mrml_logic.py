@@ -39,7 +39,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -47,7 +47,7 @@ from NeonatalBrainLib import anatomy, centerline
 from NeonatalBrainLib import mrml as nbmrml
 from NeonatalBrainLib.imageio import InputError, Volume, resample_to_grid
 from NeonatalBrainLib.outputs import OutputExistsError
-from NeonatalBrainLib.progress import OperationCancelled, Progress, as_progress
+from NeonatalBrainLib.progress import Progress, as_progress
 from NeonatalBrainLib.slicerfiles import MARKUPS_SCHEMA
 
 # ----------------------------------------------------------------------------- names and codes

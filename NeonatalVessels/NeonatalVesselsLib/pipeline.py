@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from NeonatalBrainLib import __version__ as _lib_version
+from NeonatalBrainLib import filters
 from NeonatalBrainLib.imageio import (InputError, Volume, from_canonical_order, grid_summary, reorient_to_canonical,
                                       to_canonical_order, validate_scalar_volume)
 from NeonatalBrainLib.progress import as_progress
@@ -148,7 +149,6 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
     trigger it.)
     """
     import cc3d
-    from scipy import ndimage
 
     from .vesselness import bounding_box
 
@@ -159,7 +159,7 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
     # smoothing only where it is used: the deep region's box (+ the kernel's reach)
     box = bounding_box(deep, np.ceil(4.0 * 1.5 / spacing).astype(int) + 1)
     sm = np.full(norm.shape, np.inf, np.float32)
-    sm[box] = ndimage.gaussian_filter(np.asarray(norm[box], np.float32), 1.5 / spacing)
+    sm[box] = filters.gaussian_filter(np.asarray(norm[box], np.float32), 1.5 / spacing, mode="reflect")
     voxel = float(np.prod(spacing))
 
     def big(mask):
@@ -187,7 +187,6 @@ def minip_slab(image: np.ndarray, affine: np.ndarray, slab_mm: float) -> np.ndar
     Each voxel holds the minimum over the ``slab_mm`` thick slab centred on it (the
     radiologist's minIP reading of SWI), on the input grid.
     """
-    from scipy import ndimage
 
     direction = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
     axis = int(np.argmax(np.abs(direction[2])))
@@ -195,7 +194,7 @@ def minip_slab(image: np.ndarray, affine: np.ndarray, slab_mm: float) -> np.ndar
     n = max(1, int(round(slab_mm / spacing)))
     size = [1, 1, 1]
     size[axis] = n
-    return ndimage.minimum_filter(image, size=tuple(size), mode="nearest")
+    return filters.minimum_filter(image, tuple(size), mode="nearest")
 
 
 # ----------------------------------------------------------------------------- context
@@ -498,10 +497,9 @@ def local_contrast(image: np.ndarray, spacing, *, background_mm: float = 3.0, sm
     box = bounding_box(mask, [n + 2 for n in size])
     if any(b.stop - b.start < 1 for b in box):
         return out
-    from scipy import ndimage
 
-    sm = ndimage.gaussian_filter(np.asarray(image[box], np.float32), smoothing_mm / spacing, mode="nearest")
-    closed = ndimage.minimum_filter(ndimage.maximum_filter(sm, size, mode="nearest"), size, mode="nearest")
+    sm = filters.gaussian_filter(np.asarray(image[box], np.float32), smoothing_mm / spacing, mode="nearest")
+    closed = filters.minimum_filter(filters.maximum_filter(sm, size, mode="nearest"), size, mode="nearest")
     out[box] = closed - sm
     return out
 

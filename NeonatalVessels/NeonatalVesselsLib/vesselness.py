@@ -32,7 +32,8 @@ suppressed, dark sheets are not (they are rare in white matter).  ``c`` is in th
 image (the pipeline divides the SWI by its median brain intensity, so ``c`` is a
 fraction of the tissue signal).  The output is the maximum over scales.
 
-Implementation: one ``scipy.ndimage.gaussian_filter`` per scale on the
+Implementation: one Gaussian smoothing per scale (``NeonatalBrainLib.filters.gaussian_filter``:
+``scipy.ndimage.gaussian_filter``, bit for bit, on several threads) on the
 region of interest (bounding box of the mask plus a margin), then one fused
 numba kernel (``prange`` over the first axis, float32, ``fastmath``,
 ``cache=True``) computes the Hessian, its closed-form eigenvalues (Smith 1961,
@@ -47,7 +48,8 @@ from typing import Sequence
 
 import numpy as np
 from numba import njit, prange
-from scipy import ndimage
+
+from NeonatalBrainLib import filters
 
 
 @njit(cache=True, fastmath=True, inline="always")
@@ -197,7 +199,7 @@ def vesselness(image: np.ndarray, spacing_mm: Sequence[float], scales_mm: Sequen
     box_var = spacing ** 2 / 12.0 if equalise_voxel_blur else np.zeros(3)
     for n, sigma_mm in enumerate(scales_mm):
         sig_axes = np.sqrt(sigma_mm ** 2 + box_var.max() - box_var)
-        ndimage.gaussian_filter(sub, sigma=sig_axes / spacing, output=smoothed, mode="nearest", truncate=3.0)
+        filters.gaussian_filter(sub, sig_axes / spacing, output=smoothed, mode="nearest", truncate=3.0)
         _vesselness_kernel(smoothed, sub_mask, sub_out, inv_sp, np.float32(sigma_mm ** 2 + box_var.max()),
                            np.float32(alpha), np.float32(beta), np.float32(c), dark, thick)
         if progress is not None:
