@@ -184,3 +184,28 @@ def test_threaded_filters_equal_scipy_bit_for_bit():
     assert np.array_equal(filters.minimum_filter(x, (1, 1, 9), threads=2),
                           ndimage.minimum_filter(x, (1, 1, 9), mode="nearest"))
     assert np.array_equal(filters.minimum_filter(x, 1), x)          # no pass: a copy
+
+
+def test_reorient_to_canonical_keeps_every_voxel_in_its_ras_place():
+    from NeonatalBrainLib.imageio import Volume, from_canonical_order, reorient_to_canonical
+
+    rng = np.random.default_rng(5)
+    arr = rng.random((5, 6, 7)).astype(np.float32)
+    # an LPS-like, axis-permuted, slightly oblique grid
+    rot = np.array([[0.0, -1.0, 0.0], [0.0, 0.0, -1.0], [1.0, 0.0, 0.0]])
+    c, s_ = np.cos(0.1), np.sin(0.1)
+    rot = rot @ np.array([[c, -s_, 0], [s_, c, 0], [0, 0, 1.0]])
+    affine = np.eye(4)
+    affine[:3, :3] = rot * [0.5, 0.6, 2.0]
+    affine[:3, 3] = [10.0, -20.0, 5.0]
+    vol = Volume(arr, affine)
+    canon, (perm, flip) = reorient_to_canonical(vol)
+    assert (perm, flip) != ((0, 1, 2), (False, False, False))
+    d = canon.affine[:3, :3] / np.linalg.norm(canon.affine[:3, :3], axis=0)
+    assert np.all(np.diag(d) > 0.9)                        # axes now run R, A, S
+    ijk = np.argwhere(np.ones(arr.shape, bool))
+    ras = vol.ijk_to_ras(ijk)
+    # the canonical voxel holding each RAS point has the same value
+    cijk = np.rint(np.c_[ras, np.ones(len(ras))] @ np.linalg.inv(canon.affine).T)[:, :3].astype(int)
+    assert np.array_equal(canon.array[tuple(cijk.T)], arr[tuple(ijk.T)])
+    assert np.array_equal(from_canonical_order(canon.array, perm, flip), arr)
