@@ -17,9 +17,9 @@
   noise piece thus stays one vessel instead of being cut at every contact; the
   side branch becomes a vessel of its own.  ``junction_angle_deg=None`` splits at
   every junction (each branch one vessel).
-* Every mask voxel is given to the vessel whose path is nearest (in mm,
-  anisotropic Euclidean distance transform with feature indices, one connected
-  component at a time), so the labelmap covers the mask exactly.
+* Every mask voxel is given to the vessel whose path is nearest (Euclidean distance in
+  mm through the voxel spacing, k-d tree, within its connected component), so the
+  labelmap covers the mask exactly.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import cc3d
 import numpy as np
 from numba import njit
 from scipy import ndimage
+from scipy.spatial import cKDTree
 
 
 @dataclass
@@ -373,12 +374,13 @@ def split_vessels(mask: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.5, min
             paths_out[next_id] = pts
             next_id += 1
         if len(by_comp[comp_id]) == 1:
-            nearest = seeds.max()
-            labels_out[box][comp] = nearest
+            labels_out[box][comp] = seeds.max()
             continue
-        _, idx = ndimage.distance_transform_edt(seeds == 0, sampling=spacing, return_indices=True)
-        nearest = seeds[tuple(idx)]
-        labels_out[box][comp] = nearest[comp]
+        # nearest path voxel in mm (exact Euclidean nearest neighbour, k-d tree)
+        seed_idx = np.argwhere(seeds)
+        vox = np.argwhere(comp)
+        _, nn = cKDTree(seed_idx * spacing).query(vox * spacing)
+        labels_out[box][comp] = seeds[tuple(seed_idx[nn].T)]
     return VesselPaths(labels_out, paths_out)
 
 
