@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from typing import Callable, Sequence
 
 import numpy as np
@@ -32,7 +33,7 @@ def _passes(image: np.ndarray, output: np.ndarray | None, steps: Sequence[tuple[
         out[...] = src
         return out
     threads = max(1, int(threads))
-    with ThreadPoolExecutor(threads) if threads > 1 and src.size >= MIN_VOXELS else _NoPool() as pool:
+    with ThreadPoolExecutor(threads) if threads > 1 and src.size >= MIN_VOXELS else nullcontext() as pool:
         for axis, fn in steps:
             other = max((a for a in range(src.ndim) if a != axis), key=lambda a: src.shape[a])
             n = src.shape[other]
@@ -49,14 +50,6 @@ def _passes(image: np.ndarray, output: np.ndarray | None, steps: Sequence[tuple[
                 list(pool.map(lambda s: fn(src[s], out[s], axis), slabs))
             src = out
     return out
-
-
-class _NoPool:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def gaussian_filter(image: np.ndarray, sigma, *, mode: str = "nearest", truncate: float = 4.0,

@@ -214,14 +214,15 @@ class _Context:
 
 
 def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, prog) -> _Context:
+    """Masks, normalised image and distance maps; ``swi`` and the mask arrays come from
+    :func:`_reorient` (already validated and on ``swi``'s grid)."""
     import edt as edt_lib
 
-    validate_swi(swi)
     spacing = swi.spacing_mm
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     image = np.asarray(swi.array, np.float32)
-    brain = _mask_arg(brain_mask, swi, "brain mask")
+    brain = brain_mask
     if brain is None:
         brain = mk.brain_mask(image, spacing)
     brain = brain > 0
@@ -233,13 +234,13 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
     norm = mk.normalise_intensity(image, brain, spacing)
     depth = mk.brain_depth_mm(brain, spacing)
     timings["normalise_s"] = time.perf_counter() - t0
-    vent = _mask_arg(ventricles, swi, "ventricle mask")
+    vent = ventricles
     if vent is None:
         check_swi_contrast(norm, brain, depth, spacing)
     auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=depth)
     vent = auto_vent if vent is None else vent > 0
     other_csf &= ~vent
-    lab = _mask_arg(labels, swi, "labels")
+    lab = labels
     if lab is not None:
         lab = np.asarray(lab).astype(np.int32)
     prog.update(0.1, "ventricles")
@@ -279,6 +280,12 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     raw = {vid: np.asarray(p, float) @ swi.affine[:3, :3].T + swi.affine[:3, 3]
            for vid, p in paths.paths_ijk.items()}
     labels = paths.labels
+    inv = np.linalg.inv(swi.affine)
+
+    def darkness(points_ras: np.ndarray) -> float:
+        """1 - mean normalised intensity along a polyline (RAS mm): how much darker than tissue."""
+        ijk = np.asarray(points_ras, float) @ inv[:3, :3].T + inv[:3, 3]
+        return 1.0 - float(np.mean(_nd.map_coordinates(ctx.norm, ijk.T, order=1, mode="nearest")))
 
     def not_zigzag(first: np.ndarray, second: np.ndarray) -> bool:
         # a join must not make a line much more tortuous than its parts (a zig-zag of two veins)
@@ -286,12 +293,6 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         return bool(t <= max(ms.cl.tortuosity(first), ms.cl.tortuosity(second)) + params.merge_max_tortuosity_gain)
 
     if params.merge_gap_mm > 0 and not given_ids:
-        inv_aff = np.linalg.inv(swi.affine)
-
-        def darkness(points_ras: np.ndarray) -> float:
-            ijk = np.asarray(points_ras, float) @ inv_aff[:3, :3].T + inv_aff[:3, 3]
-            return 1.0 - float(np.mean(_nd.map_coordinates(ctx.norm, ijk.T, order=1, mode="nearest")))
-
         def gap_ok(a: np.ndarray, b: np.ndarray) -> bool:
             n = max(2, int(np.ceil(np.linalg.norm(b - a) / 0.25)) + 1)
             return darkness(np.linspace(a, b, n)) >= params.merge_gap_darkness
@@ -308,9 +309,13 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     slice_dir = swi.affine[:3, slice_axis] / float(spacing[slice_axis])
     slice_smoothing_mm = (params.centreline_slice_smoothing_voxels * float(spacing[slice_axis])
                           if spacing.max() >= 1.5 * spacing.min() else 0.0)
+
+    def smooth(p: np.ndarray) -> np.ndarray:
+        return ms.smooth_centreline(p, smoothing_mm=smoothing_mm, step_mm=params.centreline_step_mm,
+                                    slice_direction=slice_dir, slice_smoothing_mm=slice_smoothing_mm)
+
     for vid, p in raw.items():
-        centrelines[vid] = ms.smooth_centreline(p, smoothing_mm=smoothing_mm, step_mm=params.centreline_step_mm,
-                                                slice_direction=slice_dir, slice_smoothing_mm=slice_smoothing_mm)
+        centrelines[vid] = smooth(p)
     # drop noise: pieces still shorter than min_vessel_keep_mm after joining
     short = [vid for vid, p in centrelines.items()
              if len(p) < 2 or ms.cl.arc_length_mm(p) < params.min_vessel_keep_mm]
@@ -327,14 +332,12 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                                rules=params.rules, csf_dist_mm=ctx.csf_dist_mm)
     # a DMV (and a named deep vein: thalamic, anterior caudate, internal cerebral) must be
     # long enough and clearly dark along its centreline; short faint pieces are noise
-    inv = np.linalg.inv(swi.affine)
     # a path picked through noise is dark by about one noise SD: the darkness a vein needs grows with the noise
     min_darkness = max(params.min_dmv_darkness, params.dmv_darkness_noise_factor * ctx.noise_sd)
     for vid, (region, side) in list(classes.items()):
         if region != "other":
             p = centrelines[vid]
-            dark = 1.0 - float(np.mean(_nd.map_coordinates(ctx.norm, (p @ inv[:3, :3].T + inv[:3, 3]).T, order=1)))
-            if ms.cl.arc_length_mm(p) < params.min_dmv_length_mm or dark < min_darkness:
+            if ms.cl.arc_length_mm(p) < params.min_dmv_length_mm or darkness(p) < min_darkness:
                 classes[vid] = ("other", side)
     if params.dmv_join_gap_mm > 0 and not given_ids:
         # one DMV split into collinear pieces (at a junction with a noise branch, or by a
@@ -347,8 +350,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             del centrelines[vid], classes[vid]
         for vid, p in joined.items():
             if len(p) != len(dmv_lines[vid]) or not np.array_equal(p, dmv_lines[vid]):
-                centrelines[vid] = ms.smooth_centreline(p, smoothing_mm=smoothing_mm, step_mm=params.centreline_step_mm,
-                                                        slice_direction=slice_dir, slice_smoothing_mm=slice_smoothing_mm)
+                centrelines[vid] = smooth(p)
     if params.trim_hooks and not given_ids:
         for vid, (region, _side) in classes.items():
             if region == "dmv":
