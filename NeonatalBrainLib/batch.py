@@ -118,6 +118,12 @@ def done_cases(out_dir: str | os.PathLike) -> set[str]:
     return {r["case_id"] for r in read_rows(Path(out_dir) / METRICS_FILE) if r.get("case_id")}
 
 
+def _configure_worker() -> None:
+    from .runtime import configure_process_memory
+
+    configure_process_memory()
+
+
 def _call_worker(worker: Callable, case_id: str, inputs: Sequence, case_dir: str) -> dict:
     return worker(case_id, *inputs, out_dir=case_dir)
 
@@ -128,7 +134,8 @@ def run_batch(cases: Iterable[Sequence], worker: Callable, out_dir: str | os.Pat
 
     ``cases``: ``(case_id, *inputs)`` tuples; ``worker``: a picklable function
     ``worker(case_id, *inputs, out_dir=...) -> dict`` of metrics; ``executor``: any
-    ``concurrent.futures.Executor`` (default ``ProcessPoolExecutor(jobs)``).
+    ``concurrent.futures.Executor`` (default ``ProcessPoolExecutor(jobs)``, whose workers get
+    :func:`NeonatalBrainLib.runtime.configure_process_memory`; a given executor's are left as they are).
     Result dicts: ``case_id``, ``status`` ("done", "skipped", "failed"), ``error``.
     """
     prog = as_progress(progress)
@@ -155,7 +162,9 @@ def run_batch(cases: Iterable[Sequence], worker: Callable, out_dir: str | os.Pat
     finished = len(results)
     prog.update(finished / max(total, 1), f"{finished}/{total} cases")
     own = executor is None
-    ex = executor if executor is not None else cf.ProcessPoolExecutor(max_workers=max(1, int(jobs)))
+    # the default local workers get the command-line tool's memory settings (NeonatalBrainLib.runtime)
+    ex = executor if executor is not None else cf.ProcessPoolExecutor(max_workers=max(1, int(jobs)),
+                                                                      initializer=_configure_worker)
     try:
         futures = {ex.submit(_call_worker, worker, str(c[0]), tuple(c[1:]), str(out / str(c[0]))): str(c[0])
                    for c in todo}

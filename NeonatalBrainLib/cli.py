@@ -4,6 +4,9 @@ Each package contributes its sub-commands through a ``register(subparsers)``
 function in its ``cli`` module; the handlers import heavy dependencies (torch,
 MONAI) only when they run, so ``neonatal-brain --help`` stays fast.
 
+The process gets :func:`NeonatalBrainLib.runtime.configure_process_memory` (numpy without
+huge-page advice, glibc reusing freed large blocks): same results, less kernel time.
+
 Exit status: 0 success, 2 bad input or refused overwrite (message on stderr,
 no traceback), 130 interrupted.
 """
@@ -17,6 +20,7 @@ from . import __version__
 from .imageio import InputError
 from .outputs import OutputExistsError
 from .progress import OperationCancelled
+from .runtime import configure_process_memory
 
 #: Modules whose ``register(subparsers)`` adds sub-commands, in help order.
 COMMAND_MODULES = (
@@ -43,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_process_memory()     # large arrays reused instead of re-mapped (see NeonatalBrainLib.runtime)
     try:
         result = args.func(args)
     except (InputError, OutputExistsError, FileNotFoundError, ValueError) as exc:

@@ -22,6 +22,12 @@ Methods
   ventricles, vesselness in the brain, segmentation, splitting, measurements).
 * numba cold start: the first call in a process with an empty ``NUMBA_CACHE_DIR``
   (JIT compile) against a process with the cache filled (cache=True).
+
+Process memory settings: every method runs with the settings ``neonatal-brain`` gives
+its process (:func:`NeonatalBrainLib.runtime.configure_process_memory`: numpy without
+huge-page advice, glibc reusing freed large blocks), the same for all methods; the
+project's vesselness, SimpleITK and the pipeline also run with the defaults
+(``*_default_memory``), as a library call from another program (e.g. Slicer) would.
 """
 from __future__ import annotations
 
@@ -59,8 +65,13 @@ def make_volume(path: Path, shape) -> None:
     save_volume(resample_to_grid(swi, ref), path)
 
 
-def run_method(name: str, path: str) -> dict:
+def run_method(name: str, path: str, memory: str = "cli") -> dict:
     from NeonatalBrainLib.imageio import load_volume
+
+    if memory == "cli":
+        from NeonatalBrainLib.runtime import configure_process_memory
+
+        configure_process_memory()
 
     vol = load_volume(path)
     img = np.ascontiguousarray(vol.array, np.float32)
@@ -112,11 +123,11 @@ def run_method(name: str, path: str) -> dict:
     else:
         raise ValueError(name)
     return {"method": name, "time_s": time.perf_counter() - t0, "peak_mb": _maxrss_mb(),
-            "baseline_mb": base, **extra}
+            "baseline_mb": base, "process_memory": memory, **extra}
 
 
-def _subprocess(name: str, path: Path, env=None) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", name, str(path)], capture_output=True, text=True,
+def _subprocess(name: str, path: Path, env=None, memory: str = "cli") -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", name, str(path), memory], capture_output=True, text=True,
                          env=env, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -127,7 +138,7 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-skimage", action="store_true", help="skip scikit-image (about 150 s)")
     ap.add_argument("--scaling", action="store_true", help="also time the project's vesselness at 1/8..1x")
     ap.add_argument("--out", help="write the results as JSON here")
-    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         print(json.dumps(run_method(*args.child)))
@@ -143,10 +154,17 @@ def main(argv=None) -> int:
     for m in methods:
         results[m] = _subprocess(m, vol_path)
         print(f"{m:10s} {results[m]['time_s']:7.2f} s  peak {results[m]['peak_mb']:7.0f} MB", flush=True)
+    for m in ("project", "sitk", "pipeline"):
+        r = results[f"{m}_default_memory"] = _subprocess(m, vol_path, memory="default")
+        print(f"{m:10s} {r['time_s']:7.2f} s  peak {r['peak_mb']:7.0f} MB  (default process memory)", flush=True)
     t = {m: results[m]["time_s"] for m in methods}
     results["ratios"] = {
         "sitk_over_project": t["sitk"] / t["project"],
         "sitk_over_pipeline": t["sitk"] / t["pipeline"],
+        "sitk_over_project_default_memory": (results["sitk_default_memory"]["time_s"]
+                                             / results["project_default_memory"]["time_s"]),
+        "sitk_over_pipeline_default_memory": (results["sitk_default_memory"]["time_s"]
+                                              / results["pipeline_default_memory"]["time_s"]),
         **({"skimage_over_project": t["skimage"] / t["project"]} if "skimage" in t else {}),
     }
     if args.scaling:

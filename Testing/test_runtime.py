@@ -1,0 +1,53 @@
+"""Process memory settings of the command-line tool (NeonatalBrainLib.runtime)."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import sys
+
+from NeonatalBrainLib.batch import run_batch
+
+_PROBE = """
+import json
+from numpy._core import multiarray as ma
+from NeonatalBrainLib.runtime import configure_process_memory
+before = ma._set_madvise_hugepage(True)      # returns the previous setting
+applied = configure_process_memory()
+after = ma._set_madvise_hugepage(False)
+print(json.dumps({"applied": applied, "advice_before": bool(before), "advice_after": bool(after)}))
+"""
+
+
+def test_configure_process_memory_turns_numpy_hugepage_advice_off_and_sets_glibc():
+    # in a child process: the settings are process-wide
+    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout)
+    assert got["advice_before"] is True and got["advice_after"] is False
+    assert got["applied"]["numpy_hugepage_advice_off"] is True
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert got["applied"]["glibc_heap_reuse"] is glibc
+
+
+def _hugepage_advice_worker(case_id, *, out_dir):
+    import os
+
+    from numpy._core import multiarray as ma
+
+    previous = ma._set_madvise_hugepage(False)   # read (and keep off)
+    os.makedirs(out_dir)
+    return {"hugepage_advice": int(bool(previous))}
+
+
+def test_default_batch_workers_get_the_cli_memory_settings(tmp_path):
+    from numpy._core import multiarray as ma
+
+    # this process with numpy's default (advice on; an in-process CLI test may have turned it
+    # off), so a forked worker reports off only if the pool's initializer turned it off
+    previous = ma._set_madvise_hugepage(True)
+    try:
+        res = run_batch([("a",)], _hugepage_advice_worker, tmp_path, jobs=1)
+    finally:
+        ma._set_madvise_hugepage(previous)
+    assert res[0]["status"] == "done"
+    assert (tmp_path / "metrics.csv").read_text().splitlines()[1].endswith(",0")
