@@ -119,6 +119,12 @@ def run_method(name: str, path: str, memory: str = "cli") -> dict:
         t0 = time.perf_counter()
         a = run_vessel_analysis(vol)
         extra["n_vessels"] = int(len(a.vessels))
+        # same results under either memory setting: a digest of the vessel table and the labelmap
+        import hashlib
+
+        digest = hashlib.sha256(a.vessels.to_csv(index=False).encode())
+        digest.update(np.ascontiguousarray(a.vessel_labels.array).tobytes())
+        extra["result_sha256"] = digest.hexdigest()
         extra["stages_s"] = a.provenance["timings_s"]
     else:
         raise ValueError(name)
@@ -157,6 +163,9 @@ def main(argv=None) -> int:
     for m in ("project", "sitk", "pipeline"):
         r = results[f"{m}_default_memory"] = _subprocess(m, vol_path, memory="default")
         print(f"{m:10s} {r['time_s']:7.2f} s  peak {r['peak_mb']:7.0f} MB  (default process memory)", flush=True)
+    results["pipeline_results_identical"] = (results["pipeline"]["result_sha256"]
+                                             == results["pipeline_default_memory"]["result_sha256"])
+    print("pipeline results identical under both memory settings:", results["pipeline_results_identical"])
     t = {m: results[m]["time_s"] for m in methods}
     results["ratios"] = {
         "sitk_over_project": t["sitk"] / t["project"],
