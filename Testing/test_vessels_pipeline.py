@@ -59,9 +59,10 @@ def test_numbers_against_phantom_truth(analysis, phantom_dir):
     truth = load_truth(phantom_dir)
     res = evaluate(analysis.vessels, analysis.centerlines, truth)
     # detection: most true DMVs found, most reported DMVs real (targets in docs/vessels.md)
-    # (measured on this phantom: sensitivity 0.92, PPV 0.91, width MAE 0.07 mm, tortuosity MAE 0.027)
+    # (measured on this phantom: sensitivity 0.92, PPV 0.95, width MAE 0.075 mm, tortuosity MAE 0.023;
+    # PPV 0.91 without the contrast rule for resolved DMV fits, VesselParams.min_dmv_relative_contrast)
     assert res["sensitivity"] >= 0.85, res
-    assert res["ppv"] >= 0.90, res
+    assert res["ppv"] >= 0.93, res
     # the measurement targets, met on this phantom (held-out numbers: benchmarks/README.md)
     assert res["tortuosity_mae"] <= 0.03, res
     assert res["width_mae_mm"] <= 0.15, res

@@ -96,6 +96,9 @@ class VesselParams:
     centreline_smoothing_voxels: float = 0.75  #: ... at least this x the largest voxel size (slice staircase)
     centreline_slice_smoothing_voxels: float = 1.5  #: thick slices: sigma along the slice normal, x slice thickness
     max_dmv_width_mm: float = 1.9      #: wider dark structures are not DMVs
+    #: a DMV whose width fit is resolved has at least this x the scan's vein contrast (fainter: a
+    #: wide faint dark band fitted through noise, not a vein); 0: off
+    min_dmv_relative_contrast: float = 0.3
     max_wall_vein_width_mm: float = 2.2  #: wider (or fit at its search limit) wall pieces are not thalamic / anterior caudate veins
     centreline_step_mm: float = 0.25   #: centreline point spacing (mm)
     curvature_smoothing_mm: float = 1.0  #: further Gaussian smoothing (sigma along the arc, mm) for the curvature only
@@ -471,7 +474,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     widths = ms.finalize_widths(fits, c_subj)
     for n, vid in enumerate(ids):
         region = classes[vid][0]
-        if region == "dmv" and not (widths[n] <= params.max_dmv_width_mm):
+        if region == "dmv" and not (widths[n] <= params.max_dmv_width_mm and (
+                not fits[n].resolved or fits[n].contrast >= params.min_dmv_relative_contrast * c_subj)):
             classes[vid] = ("other", classes[vid][1])
         elif region in ("thalamic", "anterior_caudate") and not (
                 widths[n] <= params.max_wall_vein_width_mm and fits[n].within_bounds):
