@@ -97,7 +97,7 @@ def test_module_defaults_are_the_engine_defaults():
             ui_values[props["SlicerParameterName"].findtext("string")] = float(props["value"][0].text)
     expected = {"vesselnessScaleMinMm": engine.scales_mm[0], "vesselnessScaleMaxMm": engine.scales_mm[-1],
                 "vesselnessScaleCount": len(engine.scales_mm), "vesselnessThresholdHigh": engine.threshold_high,
-                "vesselnessThresholdLow": engine.threshold_low, "minDmvLengthMm": engine.min_dmv_length_mm,
+                "vesselnessThresholdLow": engine.threshold_low, "minDmvLengthMm": engine.rules.min_dmv_length_mm,
                 "minipSlabMm": engine.minip_slab_mm}
     for name, value in expected.items():
         assert defaults[name] == pytest.approx(value), name
@@ -192,7 +192,7 @@ def test_vessel_params_from_module_settings():
     p = ml.vessel_params(scale_min_mm=0.3, scale_max_mm=1.2, scale_count=3, min_dmv_length_mm=5.0,
                          minip_slab_mm=12.0, threshold_high=0.2, threshold_low=0.1)
     assert p.scales_mm == pytest.approx((0.3, 0.6, 1.2))
-    assert (p.min_dmv_length_mm, p.minip_slab_mm, p.threshold_high, p.threshold_low) == (5.0, 12.0, 0.2, 0.1)
+    assert (p.rules.min_dmv_length_mm, p.minip_slab_mm, p.threshold_high, p.threshold_low) == (5.0, 12.0, 0.2, 0.1)
     assert ml.params_from_json(ml.params_to_json(p)) == p
     with pytest.raises(InputError, match="smallest"):
         ml.vessel_params(scale_min_mm=1.0, scale_max_mm=0.5)

@@ -276,6 +276,24 @@ def test_dmv_rule_needs_clearance_from_sulcal_csf():
     assert classify_vessels({1: line}, affine, **kw)[1][0] == "dmv"   # no CSF map given: rule not applied
 
 
+def test_module_min_dmv_length_reaches_the_dmv_rule():
+    # the module's "minimum DMV length" setting is the DMV rule's length (one parameter)
+    from scipy import ndimage
+
+    from NeonatalVesselsLib import mrml_logic as ml
+    from NeonatalVesselsLib.regions import classify_vessels
+
+    shape, affine = (80, 60, 40), np.eye(4)
+    vent = np.zeros(shape, bool)
+    vent[5:15, 20:40, 15:25] = True
+    vdist = ndimage.distance_transform_edt(~vent).astype(np.float32)
+    line = np.column_stack([np.linspace(16, 22, 25), np.full(25, 30.0), np.full(25, 20.0)])  # 6 mm, radial
+    kw = dict(vent_dist_mm=vdist, depth_mm=np.full(shape, 30.0, np.float32), midline_x=-50.0, foramen_y_mm=30.0)
+    for setting, region in ((4.0, "dmv"), (8.0, "other")):
+        rules = ml.vessel_params(min_dmv_length_mm=setting).rules
+        assert classify_vessels({1: line}, affine, rules=rules, **kw)[1][0] == region, setting
+
+
 def test_wall_veins_split_at_the_foramen():
     from scipy import ndimage
 

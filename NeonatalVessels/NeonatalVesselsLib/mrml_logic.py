@@ -177,10 +177,12 @@ def vessel_params(scale_min_mm: float | None = None, scale_max_mm: float | None 
         wanted = scales_mm(lo, hi, count)
         if not (count == len(default) and math.isclose(lo, default[0]) and math.isclose(hi, default[-1])):
             changes["scales_mm"] = wanted
-    for name, value in (("min_dmv_length_mm", min_dmv_length_mm), ("minip_slab_mm", minip_slab_mm),
-                        ("threshold_high", threshold_high), ("threshold_low", threshold_low)):
+    for name, value in (("minip_slab_mm", minip_slab_mm), ("threshold_high", threshold_high),
+                        ("threshold_low", threshold_low)):
         if value is not None:
             changes[name] = float(value)
+    if min_dmv_length_mm is not None and float(min_dmv_length_mm) != params.rules.min_dmv_length_mm:
+        changes["rules"] = replace(params.rules, min_dmv_length_mm=float(min_dmv_length_mm))
     high = changes.get("threshold_high", params.threshold_high)
     low = changes.get("threshold_low", params.threshold_low)
     if low > high:

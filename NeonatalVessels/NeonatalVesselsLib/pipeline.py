@@ -76,7 +76,9 @@ class VesselParams:
     #: a vessel continues through a junction when the bend there is at most this (deg); None: split at
     #: every junction (default: tracing through junctions joined DMVs to noise and lowered sensitivity)
     junction_angle_deg: float | None = None
-    min_dmv_length_mm: float = 5.0     #: a DMV is at least this long (mm)
+    #: thalamic, anterior caudate and internal cerebral veins are at least this long (mm); a DMV's
+    #: minimum length is the region rule ``rules.min_dmv_length_mm``
+    min_named_vein_length_mm: float = 5.0
     min_vessel_keep_mm: float = 2.0    #: vessels shorter than this after joining are dropped as noise
     min_dmv_darkness: float = 0.08     #: a DMV's centreline is on average this much darker than tissue ...
     dmv_darkness_noise_factor: float = 1.2  #: ... and at least this x the image noise SD (noisy scans: stricter)
@@ -98,7 +100,7 @@ class VesselParams:
     max_dmv_width_mm: float = 1.9      #: wider dark structures are not DMVs
     #: a DMV whose width fit is resolved has at least this x the scan's vein contrast (fainter: a
     #: wide faint dark band fitted through noise, not a vein); 0: off
-    min_dmv_relative_contrast: float = 0.3
+    min_dmv_relative_contrast: float = 0.4
     max_wall_vein_width_mm: float = 2.2  #: wider (or fit at its search limit) wall pieces are not thalamic / anterior caudate veins
     centreline_step_mm: float = 0.25   #: centreline point spacing (mm)
     curvature_smoothing_mm: float = 1.0  #: further Gaussian smoothing (sigma along the arc, mm) for the curvature only
@@ -430,7 +432,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     for vid, (region, side) in list(classes.items()):
         if region != "other":
             p = centrelines[vid]
-            if ms.cl.arc_length_mm(p) < params.min_dmv_length_mm or darkness(p) < min_darkness:
+            min_length = params.rules.min_dmv_length_mm if region == "dmv" else params.min_named_vein_length_mm
+            if ms.cl.arc_length_mm(p) < min_length or darkness(p) < min_darkness:
                 classes[vid] = ("other", side)
     if params.dmv_join_gap_mm > 0 and not given_ids:
         # one DMV split into collinear pieces (at a junction with a noise branch, or by a
