@@ -4,9 +4,9 @@ The vessel pipeline creates and frees many volume-sized arrays (75 MB each for a
 128 x 384 x 384 float32 SWI).  By default each one is fresh memory from the operating
 system: glibc serves blocks above 32 MB with ``mmap`` and returns them with
 ``munmap``, and numpy advises the kernel to back arrays of 4 MB or more with
-transparent huge pages, which are zeroed 2 MB at a time on first touch.  On the
-benchmark volume that cost 1-2 s of kernel time per run (``ru_stime``), most of it in
-the first run of a process (``benchmarks/README.md``).
+transparent huge pages, which the kernel backs (zeroing, and compacting memory to find
+2 MB pages) on first touch.  On the benchmark volume that cost 1-2 s of kernel time per
+run (``ru_stime``), most of it in the first run of a process (``benchmarks/README.md``).
 
 :func:`configure_process_memory` changes two process-wide settings:
 
@@ -31,6 +31,15 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 
 
+def numpy_hugepage_switch():
+    """numpy's ``_set_madvise_hugepage(enabled) -> previous`` (numpy >= 1.20), or None."""
+    try:
+        from numpy._core import multiarray as _ma    # numpy >= 2
+    except ImportError:                              # pragma: no cover - numpy 1.x (older Slicer)
+        from numpy.core import multiarray as _ma
+    return getattr(_ma, "_set_madvise_hugepage", None)
+
+
 def configure_process_memory(*, heap_block_limit_mb: int = 1024) -> dict[str, bool]:
     """Apply the settings of the module docstring; returns which of them took effect.
 
@@ -38,11 +47,7 @@ def configure_process_memory(*, heap_block_limit_mb: int = 1024) -> dict[str, bo
     much freed memory at the top of the heap is kept.
     """
     applied = {"numpy_hugepage_advice_off": False, "glibc_heap_reuse": False}
-    try:
-        from numpy._core import multiarray as _ma    # numpy >= 2
-    except ImportError:                              # pragma: no cover - numpy 1.x (older Slicer)
-        from numpy.core import multiarray as _ma
-    switch = getattr(_ma, "_set_madvise_hugepage", None)
+    switch = numpy_hugepage_switch()
     if switch is not None:
         switch(False)
         applied["numpy_hugepage_advice_off"] = True

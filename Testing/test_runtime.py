@@ -10,11 +10,11 @@ from NeonatalBrainLib.batch import run_batch
 
 _PROBE = """
 import json
-from numpy._core import multiarray as ma
-from NeonatalBrainLib.runtime import configure_process_memory
-before = ma._set_madvise_hugepage(True)      # returns the previous setting
+from NeonatalBrainLib.runtime import configure_process_memory, numpy_hugepage_switch
+switch = numpy_hugepage_switch()
+before = switch(True)      # returns the previous setting
 applied = configure_process_memory()
-after = ma._set_madvise_hugepage(False)
+after = switch(False)
 print(json.dumps({"applied": applied, "advice_before": bool(before), "advice_after": bool(after)}))
 """
 
@@ -32,22 +32,23 @@ def test_configure_process_memory_turns_numpy_hugepage_advice_off_and_sets_glibc
 def _hugepage_advice_worker(case_id, *, out_dir):
     import os
 
-    from numpy._core import multiarray as ma
+    from NeonatalBrainLib.runtime import numpy_hugepage_switch
 
-    previous = ma._set_madvise_hugepage(False)   # read (and keep off)
+    previous = numpy_hugepage_switch()(False)   # read (and keep off)
     os.makedirs(out_dir)
     return {"hugepage_advice": int(bool(previous))}
 
 
 def test_default_batch_workers_get_the_cli_memory_settings(tmp_path):
-    from numpy._core import multiarray as ma
+    from NeonatalBrainLib.runtime import numpy_hugepage_switch
 
     # this process with numpy's default (advice on; an in-process CLI test may have turned it
     # off), so a forked worker reports off only if the pool's initializer turned it off
-    previous = ma._set_madvise_hugepage(True)
+    switch = numpy_hugepage_switch()
+    previous = switch(True)
     try:
         res = run_batch([("a",)], _hugepage_advice_worker, tmp_path, jobs=1)
     finally:
-        ma._set_madvise_hugepage(previous)
+        switch(previous)
     assert res[0]["status"] == "done"
     assert (tmp_path / "metrics.csv").read_text().splitlines()[1].endswith(",0")
