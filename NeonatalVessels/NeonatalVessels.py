@@ -172,7 +172,7 @@ class NeonatalVesselsParameterNode:
     vesselnessScaleCount: Annotated[int, WithinRange(1, 8)] = 3
     vesselnessThresholdHigh: Annotated[float, WithinRange(0.01, 1.0)] = 0.10
     vesselnessThresholdLow: Annotated[float, WithinRange(0.005, 1.0)] = 0.03
-    minDmvLengthMm: Annotated[float, WithinRange(0.0, 30.0)] = 4.0
+    minDmvLengthMm: Annotated[float, WithinRange(0.0, 30.0)] = 4.5
     minipSlabMm: Annotated[float, WithinRange(1.0, 40.0)] = 8.0
     outputSegmentation: vtkMRMLSegmentationNode
     outputVesselTable: vtkMRMLTableNode

@@ -58,7 +58,7 @@ class RegionRules:
     min_radial: float = 0.3
     dmv_start_mm: float = 12.0
     dmv_csf_clearance_mm: float = 4.0
-    min_dmv_length_mm: float = 4.0
+    min_dmv_length_mm: float = 4.5
     wall_mm: float = 3.5
     foramen_fraction: float = 0.65
     side_mm: float = 1.0
