@@ -201,17 +201,26 @@ def gaussian_filter(image: np.ndarray, sigma, *, mode: str = "nearest", truncate
 
 
 @njit(cache=True, nogil=True)
+def _has_nan(src) -> bool:
+    """Whether the 3-D array ``src`` holds a NaN."""
+    na, nb, nc = src.shape
+    for a in range(na):
+        for b in range(nb):
+            for c in range(nc):
+                if np.isnan(src[a, b, c]):
+                    return True
+    return False
+
+
+@njit(cache=True, nogil=True)
 def _extremum_axis0(src, dst, n, minimum):
     """``minimum_filter1d`` / ``maximum_filter1d(src, n, axis=0, mode="nearest")`` of a 3-D float32
     array into ``dst`` (may be ``src``; a ring buffer keeps the last original planes): the window
     of output ``i`` is ``[i - n // 2, i + n - n // 2 - 1]``, clamped to the array.  False (nothing
     written) when ``src`` holds a NaN (scipy's result then depends on its algorithm)."""
+    if _has_nan(src):
+        return False
     na, nb, nc = src.shape
-    for i in range(na):
-        for b in range(nb):
-            for c in range(nc):
-                if np.isnan(src[i, b, c]):
-                    return False
     size1 = n // 2
     size2 = n - size1 - 1
     ring = np.empty((size1 + 1, nb, nc), np.float32)
@@ -240,12 +249,9 @@ def _extremum_axis0(src, dst, n, minimum):
 @njit(cache=True, nogil=True)
 def _extremum_axis1(src, dst, n, minimum):
     """:func:`_extremum_axis0` along axis 1 (plane by plane)."""
+    if _has_nan(src):
+        return False
     na, nr, nc = src.shape
-    for a in range(na):
-        for i in range(nr):
-            for c in range(nc):
-                if np.isnan(src[a, i, c]):
-                    return False
     size1 = n // 2
     size2 = n - size1 - 1
     ring = np.empty((size1 + 1, nc), np.float32)
@@ -274,12 +280,9 @@ def _extremum_axis1(src, dst, n, minimum):
 def _extremum_axis2(src, dst, n, minimum):
     """:func:`_extremum_axis0` along the last axis: each line is copied (clamped ends) into a
     buffer first, so ``dst`` may be ``src``."""
+    if _has_nan(src):
+        return False
     na, nb, nc = src.shape
-    for a in range(na):
-        for b in range(nb):
-            for c in range(nc):
-                if np.isnan(src[a, b, c]):
-                    return False
     size1 = n // 2
     buf = np.empty(nc + n - 1, np.float32)
     acc = np.empty(nc, np.float32)
