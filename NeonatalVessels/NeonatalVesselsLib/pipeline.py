@@ -426,14 +426,15 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                                midline_x=ctx.midline_x, foramen_y_mm=foramen_y, labels=ctx.labels,
                                rules=params.rules, csf_dist_mm=ctx.csf_dist_mm)
     # a DMV (and a named deep vein: thalamic, anterior caudate, internal cerebral) must be
-    # long enough and clearly dark along its centreline; short faint pieces are noise
+    # long enough and clearly dark along its centreline; short faint pieces are noise (a DMV's
+    # length is a region rule, already applied by classify_vessels)
     # a path picked through noise is dark by about one noise SD: the darkness a vein needs grows with the noise
     min_darkness = max(params.min_dmv_darkness, params.dmv_darkness_noise_factor * ctx.noise_sd)
     for vid, (region, side) in list(classes.items()):
         if region != "other":
             p = centrelines[vid]
-            min_length = params.rules.min_dmv_length_mm if region == "dmv" else params.min_named_vein_length_mm
-            if ms.cl.arc_length_mm(p) < min_length or darkness(p) < min_darkness:
+            too_short = region != "dmv" and ms.cl.arc_length_mm(p) < params.min_named_vein_length_mm
+            if too_short or darkness(p) < min_darkness:
                 classes[vid] = ("other", side)
     if params.dmv_join_gap_mm > 0 and not given_ids:
         # one DMV split into collinear pieces (at a junction with a noise branch, or by a
