@@ -162,6 +162,28 @@ def test_markups_json_pure_python_round_trip(tmp_path):
         np.testing.assert_allclose(m["points_ras"], data[m["name"]], atol=1e-6)
 
 
+def test_markups_json_names_that_need_escaping(mrml_scene, tmp_path):
+    # the writer formats control points itself: names with JSON and printf specials, unicode and
+    # a -0.0 coordinate must still give a document that Slicer and json read back unchanged
+    names = ['vein "A" 50% \\ %d', "Vene-äö-血管", "tab\tand\nnewline"]
+    t = np.linspace(0.0, 1.0, 5)
+    data = {n: np.c_[t * (k + 1), -0.0 * t, 3.0 + t] for k, n in enumerate(names)}
+    path = slicerfiles.write_markups_curves_json(tmp_path / "odd.mrk.json", data, (0.2, 0.4, 0.6))
+    doc = json.loads(path.read_text())
+    assert [m["name"] for m in doc["markups"]] == names
+    for m in doc["markups"]:
+        cps = m["controlPoints"]
+        assert [c["label"] for c in cps] == [f"{m['name']}-{i + 1}" for i in range(5)]
+        assert [c["id"] for c in cps] == [str(i + 1) for i in range(5)]
+        assert m["lastUsedControlPointNumber"] == 5 and m["display"]["visibility"] is True
+        assert all(not str(c["position"][1]).startswith("-") for c in cps)     # LPS: -(-0.0) stored as 0.0
+    nodes = mrml.load_all_markups(mrml_scene.scene, path)
+    assert [n.GetName() for n in nodes] == names
+    for node in nodes:
+        np.testing.assert_allclose(mrml.points_from_curve_node(node), data[node.GetName()], atol=1e-6)
+        assert node.GetNthControlPointLabel(0) == node.GetName() + "-1"
+
+
 def test_read_markups_json_written_by_slicer(mrml_scene, tmp_path):
     pts = curves()["dmv_right_1"]
     node = mrml.curve_node_from_points(mrml_scene.scene, pts, "vein")

@@ -55,6 +55,42 @@ def test_output_contract(out_dir, phantom_dir):
     assert not any(p.name.startswith(".staging") for p in out_dir.iterdir())
 
 
+def test_write_outputs_failure_leaves_nothing(analysis, tmp_path, monkeypatch):
+    # the minIP is written on a thread: a failure beside it, or in it, must still leave an empty folder
+    import time
+
+    from NeonatalVesselsLib import report
+
+    real_save = report.save_volume
+
+    def slow_save(volume, path):
+        time.sleep(0.3)        # still writing when the main thread fails
+        return real_save(volume, path)
+
+    def broken_pictures(analysis, folder):
+        raise RuntimeError("no display")
+
+    monkeypatch.setattr(report, "save_volume", slow_save)
+    monkeypatch.setattr(report, "_overlay_pngs", broken_pictures)
+    out = tmp_path / "a"
+    with pytest.raises(RuntimeError, match="no display"):
+        write_outputs(analysis, out)
+    time.sleep(0.5)
+    assert list(out.iterdir()) == []
+
+    def broken_minip(volume, path):
+        if path.name == "minip.nii.gz":
+            raise OSError("disk full")
+        return real_save(volume, path)
+
+    monkeypatch.undo()
+    monkeypatch.setattr(report, "save_volume", broken_minip)
+    out = tmp_path / "b"
+    with pytest.raises(OSError, match="disk full"):
+        write_outputs(analysis, out)
+    assert list(out.iterdir()) == []
+
+
 def test_numbers_against_phantom_truth(analysis, phantom_dir):
     truth = load_truth(phantom_dir)
     res = evaluate(analysis.vessels, analysis.centerlines, truth)

@@ -48,7 +48,6 @@ from NeonatalBrainLib import mrml as nbmrml
 from NeonatalBrainLib.imageio import InputError, Volume, resample_to_grid
 from NeonatalBrainLib.outputs import OutputExistsError
 from NeonatalBrainLib.progress import Progress, as_progress
-from NeonatalBrainLib.slicerfiles import MARKUPS_SCHEMA
 
 # ----------------------------------------------------------------------------- names and codes
 #: Reader-facing names of the vessel regions (segment and curve names).
@@ -932,9 +931,7 @@ def _save_curves_json(outputs: VesselsOutputNodes, path: Path, tmp: Path) -> Pat
     """All curves in one Slicer ``.mrk.json`` (Slicer loads every entry as a node named by "name").
 
     Entries are those of :func:`NeonatalBrainLib.slicerfiles.write_markups_curves_json` (LPS,
-    locked), with the curve nodes' world RAS points, colours and visibility; written
-    compactly (thousands of curves: Python's indenting JSON encoder takes tens of seconds).
-    """
+    locked), with the curve nodes' world RAS points, colours and visibility."""
     from NeonatalBrainLib import slicerfiles
 
     entries = []
@@ -945,10 +942,9 @@ def _save_curves_json(outputs: VesselsOutputNodes, path: Path, tmp: Path) -> Pat
             continue
         display = node.GetDisplayNode()
         color = display.GetSelectedColor() if display is not None else anatomy.VESSEL_REGION_COLORS["other"]
-        entry = slicerfiles._curve_entry(node.GetName(), points, color, "LPS", True)
-        entry["display"]["visibility"] = bool(display.GetVisibility()) if display is not None else True
-        entries.append(entry)
-    path.write_text(json.dumps({"@schema": MARKUPS_SCHEMA, "markups": entries}))
+        visible = bool(display.GetVisibility()) if display is not None else True
+        entries.append(slicerfiles._curve_entry(node.GetName(), points, color, "LPS", True, visible))
+    path.write_text(slicerfiles._markups_document(entries))
     return path
 
 
