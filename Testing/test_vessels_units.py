@@ -98,6 +98,26 @@ def test_width_fit_median_of_cross_sections_ignores_a_misplaced_stretch():
         ms.fit_width(img, affine, pts, cross_section_average="max")
 
 
+@pytest.mark.parametrize("diameter", [1.0, 1.4])
+def test_width_fit_of_a_wall_vein_leaves_out_the_ventricle_and_the_sloping_background(diameter):
+    # a thalamostriate-like vein: the bright ventricle 1.6 mm beside its axis, the tissue on the
+    # other side darkening away from the wall
+    sp = (0.5, 0.5, 0.5)
+    img = tube_image((40, 40, 30), sp, (2, 10.2, 7.3), (18, 9.8, 7.6), diameter, noise=0.02)
+    y_mm = (np.arange(40) * 0.5)[None, :, None]
+    img = img * (1.0 + 0.12 * (y_mm - 10.0)).astype(np.float32)
+    ventricle = np.broadcast_to(y_mm >= 11.6, img.shape).astype(np.float32)
+    img = np.where(ventricle > 0, 1.7, img).astype(np.float32)
+    affine = np.diag([*sp, 1.0])
+    pts = cl.resample_polyline(np.array([[4.0, 10.15, 7.34], [16.0, 9.85, 7.56]]), 0.25)
+    plain = ms.fit_width(img, affine, pts).diameter_mm
+    wall = ms.fit_width(img, affine, pts, exclude=ventricle, detrend=True).diameter_mm
+    assert plain - diameter > 0.15          # the constant-background fit reads the vein too wide
+    assert abs(wall - diameter) < 0.1
+    # nothing left to fit: no width
+    assert ms.fit_width(img, affine, pts, exclude=np.ones_like(img)) is None
+
+
 def test_split_at_bends_cuts_a_v_of_two_veins_not_a_gentle_arc():
     t = np.linspace(0, 1, 81)[:, None]
     arm1 = np.array([0.0, 0, 0]) + t * [10.0, 10, 0]          # 14 mm, 45 degrees

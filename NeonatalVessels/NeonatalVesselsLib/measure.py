@@ -36,6 +36,8 @@ resolved veins of the same scan (see :func:`finalize_widths`).
 """
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -293,7 +295,9 @@ def _forward_steps(x0: list[float], lb: list[float], ub: list[float]) -> list[fl
 def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray, *,
               patch_mm: float = 2.0, grid_mm: float = 0.15, station_mm: float = 1.0,
               end_margin_mm: float = 0.75, psf_extra_sigma_mm: float = 0.0,
-              cross_section_average: str = "median", solver: str = "compiled") -> WidthFit | None:
+              cross_section_average: str = "median", solver: str = "compiled",
+              exclude: np.ndarray | None = None, exclude_above: float = 0.25,
+              detrend: bool = False) -> WidthFit | None:
     """Fit the blurred-disk cross-section model to one vessel (see module docstring).
 
     ``cross_section_average``: how the cross-sections along the vessel are combined,
@@ -304,6 +308,14 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
     diameters agree to < 1e-6 mm on ~97% of the vessels; where the cost is flat (the fit
     stopped by the iteration limit, a centre offset on its bound) the rounding of the model
     can send the iterations elsewhere (1-2% of the vessels differ by > 0.01 mm).
+
+    ``exclude``: an image on the same grid (e.g. the ventricle mask as float); cross-section
+    pixels where it interpolates above ``exclude_above`` are left out (NaN-aware median / mean;
+    a pixel left out of every section takes the border median).  ``detrend``: remove the plane
+    fitted to the outer ring of the combined section (``>= patch_mm - 0.5`` mm from the
+    centreline) before the fit.  Both serve veins against the ventricle wall between tissues
+    of different signal (the thalamostriate vein), where a constant background reads the
+    vein too wide.  None when every pixel of the section border is left out.
     """
     if cross_section_average not in ("median", "mean"):
         raise ValueError(f"cross_section_average: 'median' or 'mean', got {cross_section_average!r}")
@@ -343,13 +355,35 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
         cov_uv += basis.T @ psf_cov_ras @ basis
         n += 1
     vals = ndimage.map_coordinates(norm_image, coords, order=1, mode="nearest")
-    if cross_section_average == "median" and n >= 3:
+    if exclude is not None:
+        # pixels in another structure (e.g. the bright ventricle beside a wall vein) are left out
+        # of the combined cross-section; pixels left out of every section take the background
+        out = ndimage.map_coordinates(exclude, coords, order=1, mode="nearest") > exclude_above
+        vals = np.where(out, np.nan, vals)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            stack = vals.reshape(n, *uu.shape)
+            prof = np.nanmedian(stack, axis=0) if cross_section_average == "median" else np.nanmean(stack, axis=0)
+        border = np.concatenate([prof[0], prof[-1], prof[:, 0], prof[:, -1]])
+        if not np.isfinite(border).any():
+            return None
+        b0 = float(np.nanmedian(border))
+        prof = np.where(np.isfinite(prof), prof, b0)
+    elif cross_section_average == "median" and n >= 3:
         prof = np.median(vals.reshape(n, *uu.shape), axis=0)
     else:
         acc = np.zeros(uu.shape)
         for k in range(n):
             acc += vals[k * npix:(k + 1) * npix].reshape(uu.shape)
         prof = acc / n
+    if detrend:
+        # a background sloping across the section (a vein between structures of different
+        # signal): the plane fitted to the outer ring (>= patch_mm - 0.5 from the centreline)
+        # is removed, keeping its mean
+        ring = np.hypot(uu, vv) >= patch_mm - 0.5
+        design = np.c_[np.ones(int(ring.sum())), uu[ring], vv[ring]]
+        coef = np.linalg.lstsq(design, prof[ring], rcond=None)[0]
+        prof = prof - (coef[1] * uu + coef[2] * vv)
     cov_uv /= n
     kernel = _gauss_kernel(cov_uv, grid_mm)
     b0 = float(np.median(np.concatenate([prof[0], prof[-1], prof[:, 0], prof[:, -1]])))

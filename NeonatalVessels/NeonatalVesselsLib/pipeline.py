@@ -101,6 +101,10 @@ class VesselParams:
     #: a DMV whose width fit is resolved has at least this x the scan's vein contrast (fainter: a
     #: wide faint dark band fitted through noise, not a vein); 0: off
     min_dmv_relative_contrast: float = 0.4
+    #: veins of these regions lie against the ventricle between structures of different signal (the
+    #: thalamostriate vein in the caudothalamic groove): their width fits leave the ventricle's pixels
+    #: out and remove a background plane (:func:`measure.fit_width` ``exclude``, ``detrend``)
+    wall_fit_regions: tuple[str, ...] = ("thalamic",)
     max_wall_vein_width_mm: float = 2.2  #: wider (or fit at its search limit) wall pieces are not thalamic / anterior caudate veins
     centreline_step_mm: float = 0.25   #: centreline point spacing (mm)
     curvature_smoothing_mm: float = 1.0  #: further Gaussian smoothing (sigma along the arc, mm) for the curvature only
@@ -465,13 +469,18 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                             params.minip_slab_mm)
     fits = []
     ids = sorted(centrelines)
+    csf = None
     for n, vid in enumerate(ids):
         if classes[vid][0] == "other":
             fits.append(None)   # not fitted: width from volume / length (below)
         else:
+            wall_fit = classes[vid][0] in params.wall_fit_regions
+            if wall_fit and csf is None:
+                csf = ctx.ventricles.astype(np.float32)
             fits.append(ms.fit_width(ctx.norm, swi.affine, centrelines[vid], patch_mm=params.width_patch_mm,
                                      psf_extra_sigma_mm=params.psf_extra_sigma_mm,
-                                     cross_section_average=params.width_cross_section_average))
+                                     cross_section_average=params.width_cross_section_average,
+                                     exclude=csf if wall_fit else None, detrend=wall_fit))
         if n % 20 == 0:
             prog.update(0.7 + 0.25 * n / max(1, len(ids)), "widths")
     c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile)
