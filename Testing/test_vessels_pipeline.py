@@ -91,6 +91,26 @@ def test_write_outputs_failure_leaves_nothing(analysis, tmp_path, monkeypatch):
     assert list(out.iterdir()) == []
 
 
+def test_wide_pieces_over_the_caudate_head_are_not_anterior_caudate_veins():
+    # term_3t seed 2: a 1.9 mm wide wall piece in front of the foramen (true anterior caudate
+    # veins 0.8 mm) passed as the right anterior caudate vein before the 1.5 mm limit
+    from NeonatalBrainLib.phantom import generate_phantom
+    from NeonatalVesselsLib.pipeline import VesselParams
+
+    ph = generate_phantom(seed=2, preset="term_3t", modalities=("swi",))
+    truth = {v["region"] for v in ph.vessels}
+    assert "anterior_caudate" in truth
+    loose = run_vessel_analysis(ph.swi, params=VesselParams(max_anterior_caudate_width_mm=9.0))
+    acv = loose.vessels[loose.vessels["region"] == "anterior_caudate"]
+    assert (acv["width_mm"] > 1.5).any()
+    default = run_vessel_analysis(ph.swi)
+    acv = default.vessels[default.vessels["region"] == "anterior_caudate"]
+    assert (acv["width_mm"] <= 1.5).all()
+    for side in ("left", "right"):
+        w = default.summary[f"anterior_caudate_vein_width_mm_{side}"]
+        assert w is None or w <= 1.5
+
+
 def test_numbers_against_phantom_truth(analysis, phantom_dir):
     truth = load_truth(phantom_dir)
     res = evaluate(analysis.vessels, analysis.centerlines, truth)
