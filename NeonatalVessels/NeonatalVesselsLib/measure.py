@@ -358,7 +358,7 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
     if exclude is not None:
         # pixels in another structure (e.g. the bright ventricle beside a wall vein) are left out
         # of the combined cross-section; pixels left out of every section take the background
-        out = ndimage.map_coordinates(exclude, coords, order=1, mode="nearest") > exclude_above
+        out = ndimage.map_coordinates(exclude, coords, order=1, mode="nearest", output=np.float32) > exclude_above
         vals = np.where(out, np.nan, vals)
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)

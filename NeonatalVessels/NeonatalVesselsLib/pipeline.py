@@ -479,8 +479,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             fits.append(None)   # not fitted: width from volume / length (below)
         else:
             wall_fit = classes[vid][0] in params.wall_fit_regions
-            if wall_fit and csf is None:
-                csf = ctx.ventricles.astype(np.float32)
+            if wall_fit and csf is None:     # 0 / 1 bytes, interpolated in float by fit_width (no copy)
+                csf = np.ascontiguousarray(ctx.ventricles).view(np.uint8)
             fits.append(ms.fit_width(ctx.norm, swi.affine, centrelines[vid], patch_mm=params.width_patch_mm,
                                      psf_extra_sigma_mm=params.psf_extra_sigma_mm,
                                      cross_section_average=params.width_cross_section_average,
