@@ -38,6 +38,7 @@ from NeonatalBrainLib import filters
 from NeonatalBrainLib.imageio import (InputError, Volume, from_canonical_order, grid_summary, reorient_to_canonical,
                                       to_canonical_order, validate_scalar_volume)
 from NeonatalBrainLib.progress import as_progress
+from NeonatalBrainLib.runtime import without_numpy_hugepage_advice
 
 from . import masks as mk
 from . import measure as ms
@@ -739,6 +740,7 @@ def _reorient(swi: Volume, masks: dict) -> tuple[Volume, dict, Any]:
     return canon, arrays, (perm, flip)
 
 
+@without_numpy_hugepage_advice
 def run_vessel_analysis(swi: Volume, *, brain_mask=None, ventricles=None, labels=None,
                         params: VesselParams | None = None, progress=None) -> VesselAnalysis:
     """Fully automatic vessel segmentation and measurement on an SWI magnitude volume.
@@ -760,6 +762,7 @@ def run_vessel_analysis(swi: Volume, *, brain_mask=None, ventricles=None, labels
     return _measure(ctx, seg, params, prog, method="automatic", t_start=t_start, out_grid=(swi_in, how))
 
 
+@without_numpy_hugepage_advice
 def measure_vessel_mask(swi: Volume, vessel_mask, *, brain_mask=None, ventricles=None, labels=None,
                         params: VesselParams | None = None, progress=None) -> VesselAnalysis:
     """Measure a given vessel segmentation (binary, or labels where > 0 = vessel) on the SWI grid.
