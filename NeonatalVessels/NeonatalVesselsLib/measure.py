@@ -37,7 +37,6 @@ resolved veins of the same scan (see :func:`finalize_widths`).
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -309,7 +308,7 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
     stopped by the iteration limit, a centre offset on its bound) the rounding of the model
     can send the iterations elsewhere (1-2% of the vessels differ by > 0.01 mm).
 
-    ``exclude``: an image on the same grid (e.g. the ventricle mask as float); cross-section
+    ``exclude``: an image on the same grid (e.g. the ventricle mask, 0 / 1); cross-section
     pixels where it interpolates above ``exclude_above`` are left out (NaN-aware median / mean;
     a pixel left out of every section takes the border median).  ``detrend``: remove the plane
     fitted to the outer ring of the combined section (``>= patch_mm - 0.5`` mm from the
