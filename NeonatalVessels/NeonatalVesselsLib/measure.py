@@ -291,6 +291,11 @@ def _forward_steps(x0: list[float], lb: list[float], ub: list[float]) -> list[fl
     return [float(_forward_step(float(x), float(lo), float(hi))) for x, lo, hi in zip(x0, lb, ub)]
 
 
+def _border(section: np.ndarray) -> np.ndarray:
+    """The pixels on the four edges of a cross-section (corners twice): where the background is read."""
+    return np.concatenate([section[0], section[-1], section[:, 0], section[:, -1]])
+
+
 def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray, *,
               patch_mm: float = 2.0, grid_mm: float = 0.15, station_mm: float = 1.0,
               end_margin_mm: float = 0.75, psf_extra_sigma_mm: float = 0.0,
@@ -363,7 +368,7 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
             warnings.simplefilter("ignore", RuntimeWarning)
             stack = vals.reshape(n, *uu.shape)
             prof = np.nanmedian(stack, axis=0) if cross_section_average == "median" else np.nanmean(stack, axis=0)
-        border = np.concatenate([prof[0], prof[-1], prof[:, 0], prof[:, -1]])
+        border = _border(prof)
         if not np.isfinite(border).any():
             return None
         b0 = float(np.nanmedian(border))
@@ -385,7 +390,7 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
         prof = prof - (coef[1] * uu + coef[2] * vv)
     cov_uv /= n
     kernel = _gauss_kernel(cov_uv, grid_mm)
-    b0 = float(np.median(np.concatenate([prof[0], prof[-1], prof[:, 0], prof[:, -1]])))
+    b0 = float(np.median(_border(prof)))
     d_max = 2 * patch_mm - 0.5
     lo = [0.05, -0.6, -0.6]
     hi = [d_max, 0.6, 0.6]
