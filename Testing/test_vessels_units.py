@@ -312,6 +312,11 @@ def test_module_min_dmv_length_reaches_the_dmv_rule():
     for setting, region in ((4.0, "dmv"), (8.0, "other")):
         rules = ml.vessel_params(min_dmv_length_mm=setting).rules
         assert classify_vessels({1: line}, affine, rules=rules, **kw)[1][0] == region, setting
+        # the tracking's seeds: DMVs but for their length (a line > 12 mm from the ventricles is not one)
+        short: set[int] = set()
+        across = np.column_stack([np.full(25, 30.0), np.linspace(42, 48, 25), np.full(25, 20.0)])
+        classify_vessels({1: line, 2: across}, affine, rules=rules, dmv_but_short=short, **kw)
+        assert short == (set() if region == "dmv" else {1}), setting
 
 
 def test_wall_veins_split_at_the_foramen():

@@ -442,9 +442,11 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     vbox = bounding_box(ctx.ventricles)
     vent_idx = np.argwhere(ctx.ventricles[vbox]) + np.array([b.start for b in vbox])
     foramen_y = foramen_y_mm(vent_idx @ swi.affine[1, :3] + swi.affine[1, 3], params.rules.foramen_fraction)
+    dmv_but_short: set[int] = set()     # seeds for the tracking below
     classes = classify_vessels(centrelines, swi.affine, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
                                midline_x=ctx.midline_x, foramen_y_mm=foramen_y, labels=ctx.labels,
-                               rules=params.rules, csf_dist_mm=ctx.csf_dist_mm)
+                               rules=params.rules, csf_dist_mm=ctx.csf_dist_mm, dmv_but_short=dmv_but_short)
+    dmv_like = dmv_but_short | {vid for vid, (region, _) in classes.items() if region == "dmv"}
     # a DMV (and a named deep vein: thalamic, anterior caudate, internal cerebral) must be
     # long enough and clearly dark along its centreline; short faint pieces are noise (a DMV's
     # length is a region rule, already applied by classify_vessels)
@@ -458,7 +460,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                 classes[vid] = ("other", side)
     if params.track_max_mm > 0 and method == "automatic":
         # not for a given mask: what the user drew (or corrected) is measured as drawn
-        labels = _grow_dmv_pieces(ctx, centrelines, classes, labels, box_affine, params, smooth=smooth,
+        seeds = {vid: centrelines[vid] for vid in sorted(dmv_like) if classes[vid][0] == "other"}
+        labels = _grow_dmv_pieces(ctx, seeds, centrelines, classes, labels, box_affine, params, smooth=smooth,
                                   darkness_of=darkness_of, min_darkness=min_darkness, foramen_y=foramen_y)
     if params.dmv_join_gap_mm > 0 and not given_ids:
         # one DMV split into collinear pieces (at a junction with a noise branch, or by a
@@ -574,11 +577,12 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         region_table=region_label_table(), provenance=provenance, swi=swi_in)
 
 
-def _grow_dmv_pieces(ctx: _Context, centrelines: dict[int, np.ndarray], classes: dict[int, tuple[str, str]],
+def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: dict[int, np.ndarray],
+                     classes: dict[int, tuple[str, str]],
                      labels: np.ndarray, box_affine: np.ndarray, params: VesselParams, *, smooth, darkness_of,
                      min_darkness: float, foramen_y: float | None) -> np.ndarray:
-    """Grow the ``other`` pieces that the region rules would make DMVs but for their length, by
-    minimum-intensity tracking.
+    """Grow ``seeds`` (``other`` pieces that the region rules would make DMVs but for their
+    length, or that are too faint for the darkness rule) by minimum-intensity tracking.
 
     In noisy scans with thick slices a thin DMV covered by the segmentation is cut by noise
     branches and slice jumps into skeleton pieces of 2-4.5 mm.  Each such piece (seed) is
@@ -601,12 +605,6 @@ def _grow_dmv_pieces(ctx: _Context, centrelines: dict[int, np.ndarray], classes:
     from .tracking import track_extensions
 
     swi = ctx.swi
-    others = {vid: p for vid, p in centrelines.items() if classes[vid][0] == "other" and len(p) >= 2}
-    relaxed = dataclasses.replace(params.rules, min_dmv_length_mm=0.0)
-    seed_classes = classify_vessels(others, swi.affine, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
-                                    midline_x=ctx.midline_x, foramen_y_mm=foramen_y, labels=ctx.labels,
-                                    rules=relaxed, csf_dist_mm=ctx.csf_dist_mm)
-    seeds = {vid: others[vid] for vid, (region, _) in seed_classes.items() if region == "dmv"}
     ctx.timings["track_seeds"] = float(len(seeds))
     if not seeds:
         return labels
@@ -660,19 +658,23 @@ def _grow_dmv_pieces(ctx: _Context, centrelines: dict[int, np.ndarray], classes:
     ctx.timings["track_grown"] = float(len(accepted))
     if not accepted:
         return labels
+    # absorb the other pieces lying mostly (> half their points within 1 mm) on one grown line
     owner = np.concatenate([np.full(len(p), vid) for vid, p in accepted.items()])
     tree = cKDTree(np.vstack(list(accepted.values())))
+    rest = [vid for vid, p in centrelines.items() if classes[vid][0] == "other" and len(p) > 0]
     lut = np.arange(int(labels.max()) + 1, dtype=labels.dtype)
-    for vid, p in list(centrelines.items()):
-        if classes[vid][0] != "other" or len(p) == 0:
-            continue
-        d, nn = tree.query(p, distance_upper_bound=1.0)
-        near = owner[nn[np.isfinite(d)]]
-        if len(near) > 0.5 * len(p):
-            ids, n = np.unique(near, return_counts=True)
-            if n.max() > 0.5 * len(p):
+    if rest:
+        counts = np.array([len(centrelines[vid]) for vid in rest])
+        d, nn = tree.query(np.vstack([centrelines[vid] for vid in rest]), distance_upper_bound=1.0)
+        near = np.where(np.isfinite(d), owner[np.minimum(nn, len(owner) - 1)], 0)   # ids are > 0
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        for i in np.flatnonzero(np.add.reduceat(near > 0, starts) > 0.5 * counts):
+            ids, k = np.unique(near[starts[i]:starts[i] + counts[i]], return_counts=True)
+            k[ids == 0] = 0
+            if k.max() > 0.5 * counts[i]:
+                vid = rest[i]
                 if vid < len(lut):
-                    lut[vid] = ids[np.argmax(n)]
+                    lut[vid] = ids[np.argmax(k)]
                 del centrelines[vid], classes[vid]
     labels = lut[labels]
     inv = np.linalg.inv(box_affine)

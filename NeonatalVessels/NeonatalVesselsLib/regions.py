@@ -78,8 +78,13 @@ def _median(values: np.ndarray):
 def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, vent_dist_mm: np.ndarray,
                      depth_mm: np.ndarray, midline_x: float, foramen_y_mm: float | None,
                      labels: np.ndarray | None = None, rules: RegionRules | None = None,
-                     csf_dist_mm: np.ndarray | None = None) -> dict[int, tuple[str, str]]:
-    """vessel id -> (region, side) by the rules of the module docstring."""
+                     csf_dist_mm: np.ndarray | None = None,
+                     dmv_but_short: set[int] | None = None) -> dict[int, tuple[str, str]]:
+    """vessel id -> (region, side) by the rules of the module docstring.
+
+    ``dmv_but_short``: when given, receives the ids of the vessels that pass every DMV rule
+    but ``rules.min_dmv_length_mm`` (those a DMV length of 0 would make DMVs).
+    """
     rules = rules or RegionRules()
     inv = np.linalg.inv(affine)
     out: dict[int, tuple[str, str]] = {}
@@ -114,20 +119,25 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
         elif abs(med_dx) < rules.paramedian_mm and abs(direction[1]) > 0.7:
             region = "internal_cerebral"
             side = "midline"
-        elif (radial >= rules.min_radial and vd.min() <= rules.dmv_start_mm and length >= rules.min_dmv_length_mm
-              and (csf_dist_mm is None or _median(samples["csf"][vid]) >= rules.dmv_csf_clearance_mm)):
-            region = "dmv"
-        elif _median(vd) < rules.wall_mm:
-            if labels is not None:
-                near_c = float(np.mean(samples["caudate"][vid] > 0.5))
-                near_t = float(np.mean(samples["thalamus"][vid] > 0.5))
-                region = "thalamic" if near_t >= 0.3 and near_c >= 0.3 else (
-                    "anterior_caudate" if near_c >= 0.5 else "other")
-            else:
-                yf = 0.0 if foramen_y_mm is None else float(foramen_y_mm)
-                region = "anterior_caudate" if float(np.mean(pts[:, 1])) > yf else "thalamic"
         else:
-            region = "other"
+            dmv_like = (radial >= rules.min_radial and vd.min() <= rules.dmv_start_mm
+                        and (csf_dist_mm is None or _median(samples["csf"][vid]) >= rules.dmv_csf_clearance_mm))
+            long_enough = length >= rules.min_dmv_length_mm
+            if dmv_like and not long_enough and dmv_but_short is not None:
+                dmv_but_short.add(vid)
+            if dmv_like and long_enough:
+                region = "dmv"
+            elif _median(vd) < rules.wall_mm:
+                if labels is not None:
+                    near_c = float(np.mean(samples["caudate"][vid] > 0.5))
+                    near_t = float(np.mean(samples["thalamus"][vid] > 0.5))
+                    region = "thalamic" if near_t >= 0.3 and near_c >= 0.3 else (
+                        "anterior_caudate" if near_c >= 0.5 else "other")
+                else:
+                    yf = 0.0 if foramen_y_mm is None else float(foramen_y_mm)
+                    region = "anterior_caudate" if float(np.mean(pts[:, 1])) > yf else "thalamic"
+            else:
+                region = "other"
         out[vid] = (region, side)
     return out
 
