@@ -158,6 +158,7 @@ class NeonatalVesselsParameterNode:
     vesselnessScaleCount - number of scales between them (geometric spacing).
     vesselnessThresholdHigh, vesselnessThresholdLow - hysteresis thresholds of the vesselness (0..1).
     minDmvLengthMm - shorter vessels (centreline arc length, mm) are not counted as DMVs.
+    dmvTrackingMm - DMV pieces too short to count are grown by tracking at most this far (mm) from each end (0: off).
     minipSlabMm - thickness (mm) of the minimum-intensity-projection slab.
     outputSegmentation, outputVesselTable, outputSummaryTable, outputMinip - the current result.
     exportDirectory - folder for Export.
@@ -173,6 +174,7 @@ class NeonatalVesselsParameterNode:
     vesselnessThresholdHigh: Annotated[float, WithinRange(0.01, 1.0)] = 0.10
     vesselnessThresholdLow: Annotated[float, WithinRange(0.005, 1.0)] = 0.03
     minDmvLengthMm: Annotated[float, WithinRange(0.0, 30.0)] = 4.5
+    dmvTrackingMm: Annotated[float, WithinRange(0.0, 50.0)] = 25.0
     minipSlabMm: Annotated[float, WithinRange(1.0, 40.0)] = 8.0
     outputSegmentation: vtkMRMLSegmentationNode
     outputVesselTable: vtkMRMLTableNode
@@ -529,6 +531,7 @@ class NeonatalVesselsLogic(ScriptedLoadableModuleLogic):
             threshold_high=parameterNode.vesselnessThresholdHigh,
             threshold_low=parameterNode.vesselnessThresholdLow,
             min_dmv_length_mm=parameterNode.minDmvLengthMm,
+            track_max_mm=parameterNode.dmvTrackingMm,
             minip_slab_mm=parameterNode.minipSlabMm)
 
     def process(self, inputVolume, brainMask=None, ventricles=None, params=None, progress=None, runner=None):

@@ -158,7 +158,7 @@ def scales_mm(scale_min_mm: float, scale_max_mm: float, scale_count: int) -> tup
 def vessel_params(scale_min_mm: float | None = None, scale_max_mm: float | None = None,
                   scale_count: int | None = None, min_dmv_length_mm: float | None = None,
                   minip_slab_mm: float | None = None, threshold_high: float | None = None,
-                  threshold_low: float | None = None):
+                  threshold_low: float | None = None, track_max_mm: float | None = None):
     """The engine's ``VesselParams`` with the module's settings (None keeps the engine default).
 
     The scales are :func:`scales_mm` of (min, max, count), except that settings equal to
@@ -177,7 +177,7 @@ def vessel_params(scale_min_mm: float | None = None, scale_max_mm: float | None 
         if not (count == len(default) and math.isclose(lo, default[0]) and math.isclose(hi, default[-1])):
             changes["scales_mm"] = wanted
     for name, value in (("minip_slab_mm", minip_slab_mm), ("threshold_high", threshold_high),
-                        ("threshold_low", threshold_low)):
+                        ("threshold_low", threshold_low), ("track_max_mm", track_max_mm)):
         if value is not None:
             changes[name] = float(value)
     if min_dmv_length_mm is not None and float(min_dmv_length_mm) != params.rules.min_dmv_length_mm:
