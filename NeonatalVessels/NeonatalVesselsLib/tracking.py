@@ -76,9 +76,11 @@ def track_extensions(image: np.ndarray, affine: np.ndarray, seeds: dict[int, np.
             starts.append((p[-1] if at_end else p[0], _end_direction(p, at_end, span_mm)))
             keys.append((vid, at_end))
     n = len(keys)
-    out = {vid: (np.zeros((0, 3)), np.zeros((0, 3))) for vid in seeds}
+    result: dict[int, list] = {vid: [np.zeros((0, 3)), np.zeros((0, 3))] for vid in seeds}
     if n == 0:
-        return out
+        return {vid: (a, b) for vid, (a, b) in result.items()}
+    if allowed is not None and allowed.dtype == bool:
+        allowed = allowed.view(np.uint8)
     pos = np.array([s[0] for s in starts])
     dirs = np.array([s[1] for s in starts])
     active = np.linalg.norm(dirs, axis=1) > 0
@@ -122,11 +124,9 @@ def track_extensions(image: np.ndarray, affine: np.ndarray, seeds: dict[int, np.
         best_at[idx[better]] = k + 1
         stop |= best_score[idx] - score[idx] > max_drop
         if allowed is not None:
-            stop |= sample(new[:, None, :], allowed.view(np.uint8) if allowed.dtype == bool else allowed,
-                           order=0)[:, 0] < 0.5
+            stop |= sample(new[:, None, :], allowed, order=0)[:, 0] < 0.5
         stopped_at[idx[stop]] = k
         active[idx[stop]] = False
-    result: dict[int, list] = {vid: [np.zeros((0, 3)), np.zeros((0, 3))] for vid in seeds}
     for t, (vid, at_end) in enumerate(keys):
         keep = int(min(best_at[t], stopped_at[t]))
         result[vid][1 if at_end else 0] = track[t, :keep]
