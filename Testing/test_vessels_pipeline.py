@@ -199,6 +199,22 @@ def test_measure_edited_mask_erasing_one_dmv_lowers_count_by_one(analysis):
     assert after.summary["dmv_count"] == base.summary["dmv_count"] - 1
 
 
+def test_a_given_mask_is_measured_as_drawn_without_tracking(analysis):
+    # the automatic run grows short DMV pieces beyond the segmentation; a given (edited) binary
+    # mask is measured as drawn: every centreline point lies on or next to a mask voxel
+    from scipy import ndimage
+
+    assert analysis.provenance["timings_s"].get("track_grown", 0) > 0
+    mask = np.asarray(analysis.vessel_labels.array) > 0
+    drawn = measure_vessel_mask(analysis.swi, mask, brain_mask=analysis.brain_mask, ventricles=analysis.ventricles)
+    assert "track_seeds" not in drawn.provenance["timings_s"]
+    near = ndimage.binary_dilation(mask, iterations=2)
+    inv = np.linalg.inv(analysis.swi.affine)
+    for vid, pts in drawn.centerlines.items():
+        ijk = np.rint(pts @ inv[:3, :3].T + inv[:3, 3]).astype(int)
+        assert near[tuple(ijk.T)].all(), vid
+
+
 def _flip_volume(vol: Volume, axes) -> Volume:
     """The same image stored with reversed voxel axes (e.g. RAS -> LAS): same world content."""
     arr = vol.array
