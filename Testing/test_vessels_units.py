@@ -296,6 +296,25 @@ def test_dmv_rule_needs_clearance_from_sulcal_csf():
     assert classify_vessels({1: line}, affine, **kw)[1][0] == "dmv"   # no CSF map given: rule not applied
 
 
+def test_dmv_rule_keeps_clear_of_the_midline():
+    # a radial dark line from the medial wall of a ventricle towards the falx is not a DMV; the
+    # same line 10 mm further out in the hemisphere is
+    from scipy import ndimage
+
+    from NeonatalVesselsLib.regions import RegionRules, classify_vessels
+
+    shape, affine = (80, 60, 40), np.eye(4)
+    vent = np.zeros(shape, bool)
+    vent[20:30, 20:40, 15:25] = True        # a ventricle whose medial wall is 8 mm from the midline x = 12
+    vdist = ndimage.distance_transform_edt(~vent).astype(np.float32)
+    medial = np.column_stack([np.linspace(19, 13, 25), np.full(25, 30.0), np.full(25, 20.0)])   # median |dx| 4 mm
+    lateral = np.column_stack([np.linspace(31, 40, 25), np.full(25, 30.0), np.full(25, 20.0)])
+    kw = dict(vent_dist_mm=vdist, depth_mm=np.full(shape, 30.0, np.float32), midline_x=12.0, foramen_y_mm=30.0)
+    assert classify_vessels({1: medial, 2: lateral}, affine, **kw) == {1: ("other", "right"), 2: ("dmv", "right")}
+    off = RegionRules(dmv_midline_mm=0.0)
+    assert classify_vessels({1: medial}, affine, rules=off, **kw)[1][0] == "dmv"   # the rule, not another one
+
+
 def test_module_min_dmv_length_reaches_the_dmv_rule():
     # the module's "minimum DMV length" setting is the DMV rule's length (one parameter)
     from scipy import ndimage
