@@ -533,12 +533,7 @@ class Anatomy:
         return m
 
     def _evaluate_core(self, p, edge, want=("value", "label")):
-        """Evaluate the anatomy at template points p (N,3) (no early-out).
-
-        edge: width (template mm) of the linear partial-volume ramp at boundaries (0: hard).
-        Returns dict with 'value' (signal / WM), 'label' (int8 hard labels) and, when asked,
-        'vent' (ventricle signed distance) and 'pial' (distance to nearest pial surface).
-        """
+        """:meth:`evaluate` without the early-out for points outside the head."""
         p = np.asarray(p, float)
         N = len(p)
         I = self.I
