@@ -1,0 +1,68 @@
+"""The independent SWI phantom generator of the benchmarks (benchmarks/independent_swi_phantom.py):
+its files are what the accuracy benchmark reads (NIfTI on its preset grid, a truth the
+project's evaluation accepts), its veins are dark where the truth puts them, and it is
+deterministic.  (The accuracy itself is measured in benchmarks/, not asserted here.)"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def generator():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import independent_swi_phantom
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return independent_swi_phantom
+
+
+def test_preterm_case_files_truth_and_vein_darkness(generator, tmp_path):
+    from NeonatalBrainLib.imageio import load_volume
+    from NeonatalVesselsLib.evaluation import evaluate, load_truth
+
+    out = tmp_path / "preterm_1"
+    generator.generate(out, "preterm", 1, verbose=False)
+    swi = load_volume(out / "swi.nii.gz")
+    truth = load_truth(out)
+    assert np.allclose(swi.spacing_mm, (0.5, 0.5, 2.0), atol=1e-4)
+    assert np.isfinite(swi.array).all() and swi.array.ndim == 3
+    dmv = [v for v in truth["vessels"] if v["region"] == "dmv"]
+    assert {v["side"] for v in dmv} == {"left", "right"}
+    assert {"vessel_id", "region", "side", "diameter_mm", "tortuosity", "curvature_per_mm",
+            "centerline_ras_mm"} <= set(dmv[0])
+    # left veins lie at RAS x < 0 (the patient's left), and every DMV is darker at its centreline
+    # than 3 mm beside it, in the median over the phantom's DMVs
+    inv = np.linalg.inv(swi.affine)
+    img = np.asarray(swi.array, np.float32)
+    ratios = []
+    for v in dmv:
+        p = np.asarray(v["centerline_ras_mm"], float)
+        assert (np.median(p[:, 0]) < 0) == (v["side"] == "left")
+        side = p + np.array([0.0, 0.0, 3.0])
+        at = ndimage.map_coordinates(img, (p @ inv[:3, :3].T + inv[:3, 3]).T, order=1)
+        beside = ndimage.map_coordinates(img, (side @ inv[:3, :3].T + inv[:3, 3]).T, order=1)
+        ratios.append(np.median(at) / np.median(beside))
+    assert np.median(ratios) < 0.97, np.median(ratios)
+    # the project's evaluation reads this truth: the truth scored against itself is perfect
+    import pandas as pd
+    table = pd.DataFrame([{"vessel_id": v["vessel_id"], "region": v["region"], "side": v["side"],
+                           "width_mm": v["diameter_mm"], "tortuosity": v["tortuosity"],
+                           "curvature_per_mm": v["curvature_per_mm"]} for v in truth["vessels"]])
+    lines = {v["vessel_id"]: np.asarray(v["centerline_ras_mm"], float) for v in truth["vessels"]}
+    res = evaluate(table, lines, truth)
+    assert res["sensitivity"] == 1.0 and res["ppv"] == 1.0 and res["width_mae_mm"] == 0.0
+    # deterministic: the same case again gives the same bytes
+    again = tmp_path / "again"
+    generator.generate(again, "preterm", 1, verbose=False)
+    digest = [hashlib.sha256((d / "vessels.json").read_bytes()).hexdigest() for d in (out, again)]
+    assert digest[0] == digest[1]
+    assert np.array_equal(load_volume(again / "swi.nii.gz").array, swi.array)
