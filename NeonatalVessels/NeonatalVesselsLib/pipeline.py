@@ -286,6 +286,8 @@ class _Context:
     timings: dict
     csf_dist_mm: np.ndarray | None = None   #: distance to CSF other than the ventricles (sulci, cisterns)
     noise_sd: float = 0.0                   #: noise SD of the normalised image (fraction of tissue signal)
+    #: tracking of short DMV pieces (automatic runs): seeds tracked, grown lines kept as DMVs
+    tracking: dict | None = None
 
 
 def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, prog, *,
@@ -560,6 +562,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         "midline_x_mm": round(float(ctx.midline_x), 3), "vein_contrast": round(float(c_subj), 4),
         "noise_sd": round(float(ctx.noise_sd), 4), "min_dmv_darkness": round(float(min_darkness), 4),
         "timings_s": {k: round(v, 3) for k, v in ctx.timings.items()},
+        "tracking": ctx.tracking,
         "run_time_s": round(time.perf_counter() - t_start, 3),
     }
     summary_out = dict(summary)
@@ -605,7 +608,8 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
     from .tracking import track_extensions
 
     swi = ctx.swi
-    ctx.timings["track_seeds"] = float(len(seeds))
+    t0 = time.perf_counter()
+    ctx.tracking = {"seeds": len(seeds), "grown_dmvs": 0}
     if not seeds:
         return labels
     box = tuple(slice(int(a), int(b)) for a, b in _points_box(np.vstack(list(seeds.values())), swi.affine,
@@ -655,7 +659,8 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
         dmvs.append(p)
         centrelines[vid] = p
         classes[vid] = grown_classes[vid]
-    ctx.timings["track_grown"] = float(len(accepted))
+    ctx.tracking["grown_dmvs"] = len(accepted)
+    ctx.timings["track_s"] = time.perf_counter() - t0
     if not accepted:
         return labels
     # absorb the other pieces lying mostly (> half their points within 1 mm) on one grown line
