@@ -60,13 +60,14 @@ def wall_vein_truth(truth: dict) -> dict:
     diameter of its thalamic / anterior caudate veins (the engine's summary definition)."""
     import numpy as np
 
+    from NeonatalBrainLib.centerline import arc_length_mm
+
     out = {}
     for key in WALL_VEIN_KEYS:
         region = "thalamic" if key.startswith("thalamic") else "anterior_caudate"
         side = key.rsplit("_", 1)[1]
         veins = [v for v in truth["vessels"] if v["region"] == region and v["side"] == side]
-        lengths = [float(np.sum(np.linalg.norm(np.diff(np.asarray(v["centerline_ras_mm"], float), axis=0), axis=1)))
-                   for v in veins]
+        lengths = [arc_length_mm(np.asarray(v["centerline_ras_mm"], float)) for v in veins]
         out[key] = (float(np.average([v["diameter_mm"] for v in veins], weights=lengths))
                     if veins and sum(lengths) > 0 else None)
     return out

@@ -372,8 +372,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     labels = paths.labels[lbox].copy()
     del paths       # frees the whole-volume labels
     inv = np.linalg.inv(swi.affine)
-    box_affine = swi.affine.copy()      # voxel -> RAS of `labels`, which holds the box lbox of the volume
-    box_affine[:3, 3] += swi.affine[:3, :3] @ np.array([b.start for b in lbox], float)
+    box_affine = _box_affine(swi.affine, lbox)     # voxel -> RAS of `labels`, which holds the box lbox
 
     def darkness_of(lines: dict[int, np.ndarray]) -> dict[int, float]:
         """1 - mean normalised intensity along each polyline (RAS mm): how much darker than tissue."""
@@ -612,10 +611,8 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
     ctx.tracking = {"seeds": len(seeds), "grown_dmvs": 0}
     if not seeds:
         return labels
-    box = tuple(slice(int(a), int(b)) for a, b in _points_box(np.vstack(list(seeds.values())), swi.affine,
-                                                             params.track_max_mm + 3.0, ctx.norm.shape))
-    sub_affine = swi.affine.copy()
-    sub_affine[:3, 3] += swi.affine[:3, :3] @ np.array([b.start for b in box], float)
+    box = _points_box(np.vstack(list(seeds.values())), swi.affine, params.track_max_mm + 3.0, ctx.norm.shape)
+    sub_affine = _box_affine(swi.affine, box)
     smoothed = filters.gaussian_filter(np.asarray(ctx.norm[box], np.float32),
                                        params.contrast_smoothing_mm / swi.spacing_mm, mode="nearest")
     allowed = ctx.brain[box] & ~ctx.ventricles[box] & (ctx.depth_mm[box] > params.surface_margin_mm)
@@ -641,10 +638,11 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
     candidates = {vid: p for vid, p in candidates.items() if np.median(depth[vid]) >= params.track_min_depth_mm}
     dark = darkness_of(candidates)
     dmvs = [p for vid, p in centrelines.items() if classes[vid][0] == "dmv"]
+    # trees of the DMVs kept: those found before (one tree) and each accepted grown line
+    kept_trees = [cKDTree(np.vstack(dmvs))] if dmvs else []
 
-    def share_within_1mm(points: np.ndarray, tree) -> float:
-        d, _ = tree.query(points, distance_upper_bound=1.0)
-        return float(np.mean(np.isfinite(d)))
+    def within_1mm(points: np.ndarray, tree) -> np.ndarray:
+        return np.isfinite(tree.query(points, distance_upper_bound=1.0)[0])
 
     accepted: dict[int, np.ndarray] = {}
     for vid in sorted(candidates, key=lambda v: (-ms.cl.arc_length_mm(candidates[v]), v)):
@@ -652,11 +650,14 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
         if dark[vid] < min_darkness:
             continue
         tree = cKDTree(p)
-        if dmvs and (share_within_1mm(p, cKDTree(np.vstack(dmvs))) > 0.5
-                     or any(share_within_1mm(q, tree) > 0.5 for q in dmvs)):
+        on_kept = np.zeros(len(p), bool)     # within 1 mm of any DMV kept
+        for t in kept_trees:
+            on_kept |= within_1mm(p, t)
+        if on_kept.mean() > 0.5 or any(within_1mm(q, tree).mean() > 0.5 for q in dmvs):
             continue
         accepted[vid] = p
         dmvs.append(p)
+        kept_trees.append(tree)
         centrelines[vid] = p
         classes[vid] = grown_classes[vid]
     ctx.tracking["grown_dmvs"] = len(accepted)
@@ -692,14 +693,21 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
     return labels
 
 
-def _points_box(points_ras: np.ndarray, affine: np.ndarray, margin_mm: float, shape) -> np.ndarray:
-    """(3, 2) voxel index range [start, stop) holding the points with ``margin_mm`` around them."""
+def _points_box(points_ras: np.ndarray, affine: np.ndarray, margin_mm: float, shape) -> tuple[slice, ...]:
+    """Voxel box (slices, clipped to ``shape``) holding the points with ``margin_mm`` around them."""
     inv = np.linalg.inv(affine)
     ijk = points_ras @ inv[:3, :3].T + inv[:3, 3]
     margin = margin_mm / np.linalg.norm(affine[:3, :3], axis=0)
     lo = np.clip(np.floor(ijk.min(axis=0) - margin), 0, None).astype(int)
     hi = np.minimum(np.ceil(ijk.max(axis=0) + margin).astype(int) + 1, shape)
-    return np.stack([lo, hi], axis=1)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
+
+def _box_affine(affine: np.ndarray, box: tuple[slice, ...]) -> np.ndarray:
+    """Voxel -> RAS affine of the sub-array ``array[box]`` of an array on ``affine``."""
+    out = np.array(affine, float, copy=True)
+    out[:3, 3] += affine[:3, :3] @ np.array([b.start for b in box], float)
+    return out
 
 
 def _mean_or_none(values) -> float | None:
