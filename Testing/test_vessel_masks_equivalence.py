@@ -245,14 +245,14 @@ def _ref_drop_short_components(mask, spacing, min_extent_mm):
 
 def _ref_segment_vessels(norm, brain, depth, spacing, params, noise_sd):
     # the engine's earlier code: every step on the whole volume
-    from NeonatalVesselsLib.pipeline import hysteresis_threshold, local_contrast
+    from NeonatalVesselsLib.pipeline import contrast_gate, hysteresis_threshold, local_contrast
     from NeonatalVesselsLib.vesselness import vesselness
 
     roi = brain & (depth > params.surface_margin_mm)
     v = vesselness(norm, spacing, params.scales_mm, mask=roi, alpha=params.frangi_alpha,
                    beta=params.frangi_beta, c=params.frangi_c, dark=True)
     dark = norm < params.max_relative_intensity
-    gate = max(params.min_local_contrast, params.local_contrast_noise_factor * noise_sd)
+    gate = contrast_gate(params, noise_sd, spacing)
     dark &= local_contrast(norm, spacing, background_mm=params.local_background_mm,
                            smoothing_mm=params.contrast_smoothing_mm, mask=roi) >= gate
     v = np.where(dark & roi, v, 0).astype(np.float32)

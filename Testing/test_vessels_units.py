@@ -9,6 +9,7 @@ from NeonatalBrainLib import centerline as cl
 from NeonatalBrainLib.batch import append_row, read_rows, run_batch
 from NeonatalBrainLib.imageio import InputError
 from NeonatalVesselsLib import measure as ms
+from NeonatalVesselsLib import pipeline as pl
 from NeonatalVesselsLib.skeleton import merge_fragments, split_vessels
 from NeonatalVesselsLib.vesselness import vesselness
 
@@ -472,6 +473,33 @@ def test_noise_sd_is_robust_to_structure():
     mask = np.ones(img.shape, bool)
     assert abs(noise_sd(img, mask, (0.5, 0.5, 2.0)) - 0.05) < 0.004
     assert noise_sd(img, np.zeros(img.shape, bool), (0.5, 0.5, 2.0)) == 0.0
+
+
+def test_smoothed_noise_factor_matches_smoothed_white_noise():
+    # the SD of white noise after the pipeline's Gaussian (filters.gaussian_filter, sigma in mm
+    # / spacing), over its SD before: on thick slices the smoothing barely acts across them
+    from NeonatalBrainLib import filters
+    from NeonatalVesselsLib.masks import smoothed_noise_factor
+
+    rng = np.random.default_rng(5)
+    noise = rng.normal(0, 1, (120, 120, 60)).astype(np.float32)
+    for spacing in [(0.6, 0.6, 2.0), (0.6, 0.6, 0.6), (0.45, 0.45, 1.0)]:
+        sm = filters.gaussian_filter(noise, 0.5 / np.asarray(spacing), mode="nearest")
+        measured = float(sm[10:-10, 10:-10, 10:-10].std())
+        assert abs(smoothed_noise_factor(spacing, 0.5) - measured) < 0.03 * measured
+    assert smoothed_noise_factor((0.6, 0.6, 0.6), 0.5) < 0.7 * smoothed_noise_factor((0.6, 0.6, 2.0), 0.5)
+    assert smoothed_noise_factor((0.5, 0.5, 0.5), 0.0) == 1.0
+
+
+def test_contrast_gate_counts_the_smoothed_noise():
+    # the gate is in units of the noise of the image it is measured on: the same image noise
+    # gives a lower gate on fine voxels (more averaging) than on thick slices, never below the floor
+    params = pl.VesselParams()
+    thick = pl.contrast_gate(params, 0.09, (0.6, 0.6, 2.0))
+    fine = pl.contrast_gate(params, 0.09, (0.6, 0.6, 0.6))
+    assert thick > fine >= params.min_local_contrast
+    assert abs(thick - 1.2 * 0.09) < 0.01          # on 0.6 x 0.6 x 2 mm voxels: 1.2 x the image noise SD
+    assert pl.contrast_gate(params, 0.0, (0.6, 0.6, 2.0)) == params.min_local_contrast
 
 
 def test_trim_end_hooks_cuts_a_hook_but_not_a_gentle_bend():

@@ -365,6 +365,26 @@ def noise_sd(image: np.ndarray, mask: np.ndarray, spacing_mm) -> float:
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2.0))
 
 
+def smoothed_noise_factor(spacing_mm, sigma_mm: float) -> float:
+    """Noise SD after a Gaussian smoothing of ``sigma_mm`` (per axis ``sigma_mm / spacing``,
+    scipy's discrete kernel) as a fraction of the SD before, for white noise:
+    ``sqrt(prod over axes of sum(w_i^2))``, ``w`` the normalised 1-D kernel weights.
+
+    E.g. 0.5 mm on 0.6 x 0.6 x 2 mm voxels: 0.34; on 0.6 mm isotropic voxels: 0.20.
+    """
+    factor = 1.0
+    for s in np.asarray(spacing_mm, float):
+        sigma_vox = float(sigma_mm) / s
+        if sigma_vox <= 0:
+            continue
+        half = int(np.ceil(4.0 * sigma_vox)) + 1
+        impulse = np.zeros(2 * half + 1)
+        impulse[half] = 1.0
+        w = ndimage.gaussian_filter1d(impulse, sigma_vox, mode="constant")
+        factor *= float(np.sum(w ** 2))
+    return float(np.sqrt(factor))
+
+
 def midline_x_mm(brain: np.ndarray, affine: np.ndarray, *, search_mm: float = 8.0, step_mm: float = 0.25) -> float:
     """RAS x (mm) of the brain's left-right symmetry plane (see module docstring)."""
     idx = np.argwhere(brain[::2, ::2, ::2]) * 2
