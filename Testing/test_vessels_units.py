@@ -83,6 +83,22 @@ def test_width_fit_recovers_diameter_of_straight_tube(diameter):
     assert abs(w - diameter) < 0.15
 
 
+def test_faint_resolved_fit_is_measured_by_its_dark_area():
+    # a fit 1.2 mm wide at 0.3 contrast in a scan whose veins have 0.8: the same dark area
+    # (contrast x cross-section) as a 0.73 mm vein at full contrast; a fit at 0.7 keeps its 1.2 mm
+    def fit(d, c):
+        return ms.WidthFit(diameter_mm=d, contrast=c, dark_area_mm2=c * np.pi * d * d / 4, resolved=True,
+                           n_sections=10)
+
+    faint, clear = fit(1.2, 0.3), fit(1.2, 0.7)
+    w_faint, w_clear = ms.finalize_widths([faint, clear], 0.8, faint_fraction=0.6)
+    assert abs(w_faint - 1.2 * np.sqrt(0.3 / 0.8)) < 1e-9 and w_clear == 1.2
+    assert ms.width_method(faint, 0.8, 0.6) == "dark_area" and ms.width_method(clear, 0.8, 0.6) == "model_fit"
+    assert ms.finalize_widths([faint], 0.8)[0] == 1.2 and ms.width_method(faint, 0.8) == "model_fit"   # off by default
+    unresolved = ms.WidthFit(diameter_mm=0.4, contrast=2.0, dark_area_mm2=0.2, resolved=False, n_sections=10)
+    assert ms.finalize_widths([unresolved], 0.8, faint_fraction=0.6)[0] == pytest.approx(np.sqrt(0.8 / (np.pi * 0.8)))
+
+
 def test_width_fit_median_of_cross_sections_ignores_a_misplaced_stretch():
     sp = (0.5, 0.5, 0.5)
     img = tube_image((40, 40, 30), sp, (2, 10.2, 7.3), (18, 9.8, 7.6), 1.0, noise=0.02)

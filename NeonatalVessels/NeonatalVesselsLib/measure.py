@@ -499,13 +499,29 @@ def subject_contrast(fits: list[WidthFit | None], default: float = 0.6, quantile
     return float(np.quantile(cs, quantile))
 
 
-def finalize_widths(fits: list[WidthFit | None], c_subject: float) -> list[float]:
-    """Diameter (mm) per vessel: the fitted d when resolved, else sqrt(4 A / (pi c_subject))."""
+def width_method(fit: WidthFit, c_subject: float, faint_fraction: float = 0.0) -> str:
+    """``"model_fit"`` when the fitted diameter is the width, ``"dark_area"`` when the width comes
+    from the dark area and the scan's vein contrast: the fit is unresolved, or resolved but
+    fainter than ``faint_fraction`` x ``c_subject``."""
+    if fit.resolved and not fit.contrast < faint_fraction * c_subject:
+        return "model_fit"
+    return "dark_area"
+
+
+def finalize_widths(fits: list[WidthFit | None], c_subject: float, *, faint_fraction: float = 0.0) -> list[float]:
+    """Diameter (mm) per vessel: the fitted d when resolved, else sqrt(4 A / (pi c_subject)).
+
+    ``faint_fraction``: a resolved fit whose contrast is below this x ``c_subject`` is
+    measured by its dark area too.  A vein thinner than the slice, crossed at an angle or
+    smeared by the centreline's residual wiggle, fits wider and fainter than it is (the fit
+    trades diameter for contrast); the dark area (contrast x cross-section, what the image
+    holds) stays, so with the scan's vein contrast it gives the diameter.
+    """
     out = []
     for f in fits:
         if f is None:
             out.append(float("nan"))
-        elif f.resolved:
+        elif width_method(f, c_subject, faint_fraction) == "model_fit":
             out.append(f.diameter_mm)
         else:
             out.append(float(np.sqrt(4.0 * f.dark_area_mm2 / (np.pi * c_subject))))

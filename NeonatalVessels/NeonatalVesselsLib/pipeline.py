@@ -106,6 +106,9 @@ class VesselParams:
     #: a DMV whose width fit is resolved has at least this x the scan's vein contrast (fainter: a
     #: wide faint dark band fitted through noise, not a vein); 0: off
     min_dmv_relative_contrast: float = 0.4
+    #: a resolved width fit fainter than this x the scan's vein contrast is measured by its dark area,
+    #: as an unresolved one (:func:`.measure.finalize_widths`); 0: off
+    faint_fit_relative_contrast: float = 0.6
     #: veins of these regions lie against the ventricle between structures of different signal (the
     #: thalamostriate vein in the caudothalamic groove): their width fits leave the ventricle's pixels
     #: out and remove a background plane (:func:`measure.fit_width` ``exclude``, ``detrend``)
@@ -511,15 +514,18 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         if n % 20 == 0:
             prog.update(0.7 + 0.25 * n / max(1, len(ids)), "widths")
     c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile)
-    widths = ms.finalize_widths(fits, c_subj)
+    # the rules below judge the structure by its fit (a broad or faint dark band is no vein); the
+    # reported width of a faint resolved fit is that of its dark area (faint_fit_relative_contrast)
+    fit_widths = ms.finalize_widths(fits, c_subj)
+    widths = ms.finalize_widths(fits, c_subj, faint_fraction=params.faint_fit_relative_contrast)
     for n, vid in enumerate(ids):
         region = classes[vid][0]
-        if region == "dmv" and not (widths[n] <= params.max_dmv_width_mm and (
+        if region == "dmv" and not (fit_widths[n] <= params.max_dmv_width_mm and (
                 not fits[n].resolved or fits[n].contrast >= params.min_dmv_relative_contrast * c_subj)):
             classes[vid] = ("other", classes[vid][1])
         elif region in ("thalamic", "anterior_caudate") and not (
-                widths[n] <= params.max_wall_vein_width_mm and fits[n].within_bounds
-                and (region == "thalamic" or widths[n] <= params.max_anterior_caudate_width_mm)):
+                fit_widths[n] <= params.max_wall_vein_width_mm and fits[n].within_bounds
+                and (region == "thalamic" or fit_widths[n] <= params.max_anterior_caudate_width_mm)):
             # a broad dark band along the ventricle wall (deep grey matter edge), not a vein
             classes[vid] = ("other", classes[vid][1])
     ctx.timings["measure_s"] = time.perf_counter() - t0
@@ -541,7 +547,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             "curvature_per_mm": shp["curvature_per_mm"], "n_voxels": int(counts[vid]),
             "volume_mm3": counts[vid] * voxel_mm3, "mean_x_mm": mean[0], "mean_y_mm": mean[1],
             "mean_z_mm": mean[2],
-            "width_method": "volume" if f is None else ("model_fit" if f.resolved else "dark_area"),
+            "width_method": "volume" if f is None else ms.width_method(f, c_subj, params.faint_fit_relative_contrast),
         })
     df = pd.DataFrame(rows, columns=list(VESSEL_COLUMNS))
     # DMV rows must have finite length, width and tortuosity: otherwise they are not measurable DMVs
