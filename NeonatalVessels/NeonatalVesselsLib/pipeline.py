@@ -514,7 +514,9 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         if n % 20 == 0:
             prog.update(0.7 + 0.25 * n / max(1, len(ids)), "widths")
     c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile)
-    # the rules below judge the structure by its fit (a broad or faint dark band is no vein); the
+    # the rules below judge the structure by its fit (a broad or faint dark band is no vein; the
+    # DMV width limit on the reported widths let faint wide dark lines through on the independent
+    # phantom), except the anterior caudate veins' size limit, which takes the reported width: the
     # reported width of a faint resolved fit is that of its dark area (faint_fit_relative_contrast)
     fit_widths = ms.finalize_widths(fits, c_subj)
     widths = ms.finalize_widths(fits, c_subj, faint_fraction=params.faint_fit_relative_contrast)
@@ -525,7 +527,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             classes[vid] = ("other", classes[vid][1])
         elif region in ("thalamic", "anterior_caudate") and not (
                 fit_widths[n] <= params.max_wall_vein_width_mm and fits[n].within_bounds
-                and (region == "thalamic" or fit_widths[n] <= params.max_anterior_caudate_width_mm)):
+                and (region == "thalamic" or widths[n] <= params.max_anterior_caudate_width_mm)):
             # a broad dark band along the ventricle wall (deep grey matter edge), not a vein
             classes[vid] = ("other", classes[vid][1])
     ctx.timings["measure_s"] = time.perf_counter() - t0
