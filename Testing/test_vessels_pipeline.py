@@ -55,6 +55,26 @@ def test_output_contract(out_dir, phantom_dir):
     assert not any(p.name.startswith(".staging") for p in out_dir.iterdir())
 
 
+def test_every_output_column_and_key_is_defined_in_the_report(out_dir):
+    # one table of definitions (with units) serves the report and the Slicer tables; it covers
+    # exactly the columns of vessels.csv and the keys of summary.json
+    import html
+
+    from NeonatalVesselsLib import mrml_logic
+    from NeonatalVesselsLib.definitions import SUMMARY_KEY_DEFINITIONS, VESSEL_COLUMN_DEFINITIONS
+    from NeonatalVesselsLib.pipeline import VESSEL_COLUMNS
+
+    assert list(VESSEL_COLUMN_DEFINITIONS) == list(pd.read_csv(out_dir / "vessels.csv").columns) == list(VESSEL_COLUMNS)
+    assert set(SUMMARY_KEY_DEFINITIONS) == set(SUMMARY_KEYS)
+    assert mrml_logic.VESSEL_COLUMN_DESCRIPTIONS is VESSEL_COLUMN_DEFINITIONS
+    for key, text in {**SUMMARY_KEY_DEFINITIONS, **VESSEL_COLUMN_DEFINITIONS}.items():
+        if key.endswith("_mm") or key.endswith("_per_mm"):
+            assert "(mm" in text or "(1/mm)" in text, key      # the unit is stated
+    report = (out_dir / "report.html").read_text()
+    for key, text in {**SUMMARY_KEY_DEFINITIONS, **VESSEL_COLUMN_DEFINITIONS}.items():
+        assert f"<td>{key}</td><td>{html.escape(text)}</td>" in report, key
+
+
 def test_write_outputs_failure_leaves_nothing(analysis, tmp_path, monkeypatch):
     # the minIP is written on a thread: a failure beside it, or in it, must still leave an empty folder
     import time

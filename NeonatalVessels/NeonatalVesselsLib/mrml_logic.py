@@ -49,6 +49,8 @@ from NeonatalBrainLib.imageio import InputError, Volume, resample_to_grid
 from NeonatalBrainLib.outputs import OutputExistsError
 from NeonatalBrainLib.progress import Progress, as_progress
 
+from .definitions import SUMMARY_KEY_DEFINITIONS, VESSEL_COLUMN_DEFINITIONS
+
 # ----------------------------------------------------------------------------- names and codes
 #: Reader-facing names of the vessel regions (segment and curve names).
 REGION_TITLES: dict[str, str] = {
@@ -80,30 +82,9 @@ _TERMINOLOGY = ("Segmentation category and type - 3D Slicer General Anatomy list
                 "~Anatomic codes - DICOM master list~^^~^^")
 _SIDE_CODES = {"left": "SCT^7771000^Left", "right": "SCT^24028007^Right", "midline": "^^"}
 
-#: Column descriptions (with units) of the per-vessel table.
-VESSEL_COLUMN_DESCRIPTIONS: dict[str, str] = {
-    "vessel_id": "vessel id (same id in the vessel-id labelmap and the centreline curve names)",
-    "region": "vessel region: dmv | thalamic | anterior_caudate | internal_cerebral | other",
-    "side": "patient's side: left | right | midline (RAS)",
-    "length_mm": "centreline arc length (mm)",
-    "width_mm": "mean apparent diameter along the vessel (mm)",
-    "tortuosity": "arc length / chord length (>= 1, no unit)",
-    "curvature_per_mm": "arc-length mean unsigned curvature of the centreline after a further 1 mm Gaussian smoothing (1/mm)",
-}
-
-#: Column descriptions (with units) of the per-subject summary table.
-SUMMARY_COLUMN_DESCRIPTIONS: dict[str, str] = {
-    "dmv_count": "number of deep medullary veins, both hemispheres",
-    "dmv_count_left": "number of DMVs in the left hemisphere",
-    "dmv_count_right": "number of DMVs in the right hemisphere",
-    "dmv_width_mm": "mean DMV diameter (mm)",
-    "dmv_tortuosity": "mean DMV arc length / chord length (>= 1)",
-    "dmv_curvature_per_mm": "mean over DMVs of the arc-length mean |curvature| (1/mm)",
-    "thalamic_vein_width_mm_left": "mean thalamic vein diameter, left (mm)",
-    "thalamic_vein_width_mm_right": "mean thalamic vein diameter, right (mm)",
-    "anterior_caudate_vein_width_mm_left": "mean anterior caudate vein diameter, left (mm)",
-    "anterior_caudate_vein_width_mm_right": "mean anterior caudate vein diameter, right (mm)",
-}
+#: Column descriptions (with units) of the per-vessel and per-subject tables (:mod:`.definitions`).
+VESSEL_COLUMN_DESCRIPTIONS: dict[str, str] = VESSEL_COLUMN_DEFINITIONS
+SUMMARY_COLUMN_DESCRIPTIONS: dict[str, str] = SUMMARY_KEY_DEFINITIONS
 
 
 def segment_value(region: str, side: str) -> int:

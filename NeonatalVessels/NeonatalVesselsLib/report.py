@@ -22,6 +22,8 @@ from NeonatalBrainLib import anatomy
 from NeonatalBrainLib.imageio import save_volume, sha256_file
 from NeonatalBrainLib.outputs import staged_output
 
+from .definitions import SUMMARY_KEY_DEFINITIONS, VESSEL_COLUMN_DEFINITIONS
+
 CENTERLINE_COLUMNS = ("vessel_id", "x", "y", "z")
 
 
@@ -102,6 +104,8 @@ def _html_report(analysis, pngs: list[str], input_path) -> str:
     imgs = "".join(f"<img src='{p}' style='margin:4px'>" for p in pngs)
     table = analysis.vessels.round(4).to_html(index=False, border=0)
     prov = html.escape(json.dumps(_json_ready(analysis.provenance), indent=1))
+    definitions = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>"
+                          for k, v in {**SUMMARY_KEY_DEFINITIONS, **VESSEL_COLUMN_DEFINITIONS}.items())
     return f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>NeonatalVessels report</title>
 <style>body{{font-family:sans-serif;margin:20px}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style></head><body>
@@ -110,8 +114,9 @@ td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style></head><body>
 <h2>minIP with veins by region</h2><p>{legend}</p>{imgs}
 <p>Radiological display (patient's right on the image left would need a flip; here voxel axes as stored, anterior/superior from the affine).</p>
 <h2>Vessels</h2>{table}
-<h2>Provenance</h2><pre>{prov}</pre>
-<p>Definitions of every column and key: docs/vessels.md.</p></body></html>"""
+<h2>Definitions</h2><p>Coordinates: RAS mm (x = patient's right, y = anterior, z = superior); sides are the
+patient's.  Methods and their validation: docs/vessels.md.</p><table>{definitions}</table>
+<h2>Provenance</h2><pre>{prov}</pre></body></html>"""
 
 
 def write_outputs(analysis, out_dir: str | os.PathLike, *, input_path: str | os.PathLike | None = None) -> Path:
