@@ -172,7 +172,6 @@ def test_other_csf_is_outside_the_ventricles_and_keeps_dmvs_off_the_sulci(phanto
     the phantom's true DMVs keep a median distance >= 4 mm from it (the DMV rule's clearance)."""
     from scipy import ndimage
 
-    from NeonatalBrainLib.imageio import reorient_to_canonical
     from NeonatalVesselsLib import masks as mk
     from NeonatalVesselsLib.regions import RegionRules
 
