@@ -333,9 +333,10 @@ def test_dmv_rule_keeps_clear_of_the_midline():
 
 
 def test_dmv_rule_wants_deep_white_matter_away_from_the_wall():
-    # a radial dark line whose middle lies < 8 mm below the brain surface (cortex of a fold) and
-    # one whose middle lies < 2.5 mm from the ventricle (subependymal layer) are not DMVs; the
-    # same lines deeper / further out are, and each rule alone is what refuses its line
+    # a radial dark line whose middle lies < 5 mm from the brain surface or from CSF outside the
+    # ventricles (cortex of a fold) and one whose middle lies < 2.5 mm from the ventricle
+    # (subependymal layer) are not DMVs; the same lines deeper / further out are, and each rule
+    # alone is what refuses its line
     from scipy import ndimage
 
     from NeonatalVesselsLib.regions import RegionRules, classify_vessels
@@ -347,12 +348,18 @@ def test_dmv_rule_wants_deep_white_matter_away_from_the_wall():
     radial = np.column_stack([np.linspace(16, 26, 41), np.full(41, 30.0), np.full(41, 20.0)])   # median vd 6 mm
     depth = np.full(shape, 30.0, np.float32)
     shallow = depth.copy()
-    shallow[14:30] = 6.0                     # the line's whole course lies 6 mm deep
+    shallow[14:30] = 4.0                     # the line's whole course lies 4 mm deep
     kw = dict(vent_dist_mm=vdist, midline_x=-50.0, foramen_y_mm=30.0)
     assert classify_vessels({1: radial}, affine, depth_mm=depth, **kw)[1][0] == "dmv"
     assert classify_vessels({1: radial}, affine, depth_mm=shallow, **kw)[1][0] == "other"
     assert classify_vessels({1: radial}, affine, depth_mm=shallow, rules=RegionRules(dmv_min_depth_mm=0.0),
                             **kw)[1][0] == "dmv"
+    # deep below the brain surface but 4.5 mm from sulcal / extracerebral CSF: the nearer one
+    # counts (the same whether the brain mask holds the extracerebral CSF or not)
+    csf = np.full(shape, 4.5, np.float32)
+    assert classify_vessels({1: radial}, affine, depth_mm=depth, csf_dist_mm=csf, **kw)[1][0] == "other"
+    assert classify_vessels({1: radial}, affine, depth_mm=depth, csf_dist_mm=csf,
+                            rules=RegionRules(dmv_min_depth_mm=0.0), **kw)[1][0] == "dmv"
     # 6 mm long, rising from the wall at a shallow angle: radial 0.33, median 2.2 mm from the ventricle
     hugging = np.column_stack([np.linspace(15.2, 17.2, 25), np.linspace(26, 31.7, 25), np.full(25, 20.0)])
     assert classify_vessels({1: hugging}, affine, depth_mm=depth, **kw)[1][0] != "dmv"
