@@ -36,9 +36,9 @@ Rules, applied in order (first match wins):
    extracerebral CSF: in a skull-stripped input, or with a given brain mask without that
    CSF, true DMVs lie from 4.4 mm below the mask's surface, and a rule on that depth alone
    (8 mm) lost 0.08-0.14 of the sensitivity; and median distance to the ventricle surface
-   >= ``dmv_min_vent_dist_mm``: a dark line whose middle lies in the subependymal layer is a subependymal or
-   thalamostriate vein or the choroid plexus, with at most its end a DMV (those true DMVs:
-   >= 2.89 mm; 11 false ones along the wall at 1.85-2.49 mm).
+   >= ``dmv_min_vent_dist_mm``: a dark line whose middle lies in the subependymal layer is
+   a subependymal or thalamostriate vein or the choroid plexus, with at most its end a DMV
+   (those true DMVs: >= 2.89 mm; 11 false ones along the wall at 1.85-2.49 mm).
 4. ``thalamic`` / ``anterior_caudate`` -- hugging the ventricle wall (median
    ``vent_dist`` < ``wall_mm``; radial pieces long enough are DMVs by rule 3):
    ``anterior_caudate`` when its centroid lies anterior to the foramen of Monro
@@ -141,11 +141,13 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
             region = "internal_cerebral"
             side = "midline"
         else:
+            csf = None if csf_dist_mm is None else samples["csf"][vid]
+            tissue_depth = dp if csf is None else np.minimum(dp, csf)   # nearer of brain surface and CSF
             dmv_like = (radial >= rules.min_radial and vd.min() <= rules.dmv_start_mm
                         and abs(med_dx) >= rules.dmv_midline_mm
-                        and _median(dp if csf_dist_mm is None else np.minimum(dp, samples["csf"][vid])) >= rules.dmv_min_depth_mm
+                        and _median(tissue_depth) >= rules.dmv_min_depth_mm
                         and _median(vd) >= rules.dmv_min_vent_dist_mm
-                        and (csf_dist_mm is None or _median(samples["csf"][vid]) >= rules.dmv_csf_clearance_mm))
+                        and (csf is None or _median(csf) >= rules.dmv_csf_clearance_mm))
             long_enough = length >= rules.min_dmv_length_mm
             if dmv_like and not long_enough and dmv_but_short is not None:
                 dmv_but_short.add(vid)
