@@ -138,10 +138,13 @@ class VesselParams:
     track_search_mm: float = 0.75      #: radius (mm) of the disk searched one step ahead for the darkest point
     track_contrast_factor: float = 0.6  #: a track's reference contrast: this x the local-contrast gate ...
     track_max_drop_factor: float = 0.5  #: ... it stops when its running sum of (contrast - reference) falls this x the gate below its best
-    #: a grown line counts only when its median depth below the brain surface is at least this (mm):
-    #: nearer the cortex, tracks follow the cortical ribbon and sulcal edges (seed 21 phantoms: 16 of
-    #: 24 false grown DMVs lay < 10 mm deep, 1 of 29 true ones)
-    track_min_depth_mm: float = 10.0
+    #: a grown line counts only when it lies away from the cortex: its median depth below the brain
+    #: surface is at least track_min_depth_mm, or its median tissue depth (as the DMV depth rule: the
+    #: nearer of the brain surface and CSF outside the ventricles) at least track_min_tissue_depth_mm.
+    #: Nearer the cortex, tracks follow the cortical ribbon and sulcal edges.  The tissue depth does
+    #: not change when the input is skull-stripped (extracerebral CSF removed); the surface depth does
+    track_min_depth_mm: float = 12.0
+    track_min_tissue_depth_mm: float = 8.0
     rules: RegionRules = field(default_factory=RegionRules)
 
     def as_dict(self) -> dict:
@@ -605,7 +608,9 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
     line is smoothed like every centreline and cut at sharp bends (``max_bend_deg``: a track
     running on into a crossing vein), keeping the part holding the seed's middle.  It
     becomes a DMV when it passes the region rules and the darkness rule, lies at a median depth
-    of at least ``track_min_depth_mm`` below the brain surface, and neither more
+    below the brain surface of at least ``track_min_depth_mm`` or a median tissue depth (nearer
+    of the brain surface and non-ventricular CSF) of at least ``track_min_tissue_depth_mm``,
+    and neither more
     than half of its points lie within 1 mm of a DMV already kept nor more than half of
     such a DMV's points within 1 mm of it (longest first).  It then absorbs the other
     pieces it covers that way (their voxels get its id), and the unlabelled voxels holding
@@ -645,8 +650,13 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
                                      midline_x=ctx.midline_x, foramen_y_mm=foramen_y, labels=ctx.labels,
                                      rules=params.rules, csf_dist_mm=ctx.csf_dist_mm)
     candidates = {vid: p for vid, p in grown.items() if grown_classes[vid][0] == "dmv"}
-    depth = ms.sample_along_lines({"depth": ctx.depth_mm}, np.linalg.inv(swi.affine), candidates)["depth"]
-    candidates = {vid: p for vid, p in candidates.items() if np.median(depth[vid]) >= params.track_min_depth_mm}
+    fields = {"depth": ctx.depth_mm} if ctx.csf_dist_mm is None else {"depth": ctx.depth_mm, "csf": ctx.csf_dist_mm}
+    along = ms.sample_along_lines(fields, np.linalg.inv(swi.affine), candidates)
+    tissue_depth = {vid: d if "csf" not in along else np.minimum(d, along["csf"][vid])   # as the region rules
+                    for vid, d in along["depth"].items()}
+    candidates = {vid: p for vid, p in candidates.items()
+                  if np.median(along["depth"][vid]) >= params.track_min_depth_mm
+                  or np.median(tissue_depth[vid]) >= params.track_min_tissue_depth_mm}
     dark = darkness_of(candidates)
     dmvs = [p for vid, p in centrelines.items() if classes[vid][0] == "dmv"]
     # trees of the DMVs kept: those found before (one tree) and each accepted grown line
