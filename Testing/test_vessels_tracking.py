@@ -111,6 +111,7 @@ def test_tracking_keeps_its_grown_dmvs_on_skull_stripped_input():
     # the grown lines' depth rule accepts lines deep below the brain surface or far from any CSF,
     # and the second does not move with the brain surface (a rule on the surface depth alone,
     # 10 mm, lost 0.09 of the sensitivity here: 0.81 against 0.90 on the full image)
+    from NeonatalBrainLib.anatomy import LABEL_VALUES
     from NeonatalBrainLib.phantom import generate_phantom
     from NeonatalVesselsLib import run_vessel_analysis
     from NeonatalVesselsLib.evaluation import evaluate
@@ -118,7 +119,7 @@ def test_tracking_keeps_its_grown_dmvs_on_skull_stripped_input():
     ph = generate_phantom(seed=22, preset="preterm", modalities=("swi",))
     truth = {"vessels": ph.vessels}
     labels = np.asarray(ph.swi_labels.array)
-    brain = ndimage.binary_fill_holes((labels > 0) & (labels != 8))      # 8: extracerebral CSF
+    brain = ndimage.binary_fill_holes((labels > 0) & (labels != LABEL_VALUES["extracerebral_csf"]))
     full = run_vessel_analysis(ph.swi)
     stripped = run_vessel_analysis(ph.swi.with_array(np.where(brain, ph.swi.array, 0).astype(np.float32)))
     r_full = evaluate(full.vessels, full.centerlines, truth)

@@ -652,10 +652,11 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
     candidates = {vid: p for vid, p in grown.items() if grown_classes[vid][0] == "dmv"}
     fields = {"depth": ctx.depth_mm} if ctx.csf_dist_mm is None else {"depth": ctx.depth_mm, "csf": ctx.csf_dist_mm}
     along = ms.sample_along_lines(fields, np.linalg.inv(swi.affine), candidates)
-    tissue_depth = {vid: d if "csf" not in along else np.minimum(d, along["csf"][vid])   # as the region rules
-                    for vid, d in along["depth"].items()}
+    depth = along["depth"]
+    # the tissue depth as the region rules take it: the nearer of brain surface and CSF
+    tissue_depth = depth if "csf" not in along else {vid: np.minimum(d, along["csf"][vid]) for vid, d in depth.items()}
     candidates = {vid: p for vid, p in candidates.items()
-                  if np.median(along["depth"][vid]) >= params.track_min_depth_mm
+                  if np.median(depth[vid]) >= params.track_min_depth_mm
                   or np.median(tissue_depth[vid]) >= params.track_min_tissue_depth_mm}
     dark = darkness_of(candidates)
     dmvs = [p for vid, p in centrelines.items() if classes[vid][0] == "dmv"]
