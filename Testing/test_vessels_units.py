@@ -367,6 +367,41 @@ def test_dmv_rule_wants_deep_white_matter_away_from_the_wall():
                             **kw)[1][0] == "dmv"
 
 
+def test_csf_lateral_to_the_lateral_ventricles_is_not_ventricle():
+    # a brain ball of radius 45 mm (1 mm voxels, x along axis 0, midline x = 0): two lateral
+    # ventricles (x -20..-6 and 6..20), a third ventricle on the midline, and a deep bright blob
+    # at x = 31 (insular cistern cut off from the surface CSF): ventricle only without the rule
+    from NeonatalVesselsLib import masks as mk
+
+    n = 101
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = -50.0                       # voxel 50 = RAS 0
+    x, y, z = np.meshgrid(*(np.arange(n) - 50.0,) * 3, indexing="ij")
+    brain = x ** 2 + y ** 2 + z ** 2 <= 45.0 ** 2
+    img = np.where(brain, 1.0, 0.0).astype(np.float32)
+    lateral = (np.abs(x) >= 6) & (np.abs(x) <= 20) & (np.abs(y) <= 15) & (np.abs(z) <= 3)
+    third = (np.abs(x) <= 1) & (np.abs(y) <= 6) & (np.abs(z + 8) <= 4)
+    insular = ((x - 31) ** 2 + y ** 2 + (z + 4) ** 2) <= 3.5 ** 2
+    for m in (lateral, third, insular):
+        img[m] = 2.0
+    depth = mk.brain_depth_mm(brain, (1.0, 1.0, 1.0))
+    assert np.median(depth[insular]) >= 8.0      # deep enough for the depth rules
+    plain, _ = mk.csf_masks(img, brain, (1.0, 1.0, 1.0), depth_mm=depth)
+    vent, other = mk.csf_masks(img, brain, (1.0, 1.0, 1.0), depth_mm=depth, affine=affine, midline_x_mm=0.0)
+    assert plain[insular].all()
+    assert not vent[insular].any() and other[insular].all()
+    assert vent[lateral].all() and vent[third].all()
+    # one lateral ventricle broken into six pieces (each < 0.3 x the other one): the pieces are
+    # kept by the other side's reach from the midline, not by their own size
+    img2 = img.copy()
+    cuts = (x < 0) & np.isin(y, (-10, -5, 0, 5, 10))
+    img2[cuts] = 1.0
+    plain2, _ = mk.csf_masks(img2, brain, (1.0, 1.0, 1.0), depth_mm=depth)
+    vent2, _ = mk.csf_masks(img2, brain, (1.0, 1.0, 1.0), depth_mm=depth, affine=affine, midline_x_mm=0.0)
+    assert np.array_equal(vent2, plain2 & ~insular)
+    assert vent2[lateral & (x < 0)].sum() >= 0.8 * (lateral & (x < 0)).sum()
+
+
 def test_module_min_dmv_length_reaches_the_dmv_rule():
     # the module's "minimum DMV length" setting is the DMV rule's length (one parameter)
     from scipy import ndimage

@@ -282,7 +282,9 @@ def ventricle_mask(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, **kwar
 
 def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
               depth_mm: np.ndarray | None = None, min_depth_mm: float = 12.0,
-              min_median_depth_mm: float = 8.0, min_volume_mm3: float = 50.0) -> tuple[np.ndarray, np.ndarray]:
+              min_median_depth_mm: float = 8.0, min_volume_mm3: float = 50.0,
+              affine: np.ndarray | None = None, midline_x_mm: float | None = None,
+              major_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
     """(ventricles, other CSF) as bool masks from a bias-normalised SWI (CSF bright).
 
     Ventricles (lateral + third):
@@ -293,6 +295,15 @@ def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
     whole, whereas sulcal / Sylvian / posterior-fossa CSF joined to the surface
     (median depth 2-4 mm on the phantoms) can reach deep at one end only; such a
     component taken as ventricle made veins next to it pass as wall veins or DMVs.
+    With ``affine`` (voxel -> RAS mm) and ``midline_x_mm`` (the RAS x of the midline
+    plane), a component also must not lie lateral to the lateral ventricles: its centroid
+    no farther from the midline plane than the farthest voxel of the major components
+    (those of >= ``major_fraction`` x the largest one's volume; the lateral ventricles,
+    or their larger pieces).  The insular (Sylvian) cistern's CSF, cut off from the
+    surface CSF by noise or thick slices, is deep too (median depth 17-19 mm on the
+    project's phantoms, centroid 30-34 mm from the midline, against at most ~29 mm for
+    the farthest voxel of the lateral ventricles); taken as ventricle, it made the DMVs
+    ending next to it fail the radial rule (both their ends "near a ventricle").
     Other CSF: the remaining bright voxels inside the brain mask (sulcal, Sylvian,
     extracerebral, cisternal CSF), next to which lies cortex, not white matter.
     """
@@ -329,11 +340,31 @@ def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
     keep = np.zeros(n + 1, bool)
     keep[1:] = ((max_depth >= min_depth_mm) & (med_depth >= min_median_depth_mm)
                 & (counts * voxel_mm3 >= min_volume_mm3))
+    if affine is not None and midline_x_mm is not None and keep.sum() > 1:
+        keep &= ~_lateral_to_major(cand, lab, counts, keep, box, affine, midline_x_mm, major_fraction)
     vent = keep[labels]
     if keep.any():
         out[box] = vent
     other[box] = cand & ~vent
     return out, other
+
+
+def _lateral_to_major(cand: np.ndarray, lab: np.ndarray, counts: np.ndarray, keep: np.ndarray,
+                      box: tuple[slice, ...], affine: np.ndarray, midline_x_mm: float,
+                      major_fraction: float) -> np.ndarray:
+    """Per label (index 0..n): kept components whose centroid lies farther from the midline
+    plane than every voxel of the major kept components (see :func:`csf_masks`).
+
+    ``cand``: candidate voxels in ``box``; ``lab``: their labels (1..n, ``labels[cand]``);
+    ``counts``: voxels per label 1..n; ``keep``: kept labels (index 0..n).
+    """
+    ijk = np.argwhere(cand) + np.array([b.start for b in box])     # same order as lab
+    dx = ijk @ np.asarray(affine, float)[0, :3] + (float(affine[0, 3]) - midline_x_mm)
+    size = np.concatenate([[0], counts])
+    major = keep & (size >= major_fraction * size[keep].max())
+    reach = float(np.abs(dx[major[lab]]).max())
+    centroid = np.bincount(lab, weights=dx, minlength=len(size)) / np.maximum(size, 1)
+    return keep & (np.abs(centroid) > reach)
 
 
 def noise_sd(image: np.ndarray, mask: np.ndarray, spacing_mm) -> float:

@@ -323,17 +323,19 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
     vent = ventricles
     check_contrast = ventricles is None     # (fixed here: `vent` is reassigned below)
 
-    def side_steps() -> tuple[float, float]:
+    def side_steps() -> float:
         # independent of the CSF masks: run on a worker thread beside them (their filters and
         # labelling release the GIL); the T1 refusal is raised by .result() below
         if check_contrast:
             check_swi_contrast(norm, brain, depth, spacing)
-        return mk.midline_x_mm(brain, swi.affine), mk.noise_sd(norm, depth > 5.0, spacing)
+        return mk.noise_sd(norm, depth > 5.0, spacing)
 
     with ThreadPoolExecutor(1) as pool:
+        midline = pool.submit(mk.midline_x_mm, brain, swi.affine)      # first: the CSF masks need it
         side = pool.submit(side_steps)
         try:
-            auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=depth)
+            auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=depth, affine=swi.affine,
+                                                midline_x_mm=midline.result())
             vent = auto_vent if vent is None else vent > 0
             other_csf &= ~vent
             lab = labels
@@ -348,7 +350,7 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         except Exception:
             side.result()   # an image refused as T1 reports that first, as when run in order
             raise
-        mid, noise = side.result()
+        mid, noise = midline.result(), side.result()
     return _Context(swi, norm, brain, vent, depth, vdist, mid, lab, timings, csf_dist, noise)
 
 
