@@ -25,8 +25,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
 
+# speed / memory against scikit-image and SimpleITK, then the ROI registration accuracy;
+# results under benchmark-output/ (benchmarks/README.md holds the recorded runs)
 benchmark: $(STAMP)
-	$(VENV)/bin/python benchmarks/run_benchmarks.py
+	mkdir -p benchmark-output
+	$(VENV)/bin/python benchmarks/bench_vessels.py --out benchmark-output/bench_vessels.json
+	$(VENV)/bin/python benchmarks/bench_roi.py --json benchmark-output/bench_roi.json
 
 clean-env:
 	rm -rf $(VENV)
