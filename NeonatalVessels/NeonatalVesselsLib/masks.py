@@ -8,13 +8,14 @@ voxel size or order.
   (Otsu threshold of the image smoothed with a 1 mm Gaussian, largest connected
   component, holes filled).  Neonatal SWI has little scalp/skull signal, so the
   object is the intracranial volume; veins and dark lesions inside are filled.
-* :func:`ventricle_mask` -- on SWI magnitude CSF is brighter than white matter:
-  voxels brighter than the Otsu threshold between tissue and CSF within the
-  brain, kept when the component lies deep (its deepest voxel at least
-  ``min_depth_mm`` from the brain surface), which excludes extra-cerebral CSF.
-* :func:`midline_x_mm` -- the brain's left-right symmetry plane ``x = m`` (RAS):
-  the ``m`` maximising the overlap of the brain mask with its mirror image,
-  searched around the mask's centroid.
+* :func:`csf_masks` / :func:`ventricle_mask` -- on SWI magnitude CSF is brighter than
+  white matter: bright components within the brain are ventricles when they lie deep as a
+  whole (deepest voxel >= ``min_depth_mm``, median depth >= ``min_median_depth_mm``), are
+  large enough, and (given the affine and the midline) do not lie lateral to the lateral
+  ventricles (insular CSF); the other bright voxels are sulcal / extracerebral / cisternal CSF.
+* :func:`midline_x_mm` -- the brain's left-right symmetry plane ``x = m`` (RAS): the
+  median over 1 mm (y, z) cells of the midpoint of the brain's left-right extent, within
+  ``search_mm`` of the mask's centroid.
 """
 from __future__ import annotations
 
