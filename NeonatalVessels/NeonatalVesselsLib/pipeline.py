@@ -659,18 +659,12 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
             middle = seeds[vid][len(seeds[vid]) // 2]
             line = min(parts, key=lambda q: float(np.min(np.linalg.norm(q - middle, axis=1))))
         grown[vid] = line
+    depths: dict[int, tuple[float, float]] = {}     # median surface and tissue depth, as the DMV rules take them
     grown_classes = classify_vessels(grown, swi.affine, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
                                      midline_x=ctx.midline_x, foramen_y_mm=foramen_y, labels=ctx.labels,
-                                     rules=params.rules, csf_dist_mm=ctx.csf_dist_mm)
-    candidates = {vid: p for vid, p in grown.items() if grown_classes[vid][0] == "dmv"}
-    fields = {"depth": ctx.depth_mm} if ctx.csf_dist_mm is None else {"depth": ctx.depth_mm, "csf": ctx.csf_dist_mm}
-    along = ms.sample_along_lines(fields, np.linalg.inv(swi.affine), candidates)
-    depth = along["depth"]
-    # the tissue depth as the region rules take it: the nearer of brain surface and CSF
-    tissue_depth = depth if "csf" not in along else {vid: np.minimum(d, along["csf"][vid]) for vid, d in depth.items()}
-    candidates = {vid: p for vid, p in candidates.items()
-                  if np.median(depth[vid]) >= params.track_min_depth_mm
-                  or np.median(tissue_depth[vid]) >= params.track_min_tissue_depth_mm}
+                                     rules=params.rules, csf_dist_mm=ctx.csf_dist_mm, median_depths=depths)
+    candidates = {vid: p for vid, p in grown.items() if grown_classes[vid][0] == "dmv"
+                  and (depths[vid][0] >= params.track_min_depth_mm or depths[vid][1] >= params.track_min_tissue_depth_mm)}
     dark = darkness_of(candidates)
     dmvs = [p for vid, p in centrelines.items() if classes[vid][0] == "dmv"]
     # trees of the DMVs kept: those found before (one tree) and each accepted grown line

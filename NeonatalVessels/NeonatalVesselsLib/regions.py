@@ -100,11 +100,14 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
                      depth_mm: np.ndarray, midline_x: float, foramen_y_mm: float | None,
                      labels: np.ndarray | None = None, rules: RegionRules | None = None,
                      csf_dist_mm: np.ndarray | None = None,
-                     dmv_but_short: set[int] | None = None) -> dict[int, tuple[str, str]]:
+                     dmv_but_short: set[int] | None = None,
+                     median_depths: dict[int, tuple[float, float]] | None = None) -> dict[int, tuple[str, str]]:
     """vessel id -> (region, side) by the rules of the module docstring.
 
     ``dmv_but_short``: when given, receives the ids of the vessels that pass every DMV rule
     but ``rules.min_dmv_length_mm`` (those a DMV length of 0 would make DMVs).
+    ``median_depths``: when given, receives for every vessel judged by the DMV rules (every
+    ``dmv``) its median depth below the brain surface and median tissue depth (mm).
     """
     rules = rules or RegionRules()
     inv = np.linalg.inv(affine)
@@ -143,6 +146,8 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
         else:
             csf = None if csf_dist_mm is None else samples["csf"][vid]
             tissue_depth = dp if csf is None else np.minimum(dp, csf)   # nearer of brain surface and CSF
+            if median_depths is not None:
+                median_depths[vid] = (float(_median(dp)), float(_median(tissue_depth)))
             dmv_like = (radial >= rules.min_radial and vd.min() <= rules.dmv_start_mm
                         and abs(med_dx) >= rules.dmv_midline_mm
                         and _median(tissue_depth) >= rules.dmv_min_depth_mm
