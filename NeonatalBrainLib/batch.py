@@ -18,12 +18,16 @@ Resumability and consistency
   Rows are never duplicated: a case already present is not appended again.
 * A failing case is appended to ``out_dir/errors.csv`` (case_id, error type,
   message) and the others go on; a failed case is retried on the next run.
+* ``settings`` (e.g. the analysis parameters) are recorded in ``out_dir/batch_settings.json``
+  by the first run; a later run with other settings is refused before any case starts, so
+  one ``metrics.csv`` never mixes results of different settings.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
 import io
+import json
 import os
 import shutil
 import time
@@ -40,6 +44,7 @@ from .progress import as_progress
 
 METRICS_FILE = "metrics.csv"
 ERRORS_FILE = "errors.csv"
+SETTINGS_FILE = "batch_settings.json"
 
 
 def _lock(fh) -> None:
@@ -124,18 +129,65 @@ def _configure_worker() -> None:
     configure_process_memory()
 
 
+def local_process_pool(jobs: int = 1) -> cf.ProcessPoolExecutor:
+    """``jobs`` worker processes with the command-line tool's memory settings, started fresh
+    (``forkserver``, else ``spawn``), never forked from this process: a process that has already
+    run OpenMP or other threaded code (a notebook or test session that analysed a case) cannot be
+    forked safely (GNU OpenMP aborts the child: "fork() called from a process already using GNU
+    OpenMP").  Workers import the worker function by its module, so it must be importable."""
+    import multiprocessing as mp
+
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+    return cf.ProcessPoolExecutor(max_workers=max(1, int(jobs)), mp_context=mp.get_context(method),
+                                  initializer=_configure_worker)
+
+
 def _call_worker(worker: Callable, case_id: str, inputs: Sequence, case_dir: str) -> dict:
     return worker(case_id, *inputs, out_dir=case_dir)
 
 
+def check_settings(out_dir: str | os.PathLike, settings: dict) -> None:
+    """Record ``settings`` (JSON-serialisable) in ``out_dir/batch_settings.json``, or, when a
+    record is there, raise ValueError naming the settings that differ from it."""
+    path = Path(out_dir) / SETTINGS_FILE
+    wanted = json.loads(json.dumps(settings))       # as stored: tuples become lists
+    if path.exists():
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"batch folder {out_dir}: {SETTINGS_FILE} is unreadable ({exc})") from None
+        if stored != wanted:
+            diff = sorted(_differences(stored, wanted))
+            raise ValueError(f"batch folder {out_dir} was started with other settings (different: "
+                             f"{', '.join(diff[:10])}{' ...' if len(diff) > 10 else ''}); resume it with the "
+                             f"settings in {path.name}, or use a new output folder")
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(wanted, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _differences(a, b, prefix: str = "") -> list[str]:
+    """Dotted names of the entries that differ between two JSON-like mappings."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [prefix or "(all)"] if a != b else []
+    out = []
+    for key in set(a) | set(b):
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out += _differences(a.get(key), b.get(key), name) if key in a and key in b else [name]
+    return out
+
+
 def run_batch(cases: Iterable[Sequence], worker: Callable, out_dir: str | os.PathLike, *,
-              executor: cf.Executor | None = None, jobs: int = 1, progress=None) -> list[dict]:
+              executor: cf.Executor | None = None, jobs: int = 1, progress=None,
+              settings: dict | None = None) -> list[dict]:
     """Run ``worker`` on every not-yet-done case; returns one result dict per case.
 
     ``cases``: ``(case_id, *inputs)`` tuples; ``worker``: a picklable function
     ``worker(case_id, *inputs, out_dir=...) -> dict`` of metrics; ``executor``: any
-    ``concurrent.futures.Executor`` (default ``ProcessPoolExecutor(jobs)``, whose workers get
+    ``concurrent.futures.Executor`` (default :func:`local_process_pool` of ``jobs``, whose workers get
     :func:`NeonatalBrainLib.runtime.configure_process_memory`; a given executor's are left as they are).
+    ``settings``: recorded / checked by :func:`check_settings` before any case runs.
     Result dicts: ``case_id``, ``status`` ("done", "skipped", "failed"), ``error``.
     """
     prog = as_progress(progress)
@@ -149,6 +201,8 @@ def run_batch(cases: Iterable[Sequence], worker: Callable, out_dir: str | os.Pat
     bad = [i for i in ids if not i or "/" in i or "\\" in i or i.startswith(".")]
     if bad:
         raise ValueError(f"batch cases: case ids must be plain folder names, got {bad}")
+    if settings is not None:
+        check_settings(out, settings)
     done = done_cases(out)
     results: list[dict] = [{"case_id": i, "status": "skipped", "error": ""} for i in ids if i in done]
     todo = [c for c in cases if str(c[0]) not in done]
@@ -163,8 +217,7 @@ def run_batch(cases: Iterable[Sequence], worker: Callable, out_dir: str | os.Pat
     prog.update(finished / max(total, 1), f"{finished}/{total} cases")
     own = executor is None
     # the default local workers get the command-line tool's memory settings (NeonatalBrainLib.runtime)
-    ex = executor if executor is not None else cf.ProcessPoolExecutor(max_workers=max(1, int(jobs)),
-                                                                      initializer=_configure_worker)
+    ex = executor if executor is not None else local_process_pool(jobs)
     try:
         futures = {ex.submit(_call_worker, worker, str(c[0]), tuple(c[1:]), str(out / str(c[0]))): str(c[0])
                    for c in todo}

@@ -476,9 +476,11 @@ class NeonatalVesselsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         try:
             with slicer.util.tryWithErrorDisplay(_("Batch run failed."), waitCursor=False):
                 try:
+                    # the module's method settings, as Apply uses them
                     results = self.logic.runBatch(str(pn.batchCasesPath), str(pn.batchOutputDirectory),
                                                   jobs=pn.batchJobs, progress=progress, executor=executor,
-                                                  runner=self._runInBackground)
+                                                  runner=self._runInBackground,
+                                                  params=self.logic.parametersFromNode(pn))
                 except OperationCancelled:
                     self.ui.batchStatusLabel.text = _("Cancelled after the running cases; run again to finish "
                                                       "the remaining cases.")
@@ -578,10 +580,11 @@ class NeonatalVesselsLogic(ScriptedLoadableModuleLogic):
         return self._lib().export_results(self.outputsOf(segmentationNode), folder, overwrite=overwrite,
                                           screenshot_png=screenshot)
 
-    def runBatch(self, cases, outputDirectory, jobs=1, progress=None, executor=None, runner=None):
-        """The engine over a cases CSV or folder (as ``neonatal-brain vessels-batch``); per-case results."""
+    def runBatch(self, cases, outputDirectory, jobs=1, progress=None, executor=None, runner=None, params=None):
+        """The engine over a cases CSV or folder (as ``neonatal-brain vessels-batch``) with the engine
+        parameters ``params`` (None: defaults); per-case results."""
         return self._lib().run_batch(cases, outputDirectory, progress=progress, jobs=jobs, executor=executor,
-                                     runner=runner)
+                                     runner=runner, params=params)
 
     def summaryText(self, outputs):
         return self._lib().summary_text(outputs)

@@ -337,6 +337,63 @@ def test_cli_corrupt_file_and_no_partial_output(tmp_path, phantom_dir):
     assert not out.exists() or not any(out.iterdir())
 
 
+def test_cli_params_file_sets_the_engine_and_a_summary_repeats_a_run(analysis, tmp_path, phantom_dir, capsys):
+    # a scanner PSF wider than the voxel (interpolated reconstruction) is given as psf_extra_sigma_mm:
+    # the width fit then attributes more of each vein's blur to the scanner, so veins read thinner
+    from NeonatalBrainLib.cli import main
+
+    swi = str(phantom_dir / "swi.nii.gz")
+    (tmp_path / "psf.json").write_text(json.dumps({"psf_extra_sigma_mm": 0.25}))
+    out = tmp_path / "psf"
+    assert main(["vessels", swi, "--out", str(out), "--params", str(tmp_path / "psf.json")]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["provenance"]["parameters"]["psf_extra_sigma_mm"] == 0.25
+    assert summary["provenance"]["parameters"]["scales_mm"] == list(analysis.provenance["parameters"]["scales_mm"])
+    fitted = pd.read_csv(out / "vessels.csv").query("region == 'dmv' and width_method == 'model_fit'")
+    default = analysis.vessels.set_index("vessel_id")
+    same = [v for v in fitted["vessel_id"] if v in default.index and default.loc[v, "width_method"] == "model_fit"]
+    assert len(same) >= 10
+    thinner = fitted.set_index("vessel_id").loc[same, "width_mm"] < default.loc[same, "width_mm"]
+    assert thinner.mean() > 0.9, thinner.mean()
+    # an earlier run's summary.json as --params repeats that run
+    again = tmp_path / "again"
+    assert main(["vessels", swi, "--out", str(again), "--params", str(out / "summary.json")]) == 0
+    assert (again / "vessels.csv").read_text() == (out / "vessels.csv").read_text()
+    # a mistyped setting or a broken file: exit status 2, the problem named, nothing written
+    capsys.readouterr()
+    (tmp_path / "typo.json").write_text(json.dumps({"psf_sigma_mm": 0.25}))
+    (tmp_path / "broken.json").write_text("{psf_extra_sigma_mm: 0.25")
+    for name, message in (("typo.json", "did you mean psf_extra_sigma_mm"), ("broken.json", "not a readable JSON"),
+                          ("missing.json", "not found")):
+        bad_out = tmp_path / f"out-{name}"
+        assert main(["vessels", swi, "--out", str(bad_out), "--params", str(tmp_path / name)]) == 2
+        assert message in capsys.readouterr().err
+        assert not bad_out.exists() or not any(bad_out.iterdir())
+
+
+def test_cli_batch_records_its_params_and_resumes_only_with_them(tmp_path, phantom_dir, capsys):
+    from NeonatalBrainLib.cli import main
+
+    cases = tmp_path / "cases.csv"
+    cases.write_text(f"case_id,swi\nterm,{phantom_dir / 'swi.nii.gz'}\n")
+    (tmp_path / "p.json").write_text(json.dumps({"psf_extra_sigma_mm": 0.25}))
+    out = tmp_path / "batch"
+    assert main(["vessels-batch", str(cases), "--out", str(out), "--params", str(tmp_path / "p.json")]) == 0
+    recorded = json.loads((out / "batch_settings.json").read_text())
+    assert recorded["parameters"]["psf_extra_sigma_mm"] == 0.25
+    case_summary = json.loads((out / "term" / "summary.json").read_text())
+    assert case_summary["provenance"]["parameters"] == recorded["parameters"]
+    rows = (out / "metrics.csv").read_text()
+    # resuming with the defaults would mix two settings in one metrics.csv: refused, nothing changed
+    capsys.readouterr()
+    assert main(["vessels-batch", str(cases), "--out", str(out)]) == 2
+    assert "other settings (different: parameters.psf_extra_sigma_mm)" in capsys.readouterr().err
+    assert (out / "metrics.csv").read_text() == rows
+    assert main(["vessels-batch", str(cases), "--out", str(out), "--params", str(tmp_path / "p.json")]) == 0
+    assert "0 cases done, 1 already done" in capsys.readouterr().out
+    assert (out / "metrics.csv").read_text() == rows
+
+
 def test_long_faint_dmvs_in_thick_slices_count():
     # 0.6-0.8 mm DMVs in 2 mm slices fit wider and fainter than they are; over >= 10 mm
     # (VesselParams.long_dmv_mm) a resolved fit needs only 0.25 x the scan's vein contrast instead

@@ -1,6 +1,8 @@
 """Unit tests of the vessel engine's parts on synthetic tubes with known geometry (fast)."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -524,6 +526,48 @@ def test_run_batch_logs_failure_and_resumes_without_duplicates(tmp_path):
     assert {r["case_id"]: int(r["square"]) for r in rows} == {"c1": 4, "c2": 9, "c3": 16, "c4": 25}
     assert not (tmp_path / "c4" / "partial.tmp").exists()     # moved aside, not mixed in
     assert any((tmp_path / ".incomplete").iterdir())
+
+
+def test_run_batch_refuses_to_resume_with_other_settings(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    settings = {"analysis": "square", "parameters": {"scale": [1.0, 2.0], "rules": {"depth_mm": 5.0}}}
+    run_batch([("c1", "2")], _square_worker, tmp_path, executor=ThreadPoolExecutor(1), settings=settings)
+    assert json.loads((tmp_path / "batch_settings.json").read_text()) == settings
+    other = {"analysis": "square", "parameters": {"scale": [1.0, 2.0], "rules": {"depth_mm": 6.0}}}
+    with pytest.raises(ValueError, match=r"other settings \(different: parameters\.rules\.depth_mm\)"):
+        run_batch([("c1", "2"), ("c2", "3")], _square_worker, tmp_path, executor=ThreadPoolExecutor(1),
+                  settings=other)
+    assert not (tmp_path / "c2").exists()      # refused before any case ran
+    res = run_batch([("c1", "2"), ("c2", "3")], _square_worker, tmp_path, executor=ThreadPoolExecutor(1),
+                    settings=json.loads(json.dumps(settings)))
+    assert {r["case_id"]: r["status"] for r in res} == {"c1": "skipped", "c2": "done"}
+    assert [r["case_id"] for r in read_rows(tmp_path / "metrics.csv")] == ["c1", "c2"]
+
+
+def test_vessel_params_from_dict_checks_names_and_kinds():
+    from NeonatalVesselsLib.pipeline import VesselParams
+
+    default = VesselParams()
+    stored = json.loads(json.dumps(default.as_dict()))          # summary.json's provenance.parameters
+    assert VesselParams.from_dict(stored) == default
+    p = VesselParams.from_dict({"psf_extra_sigma_mm": 0.2, "scales_mm": [0.4, 0.7], "junction_angle_deg": 30,
+                                "rules": {"dmv_start_mm": 14}})
+    assert (p.psf_extra_sigma_mm, p.scales_mm, p.junction_angle_deg) == (0.2, (0.4, 0.7), 30.0)
+    assert p.rules.dmv_start_mm == 14.0 and p.rules.min_radial == default.rules.min_radial
+    for bad, message in [({"psf_sigma_mm": 0.2}, "unknown setting.*psf_sigma_mm .did you mean psf_extra_sigma_mm"),
+                         ({"rules": {"dmv_start": 1}}, r"parameters\.rules: unknown setting.*dmv_start_mm"),
+                         ({"threshold_high": "0.1"}, r"parameters\.threshold_high: expected a finite number"),
+                         ({"threshold_high": float("nan")}, "threshold_high: expected a finite number"),
+                         ({"trim_hooks": 1}, "trim_hooks: expected true or false"),
+                         ({"scales_mm": 0.4}, "scales_mm: expected a list"),
+                         ({"threshold_low": None}, "threshold_low: may not be null"),
+                         ({"rules": [1]}, r"parameters\.rules: expected an object"),
+                         ([0.4], "parameters: expected an object")]:
+        with pytest.raises(InputError, match=message):
+            VesselParams.from_dict(bad)
+    # settings stored by another version: unknown names are ignored
+    assert VesselParams.from_dict({"retired_setting": 1, "rules": {"old_rule": 2}}, strict=False) == default
 
 
 def test_run_batch_on_dask_local_cluster(tmp_path):

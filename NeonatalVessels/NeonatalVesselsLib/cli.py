@@ -1,8 +1,14 @@
 """Sub-commands ``vessels``, ``vessels-measure`` and ``vessels-batch`` of ``neonatal-brain``.
 
-* ``neonatal-brain vessels SWI --out DIR [--brain-mask M] [--ventricles V] [--labels L]``
-* ``neonatal-brain vessels-measure SWI --mask EDITED --out DIR`` (labelmap NIfTI/NRRD or ``.seg.nrrd``)
-* ``neonatal-brain vessels-batch CASES.csv|FOLDER --out DIR [--jobs N] [--scheduler ADDRESS]``
+* ``neonatal-brain vessels SWI --out DIR [--brain-mask M] [--ventricles V] [--labels L] [--params P]``
+* ``neonatal-brain vessels-measure SWI --mask EDITED --out DIR [--params P]`` (labelmap NIfTI/NRRD or ``.seg.nrrd``)
+* ``neonatal-brain vessels-batch CASES.csv|FOLDER --out DIR [--jobs N] [--scheduler ADDRESS] [--params P]``
+
+``--params P``: a JSON object of engine parameters (:class:`.pipeline.VesselParams` fields,
+``rules`` a nested object of :class:`.regions.RegionRules` fields; the others keep their
+defaults), or an earlier run's ``summary.json``, whose recorded parameters are then used
+again.  Every run records its full parameters in ``summary.json`` (``provenance.parameters``);
+a batch also in ``batch_settings.json`` and does not resume with other parameters.
 
 ``CASES.csv`` has a header with at least ``case_id,swi`` (optional ``brain_mask``,
 ``ventricles``, ``labels``); relative paths are relative to the CSV's folder.  A
@@ -15,7 +21,8 @@ import csv
 import sys
 from pathlib import Path
 
-SUMMARY_METRICS_PREFIX = ""
+PARAMS_HELP = ("JSON file of engine parameters (VesselParams fields, docs/vessels.md; the others keep their "
+               "defaults) or an earlier run's summary.json (its recorded parameters)")
 
 
 def _load_optional(path, reference, name):
@@ -26,18 +33,44 @@ def _load_optional(path, reference, name):
     return load_mask(path, reference, name, "SWI")
 
 
+def load_params(path):
+    """Engine parameters (``VesselParams``) from a JSON file: an object of parameter fields, or a
+    ``summary.json`` (its ``provenance.parameters``).  InputError names a missing or unreadable
+    file, an unknown setting or a value of the wrong kind; None gives the defaults."""
+    import json
+
+    from NeonatalBrainLib.imageio import InputError
+
+    from .pipeline import VesselParams
+
+    if not path:
+        return VesselParams()
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(f"parameters {path}: not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"parameters {path}: not a readable JSON file ({exc})") from None
+    if isinstance(data, dict) and isinstance(data.get("provenance"), dict) and "parameters" in data["provenance"]:
+        data = data["provenance"]["parameters"]       # an earlier run's summary.json
+    return VesselParams.from_dict(data)
+
+
 def analyse_case(case_id: str, swi_path: str, brain_mask: str | None = None, ventricles: str | None = None,
-                 labels: str | None = None, *, out_dir: str) -> dict:
-    """Batch worker: analyse one SWI, write its output folder, return its summary metrics (flat)."""
+                 labels: str | None = None, *, out_dir: str, params: dict | None = None) -> dict:
+    """Batch worker: analyse one SWI, write its output folder, return its summary metrics (flat).
+    ``params``: engine parameters as ``VesselParams.as_dict()`` (None: the defaults)."""
     from NeonatalBrainLib.imageio import load_volume
 
-    from .pipeline import SUMMARY_KEYS, run_vessel_analysis, write_outputs
+    from .pipeline import SUMMARY_KEYS, VesselParams, run_vessel_analysis, write_outputs
 
     swi = load_volume(swi_path, "SWI")
     analysis = run_vessel_analysis(
         swi, brain_mask=_load_optional(brain_mask, swi, "brain mask"),
         ventricles=_load_optional(ventricles, swi, "ventricle mask"),
-        labels=_load_optional(labels, swi, "labels"))
+        labels=_load_optional(labels, swi, "labels"),
+        params=None if params is None else VesselParams.from_dict(params))
     write_outputs(analysis, out_dir, input_path=swi_path)
     return {k: analysis.summary[k] for k in SUMMARY_KEYS}
 
@@ -87,13 +120,14 @@ def _cmd_vessels(args) -> int:
     from .pipeline import run_vessel_analysis, write_outputs
 
     require_empty_dir(args.out, create=False)
+    params = load_params(args.params)
     swi = load_volume(args.swi, "SWI")
     prog, close = tqdm_progress("vessels")
     try:
         analysis = run_vessel_analysis(
             swi, brain_mask=_load_optional(args.brain_mask, swi, "brain mask"),
             ventricles=_load_optional(args.ventricles, swi, "ventricle mask"),
-            labels=_load_optional(args.labels, swi, "labels"), progress=prog)
+            labels=_load_optional(args.labels, swi, "labels"), params=params, progress=prog)
     finally:
         close()
     write_outputs(analysis, args.out, input_path=args.swi)
@@ -127,6 +161,7 @@ def _cmd_measure(args) -> int:
     from .pipeline import measure_vessel_mask, write_outputs
 
     require_empty_dir(args.out, create=False)
+    params = load_params(args.params)
     swi = load_volume(args.swi, "SWI")
     mask = load_edited_mask(args.mask, swi)
     prog, close = tqdm_progress("vessels-measure")
@@ -134,7 +169,7 @@ def _cmd_measure(args) -> int:
         analysis = measure_vessel_mask(
             swi, mask, brain_mask=_load_optional(args.brain_mask, swi, "brain mask"),
             ventricles=_load_optional(args.ventricles, swi, "ventricle mask"),
-            labels=_load_optional(args.labels, swi, "labels"), progress=prog)
+            labels=_load_optional(args.labels, swi, "labels"), params=params, progress=prog)
     finally:
         close()
     write_outputs(analysis, args.out, input_path=args.swi)
@@ -142,17 +177,34 @@ def _cmd_measure(args) -> int:
     return 0
 
 
+def batch_worker(params=None):
+    """``(worker, settings)`` for :func:`NeonatalBrainLib.batch.run_batch`: :func:`analyse_case`
+    with the engine parameters ``params`` (a ``VesselParams``; None: the defaults), and the
+    settings a batch folder records (the engine version and every parameter)."""
+    import functools
+
+    from NeonatalBrainLib import __version__
+
+    from .pipeline import VesselParams
+
+    values = (params or VesselParams()).as_dict()
+    return (functools.partial(analyse_case, params=values),
+            {"analysis": "vessels", "version": __version__, "parameters": values})
+
+
 def _cmd_batch(args) -> int:
     from NeonatalBrainLib.batch import dask_executor, run_batch
     from NeonatalBrainLib.progress import tqdm_progress
 
     cases = read_cases(args.cases)
+    worker, settings = batch_worker(load_params(args.params))
     client = executor = None
     if args.scheduler:
         client, executor = dask_executor(args.scheduler)
     prog, close = tqdm_progress("vessels-batch")
     try:
-        results = run_batch(cases, analyse_case, args.out, executor=executor, jobs=args.jobs, progress=prog)
+        results = run_batch(cases, worker, args.out, executor=executor, jobs=args.jobs, progress=prog,
+                            settings=settings)
     finally:
         close()
         if client is not None:
@@ -177,6 +229,7 @@ def register(subparsers) -> None:
     p.add_argument("--brain-mask", help="uint8 brain mask on the SWI grid (optional)")
     p.add_argument("--ventricles", help="uint8 lateral + third ventricle mask on the SWI grid (optional)")
     p.add_argument("--labels", help="anatomical labels on the SWI grid (anatomy.LABELS values, optional)")
+    p.add_argument("--params", help=PARAMS_HELP)
     p.set_defaults(func=_cmd_vessels)
 
     p = subparsers.add_parser("vessels-measure", help="measure a given (edited) vessel segmentation",
@@ -188,6 +241,7 @@ def register(subparsers) -> None:
     p.add_argument("--brain-mask")
     p.add_argument("--ventricles")
     p.add_argument("--labels")
+    p.add_argument("--params", help=PARAMS_HELP)
     p.set_defaults(func=_cmd_measure)
 
     p = subparsers.add_parser("vessels-batch", help="run the vessel analysis on many cases (resumable)",
@@ -197,4 +251,5 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True)
     p.add_argument("--jobs", type=int, default=1, help="local worker processes (default 1)")
     p.add_argument("--scheduler", help="address of a running Dask scheduler, e.g. tcp://127.0.0.1:8786")
+    p.add_argument("--params", help=PARAMS_HELP + "; a batch resumes only with the parameters it was started with")
     p.set_defaults(func=_cmd_batch)

@@ -176,24 +176,12 @@ def params_to_json(params) -> str:
 
 
 def params_from_json(text: str | None):
-    """Inverse of :func:`params_to_json`; engine defaults for missing or unknown fields."""
+    """Inverse of :func:`params_to_json`; engine defaults for missing fields, unknown ones (stored by
+    another version) ignored (``VesselParams.from_dict(strict=False)``)."""
     engine = _engine()
-    params = engine.VesselParams()
     if not text:
-        return params
-    data = json.loads(text)
-    known = set(getattr(params, "__dataclass_fields__", {}))
-    changes = {}
-    for key, value in data.items():
-        if key not in known:
-            continue
-        current = getattr(params, key)
-        if key == "rules" and isinstance(value, dict):
-            value = replace(current, **{k: v for k, v in value.items() if k in current.__dataclass_fields__})
-        elif isinstance(current, tuple):
-            value = tuple(value)
-        changes[key] = value
-    return replace(params, **changes)
+        return engine.VesselParams()
+    return engine.VesselParams.from_dict(json.loads(text), strict=False)
 
 
 @dataclass
@@ -930,14 +918,15 @@ def _save_curves_json(outputs: VesselsOutputNodes, path: Path, tmp: Path) -> Pat
 
 
 # ----------------------------------------------------------------------------- batch
-def run_batch(cases, out_dir, progress=None, jobs: int = 1, executor=None, runner=None) -> list[dict]:
+def run_batch(cases, out_dir, progress=None, jobs: int = 1, executor=None, runner=None, params=None) -> list[dict]:
     """Run the engine over a cases CSV or folder with the project's batch runner (as ``neonatal-brain vessels-batch``).
 
     ``cases``: a cases CSV (``case_id,swi[,brain_mask,ventricles,labels]``) or a folder of
     case sub-folders holding ``swi.nii.gz``.  Writes ``out_dir/<case_id>/`` per case and
     the cohort ``out_dir/metrics.csv``; resumable (finished cases are skipped), a failing
-    case is logged in ``errors.csv`` without stopping the others.  The engine runs with its
-    default parameters, as on the command line.  ``executor``: a ``concurrent.futures``
+    case is logged in ``errors.csv`` without stopping the others.  ``params``: the engine's
+    ``VesselParams`` (None: its defaults, as on the command line without ``--params``); a batch
+    folder resumes only with the parameters it was started with.  ``executor``: a ``concurrent.futures``
     executor (default: ``jobs`` local processes).  ``runner`` as in
     :func:`analyze_volume_node`.  Returns the runner's per-case results
     (``case_id``, ``status`` done/skipped/failed, ``error``).
@@ -950,8 +939,9 @@ def run_batch(cases, out_dir, progress=None, jobs: int = 1, executor=None, runne
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise InputError(f"batch output {out}: exists and is not a folder")
-    return (runner or _direct)(lambda: batch.run_batch(case_list, cli.analyse_case, out, executor=executor,
-                                                       jobs=jobs, progress=progress))
+    worker, settings = cli.batch_worker(params)
+    return (runner or _direct)(lambda: batch.run_batch(case_list, worker, out, executor=executor, jobs=jobs,
+                                                       progress=progress, settings=settings))
 
 
 def batch_text(results: Sequence[Mapping]) -> str:

@@ -29,6 +29,7 @@ import dataclasses
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -156,6 +157,83 @@ class VesselParams:
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, strict: bool = True) -> "VesselParams":
+        """Parameters from :meth:`as_dict`'s form (``rules``: a mapping of :class:`RegionRules`
+        fields, e.g. ``summary.json``'s ``provenance.parameters``); missing fields keep their defaults.
+
+        Every value is checked against its field's kind (a finite number, a bool, a string, a
+        list of numbers for ``scales_mm``, null where the field allows it) and a wrong one raises
+        InputError naming the field.  ``strict`` (a file the user wrote): an unknown name raises
+        InputError too; otherwise (settings stored by another version) it is ignored.
+        """
+        return _dataclass_from_dict(cls, data, strict=strict, where="parameters")
+
+
+def _dataclass_from_dict(cls, data, *, strict: bool, where: str):
+    """An instance of the dataclass ``cls`` (defaults for missing fields) from a mapping; see
+    :meth:`VesselParams.from_dict`.  ``where``: the name errors give (``parameters.rules``)."""
+    if not isinstance(data, Mapping):
+        raise InputError(f"{where}: expected an object of named settings, got {type(data).__name__}")
+    defaults = cls()
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(str(k) for k in data if k not in known)
+    if unknown and strict:
+        import difflib
+
+        hints = [f"{u} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(u, known, 1, 0.6)) else u
+                 for u in unknown]
+        raise InputError(f"{where}: unknown setting(s) {', '.join(hints)}; the settings are the fields of "
+                         f"{cls.__name__} (docs/vessels.md)")
+    changes = {}
+    for name, value in data.items():
+        if name not in known:
+            continue
+        current = getattr(defaults, name)
+        if dataclasses.is_dataclass(current):
+            changes[name] = _dataclass_from_dict(type(current), value, strict=strict, where=f"{where}.{name}")
+        else:
+            changes[name] = _setting_value(f"{where}.{name}", value, current, str(known[name].type))
+    return dataclasses.replace(defaults, **changes)
+
+
+def _setting_value(name: str, value, default, annotation: str):
+    """``value`` checked against the kind of the field's ``default`` (and ``annotation``, for
+    fields that may be None); tuples from lists.  InputError names ``name`` when it does not fit."""
+    def number(v, what: str):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+            raise InputError(f"{name}: expected {what}, got {v!r}")
+        return v
+
+    if value is None:
+        if "None" in annotation:
+            return None
+        raise InputError(f"{name}: may not be null")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise InputError(f"{name}: expected true or false, got {value!r}")
+        return value
+    if isinstance(default, tuple):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+            raise InputError(f"{name}: expected a list, got {value!r}")
+        if "str" in annotation:
+            if not all(isinstance(v, str) for v in value):
+                raise InputError(f"{name}: expected a list of strings, got {value!r}")
+            return tuple(value)
+        return tuple(float(number(v, "a list of finite numbers")) for v in value)
+    if isinstance(default, int) and "float" not in annotation:
+        v = number(value, "a whole number")
+        if int(v) != v:
+            raise InputError(f"{name}: expected a whole number, got {value!r}")
+        return int(v)
+    if isinstance(default, float) or "float" in annotation:
+        return float(number(value, "a finite number"))
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise InputError(f"{name}: expected a string, got {value!r}")
+        return value
+    return value
 
 
 @dataclass
