@@ -348,6 +348,11 @@ def test_cli_params_file_sets_the_engine_and_a_summary_repeats_a_run(analysis, t
     assert main(["vessels", swi, "--out", str(out), "--params", str(tmp_path / "psf.json")]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["provenance"]["parameters"]["psf_extra_sigma_mm"] == 0.25
+    assert summary["provenance"]["psf"] == {"extra_sigma_mm": 0.25, "source": "given"}
+    # by default it is estimated from the ventricle walls: none beyond the voxel on this phantom
+    assert analysis.provenance["parameters"]["psf_extra_sigma_mm"] is None
+    auto = analysis.provenance["psf"]
+    assert auto["source"] == "ventricle walls" and auto["n_edges"] >= 50 and auto["extra_sigma_mm"] <= 0.1, auto
     assert summary["provenance"]["parameters"]["scales_mm"] == list(analysis.provenance["parameters"]["scales_mm"])
     fitted = pd.read_csv(out / "vessels.csv").query("region == 'dmv' and width_method == 'model_fit'")
     default = analysis.vessels.set_index("vessel_id")
@@ -363,8 +368,9 @@ def test_cli_params_file_sets_the_engine_and_a_summary_repeats_a_run(analysis, t
     capsys.readouterr()
     (tmp_path / "typo.json").write_text(json.dumps({"psf_sigma_mm": 0.25}))
     (tmp_path / "broken.json").write_text("{psf_extra_sigma_mm: 0.25")
+    (tmp_path / "negative.json").write_text(json.dumps({"psf_extra_sigma_mm": -0.1}))
     for name, message in (("typo.json", "did you mean psf_extra_sigma_mm"), ("broken.json", "not a readable JSON"),
-                          ("missing.json", "not found")):
+                          ("missing.json", "not found"), ("negative.json", "psf_extra_sigma_mm: a sigma in mm, >= 0")):
         bad_out = tmp_path / f"out-{name}"
         assert main(["vessels", swi, "--out", str(bad_out), "--params", str(tmp_path / name)]) == 2
         assert message in capsys.readouterr().err

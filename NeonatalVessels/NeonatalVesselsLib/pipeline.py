@@ -17,7 +17,8 @@ Pipeline (:func:`run_vessel_analysis`)
 5. The measurement of :func:`measure_vessel_mask` on that mask: split into vessels at
    junctions (:mod:`.skeleton`), centrelines in RAS, region and side (:mod:`.regions`);
    here only (not for a given mask) pieces too short to be DMVs grown by
-   minimum-intensity tracking (:mod:`.tracking`); width by cross-section model fit,
+   minimum-intensity tracking (:mod:`.tracking`); width by cross-section model fit with the
+   scanner's point-spread estimated from the ventricle walls (:mod:`.psf`) unless given,
    tortuosity and curvature (:mod:`.measure`), per-subject summary.
 
 All sizes are in millimetres and all geometry goes through the affine, so voxel
@@ -135,7 +136,9 @@ class VesselParams:
     hook_angle_deg: float = 30.0       #: ... bending more than this within hook_length_mm of the end
     hook_length_mm: float = 4.0
     width_patch_mm: float = 2.0        #: half-size of the cross-section sampled for the width fit
-    psf_extra_sigma_mm: float = 0.0    #: extra Gaussian blur of the scanner PSF beyond the voxel box (mm)
+    #: sigma (mm) of the scanner's point-spread beyond the voxel (box + interpolation), a Gaussian in
+    #: the width fit; None: estimated from the ventricle walls (:mod:`.psf`; 0 when too few walls)
+    psf_extra_sigma_mm: float | None = None
     width_cross_section_average: str = "median"  #: cross-sections combined pixel-wise by "median" or "mean"
     default_vein_contrast: float = 0.6  #: relative vein contrast when no vein is resolved
     vein_contrast_quantile: float = 0.8  #: quantile of the resolved veins' contrasts taken as the scan's vein contrast
@@ -169,6 +172,31 @@ class VesselParams:
         InputError too; otherwise (settings stored by another version) it is ignored.
         """
         return _dataclass_from_dict(cls, data, strict=strict, where="parameters")
+
+
+def _checked(params: VesselParams | None) -> VesselParams:
+    """``params`` (default: the defaults); InputError for values no run can use, before any work."""
+    params = params or VesselParams()
+    if params.psf_extra_sigma_mm is not None and not params.psf_extra_sigma_mm >= 0:
+        raise InputError(f"psf_extra_sigma_mm: a sigma in mm, >= 0 (or None to estimate it), "
+                         f"got {params.psf_extra_sigma_mm}")
+    return params
+
+
+def _scanner_psf(ctx: _Context, params: VesselParams) -> tuple[float, dict]:
+    """(extra point-spread sigma in mm for the width fits, its provenance): the given
+    ``params.psf_extra_sigma_mm``, or the estimate from the ventricle walls (:mod:`.psf`)."""
+    from .psf import estimate_extra_psf_sigma_mm
+
+    if params.psf_extra_sigma_mm is not None:
+        return float(params.psf_extra_sigma_mm), {"extra_sigma_mm": float(params.psf_extra_sigma_mm),
+                                                  "source": "given"}
+    t0 = time.perf_counter()
+    est = estimate_extra_psf_sigma_mm(ctx.norm, ctx.ventricles, ctx.swi.spacing_mm)
+    ctx.timings["psf_s"] = time.perf_counter() - t0
+    if est is None:
+        return 0.0, {"extra_sigma_mm": 0.0, "source": "none: too few ventricle walls to estimate it"}
+    return est.extra_sigma_mm, {**est.as_dict(), "source": "ventricle walls"}
 
 
 def _dataclass_from_dict(cls, data, *, strict: bool, where: str):
@@ -587,6 +615,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     minip_src = swi_in if minip_in_order else swi
     minip_job = pool.submit(minip_slab, np.asarray(minip_src.array, np.float32), minip_src.affine,
                             params.minip_slab_mm)
+    psf_extra, psf_info = _scanner_psf(ctx, params)
     fits = []
     ids = sorted(centrelines)
     csf = None
@@ -598,7 +627,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             if wall_fit and csf is None:     # 0 / 1 bytes, interpolated in float by fit_width (no copy)
                 csf = np.ascontiguousarray(ctx.ventricles).view(np.uint8)
             fits.append(ms.fit_width(ctx.norm, swi.affine, centrelines[vid], patch_mm=params.width_patch_mm,
-                                     psf_extra_sigma_mm=params.psf_extra_sigma_mm,
+                                     psf_extra_sigma_mm=psf_extra,
                                      cross_section_average=params.width_cross_section_average,
                                      exclude=csf if wall_fit else None, detrend=wall_fit))
         if n % 20 == 0:
@@ -666,7 +695,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         "midline_x_mm": round(float(ctx.midline_x), 3), "vein_contrast": round(float(c_subj), 4),
         "noise_sd": round(float(ctx.noise_sd), 4), "min_dmv_darkness": round(float(min_darkness), 4),
         "timings_s": {k: round(v, 3) for k, v in ctx.timings.items()},
-        "tracking": ctx.tracking,
+        "tracking": ctx.tracking, "psf": psf_info,
         "run_time_s": round(time.perf_counter() - t_start, 3),
     }
     summary_out = dict(summary)
@@ -1019,7 +1048,7 @@ def run_vessel_analysis(swi: Volume, *, brain_mask=None, ventricles=None, labels
     SWI grid (computed when absent).  Raises InputError for bad input.
     """
     t_start = time.perf_counter()
-    params = params or VesselParams()
+    params = _checked(params)
     prog = as_progress(progress)
     swi_in = _to_volume(swi)
     swi, m, how = _reorient(swi_in, {"brain": (brain_mask, "brain mask"), "vent": (ventricles, "ventricle mask"),
@@ -1043,7 +1072,7 @@ def measure_vessel_mask(swi: Volume, vessel_mask, *, brain_mask=None, ventricles
     edited labelmap lowers the count by one.
     """
     t_start = time.perf_counter()
-    params = params or VesselParams()
+    params = _checked(params)
     prog = as_progress(progress)
     swi_in = _to_volume(swi)
     swi, m, how = _reorient(swi_in, {"vessels": (vessel_mask, "vessel mask"), "brain": (brain_mask, "brain mask"),
