@@ -41,6 +41,7 @@ def test_output_contract(out_dir, phantom_dir):
     assert np.isfinite(dmv[["length_mm", "width_mm", "tortuosity"]].to_numpy()).all()
     assert (dmv["tortuosity"] >= 1).all()
     assert summary["dmv_count"] == len(dmv)
+    assert summary["warnings"] == [] and summary["dmv_detectability_index"] >= 2.3
     cl = pd.read_csv(out_dir / "centerlines.csv")
     assert list(cl.columns) == ["vessel_id", "x", "y", "z"]
     assert set(cl["vessel_id"]) <= set(vessels["vessel_id"])
@@ -65,7 +66,8 @@ def test_every_output_column_and_key_is_defined_in_the_report(out_dir):
     from NeonatalVesselsLib.pipeline import VESSEL_COLUMNS
 
     assert list(VESSEL_COLUMN_DEFINITIONS) == list(pd.read_csv(out_dir / "vessels.csv").columns) == list(VESSEL_COLUMNS)
-    assert set(SUMMARY_KEY_DEFINITIONS) == set(SUMMARY_KEYS)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert set(SUMMARY_KEYS) <= set(SUMMARY_KEY_DEFINITIONS) == set(summary) - {"provenance"}
     assert mrml_logic.VESSEL_COLUMN_DESCRIPTIONS is VESSEL_COLUMN_DEFINITIONS
     for key, text in {**SUMMARY_KEY_DEFINITIONS, **VESSEL_COLUMN_DEFINITIONS}.items():
         if key.endswith("_mm") or key.endswith("_per_mm"):
@@ -398,6 +400,29 @@ def test_cli_batch_records_its_params_and_resumes_only_with_them(tmp_path, phant
     assert main(["vessels-batch", str(cases), "--out", str(out), "--params", str(tmp_path / "p.json")]) == 0
     assert "0 cases done, 1 already done" in capsys.readouterr().out
     assert (out / "metrics.csv").read_text() == rows
+
+
+def test_noisy_scan_is_flagged_by_the_detectability_index(phantom, tmp_path):
+    # the phantom with noise raised ~3x (complex Gaussian, magnitude): the index (vein contrast /
+    # noise SD x 0.6 mm / slice) falls below 2.3 and summary.json, the report and the CLI say so
+    from NeonatalBrainLib.cli import main
+    from NeonatalVesselsLib.pipeline import MIN_DMV_DETECTABILITY, detectability
+
+    arr = np.asarray(phantom.swi.array, np.float32)
+    tissue = float(np.median(arr[arr > np.percentile(arr, 60)]))
+    rng = np.random.default_rng(1)
+    noisy = np.abs(arr + rng.normal(0, 0.14 * tissue, arr.shape) + 1j * rng.normal(0, 0.14 * tissue, arr.shape))
+    save_volume(phantom.swi.with_array(noisy.astype(np.float32)), tmp_path / "noisy.nii.gz")
+    out = tmp_path / "out"
+    assert main(["vessels", str(tmp_path / "noisy.nii.gz"), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    det = summary["provenance"]["detectability"]
+    assert det["index"] == summary["dmv_detectability_index"] < MIN_DMV_DETECTABILITY
+    assert det["index"] == pytest.approx(det["vein_contrast"] / det["noise_sd"] * 0.6 / det["largest_voxel_mm"], abs=0.02)
+    assert len(summary["warnings"]) == 1 and "detectability index" in summary["warnings"][0]
+    assert "Warning:</b> DMV detectability index" in (out / "report.html").read_text()
+    # not judged without resolved veins
+    assert detectability(0.6, 2, 0.05, (0.5, 0.5, 2.0))["index"] is None
 
 
 def test_long_faint_dmvs_in_thick_slices_count():

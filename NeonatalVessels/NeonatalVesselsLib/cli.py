@@ -72,7 +72,7 @@ def analyse_case(case_id: str, swi_path: str, brain_mask: str | None = None, ven
         labels=_load_optional(labels, swi, "labels"),
         params=None if params is None else VesselParams.from_dict(params))
     write_outputs(analysis, out_dir, input_path=swi_path)
-    return {k: analysis.summary[k] for k in SUMMARY_KEYS}
+    return {k: analysis.summary[k] for k in (*SUMMARY_KEYS, "dmv_detectability_index")}
 
 
 def read_cases(source: str | Path) -> list[tuple]:
@@ -134,6 +134,8 @@ def _cmd_vessels(args) -> int:
     s = analysis.summary
     print(f"{s['dmv_count']} DMVs ({s['dmv_count_left']} left, {s['dmv_count_right']} right); "
           f"outputs in {args.out}")
+    for warning in s.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -493,10 +493,16 @@ def subject_contrast(fits: list[WidthFit | None], default: float = 0.6, quantile
     averaged cross-sections: centreline misalignment and curvature only blur a vein
     (wider, shallower), never deepen it.
     """
-    cs = [f.contrast for f in fits if f is not None and f.resolved and f.within_bounds and 0.05 < f.contrast < 1.5]
+    cs = resolved_contrasts(fits)
     if len(cs) < 3:
         return float(default)
     return float(np.quantile(cs, quantile))
+
+
+def resolved_contrasts(fits: list[WidthFit | None]) -> list[float]:
+    """Relative contrasts of the resolved veins that :func:`subject_contrast` takes (fits within
+    the search bounds, contrast 0.05-1.5)."""
+    return [f.contrast for f in fits if f is not None and f.resolved and f.within_bounds and 0.05 < f.contrast < 1.5]
 
 
 def width_method(fit: WidthFit, c_subject: float, faint_fraction: float = 0.0) -> str:

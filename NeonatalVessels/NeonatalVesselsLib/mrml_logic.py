@@ -215,6 +215,8 @@ def _scalar_summary(summary: Mapping) -> dict:
             out[str(k)] = float("nan")
         elif isinstance(v, (bool, int, float, str, np.integer, np.floating)):
             out[str(k)] = v.item() if isinstance(v, np.generic) else v
+        elif isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v):
+            out[str(k)] = "; ".join(v)          # e.g. warnings: one text cell
     return out
 
 
@@ -827,7 +829,8 @@ def summary_text(outputs: VesselsOutputNodes) -> str:
     return (f"DMVs: {fmt(s.get('dmv_count'))} (left {fmt(s.get('dmv_count_left'))}, "
             f"right {fmt(s.get('dmv_count_right'))}); mean width {fmt(s.get('dmv_width_mm'), ' mm')}, "
             f"tortuosity {fmt(s.get('dmv_tortuosity'))}, curvature {fmt(s.get('dmv_curvature_per_mm'), ' /mm')}"
-            + (f" [metrics v{outputs.version}]" if outputs.version > 1 else ""))
+            + (f" [metrics v{outputs.version}]" if outputs.version > 1 else "")
+            + (f".  Warning: {s['warnings']}" if isinstance(s.get("warnings"), str) and s["warnings"] else ""))
 
 
 # ----------------------------------------------------------------------------- export

@@ -95,7 +95,9 @@ def _overlay_pngs(analysis, folder: Path, n_slices: int = 4) -> list[str]:
 
 
 def _html_report(analysis, pngs: list[str], input_path) -> str:
-    s = {k: v for k, v in analysis.summary.items() if k != "provenance"}
+    s = {k: v for k, v in analysis.summary.items() if k not in ("provenance", "warnings")}
+    warnings = "".join(f"<p style='color:#a00'><b>Warning:</b> {html.escape(w)}</p>"
+                       for w in analysis.summary.get("warnings", []))
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{'null' if v is None else (f'{v:.4g}' if isinstance(v, float) else v)}</td></tr>"
                    for k, v in s.items())
     legend = "".join(
@@ -110,7 +112,7 @@ def _html_report(analysis, pngs: list[str], input_path) -> str:
 <style>body{{font-family:sans-serif;margin:20px}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style></head><body>
 <h1>NeonatalVessels report</h1><p>Input: {html.escape(str(input_path)) if input_path else '(in memory)'}</p>
-<h2>Summary</h2><table>{rows}</table>
+<h2>Summary</h2>{warnings}<table>{rows}</table>
 <h2>minIP with veins by region</h2><p>{legend}</p>{imgs}
 <p>Radiological display (patient's right on the image left would need a flip; here voxel axes as stored, anterior/superior from the affine).</p>
 <h2>Vessels</h2>{table}
