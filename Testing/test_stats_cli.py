@@ -40,6 +40,31 @@ def files(tmp_path):
     return paths
 
 
+def test_cohort_stats_leaves_out_scans_below_a_detectability(files, tmp_path, capsys):
+    # vessels-batch's metrics.csv has dmv_detectability_index per case: a scan property, not a metric
+    # by default; --exclude-below drops the scans below it (or without it) and says which
+    metrics = files["frames"]["metrics"].copy()
+    metrics["dmv_detectability_index"] = np.linspace(1.0, 9.0, len(metrics))
+    metrics.loc[7, "dmv_detectability_index"] = np.nan
+    path = tmp_path / "metrics_qc.csv"
+    metrics.to_csv(path, index=False)
+    out = tmp_path / "stats_qc"
+    assert main(["cohort-stats", str(path), str(files["cohort"]), "--out", str(out),
+                 "--exclude-below", "dmv_detectability_index=2.3"]) == 0
+    summary = json.loads((out / "cohort_stats.json").read_text())
+    assert "dmv_detectability_index" not in summary["metric_cols"]
+    low = metrics.loc[~(metrics["dmv_detectability_index"] >= 2.3), "case_id"]
+    assert summary["excluded"] == {"dmv_detectability_index < 2.3 or missing": sorted(low)}
+    assert summary["n_subjects"] == len(metrics) - len(low) and len(low) == 13
+    assert "13 subject(s) left out by dmv_detectability_index < 2.3" in (out / "tables.md").read_text()
+    g = pd.read_csv(out / "group_comparisons.csv")
+    assert g[(g.grouping == "sex") & (g.metric == "dmv_count")]["n"].sum() == len(metrics) - 13
+    capsys.readouterr()
+    assert main(["cohort-stats", str(path), str(files["cohort"]), "--out", str(tmp_path / "bad"),
+                 "--exclude-below", "dmv_detectability_index>2.3"]) == 2
+    assert "expected COLUMN=NUMBER" in capsys.readouterr().err
+
+
 def test_cohort_stats_cli(files, tmp_path):
     out = tmp_path / "stats"
     assert main(["cohort-stats", str(files["metrics"]), str(files["cohort"]), "--out", str(out)]) == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -109,10 +110,28 @@ def _run_cohort_stats(args) -> int:
 
     res = cohort_statistics(args.metrics_csv, args.clinical_csv, group_cols=_split(args.group),
                             metric_cols=_split(args.metrics), correlate_with=_split(args.correlate),
-                            out_dir=args.out, correlation_method=args.method)
+                            out_dir=args.out, correlation_method=args.method,
+                            exclude_below=_minimums(args.exclude_below))
     print(f"cohort-stats: {res['n_subjects']} subjects, {len(res['metric_cols'])} metrics, "
           f"groupings {res['group_cols']}, correlations with {res['correlate_with']} -> {args.out}")
+    for rule, ids in res["excluded"].items():
+        print(f"  {len(ids)} subject(s) left out by {rule}")
     return 0
+
+
+def _minimums(items: Sequence[str]) -> dict[str, float]:
+    """``["col=2.3", ...]`` -> ``{"col": 2.3}``; InputError naming a malformed item."""
+    out = {}
+    for item in items:
+        col, sep, value = str(item).partition("=")
+        try:
+            low = float(value)
+        except ValueError:
+            low = float("nan")
+        if not sep or not col.strip() or not np.isfinite(low):
+            raise InputError(f"--exclude-below {item!r}: expected COLUMN=NUMBER, e.g. dmv_detectability_index=2.3")
+        out[col.strip()] = low
+    return out
 
 
 # ----------------------------------------------------------------------------- compare
@@ -253,6 +272,9 @@ def register(subparsers) -> None:
                         "columns with more than 6 distinct values)")
     p.add_argument("--method", choices=("auto", "spearman", "pearson"), default="auto",
                    help="correlation coefficient (auto: Pearson if both look normal, else Spearman)")
+    p.add_argument("--exclude-below", metavar="COL=VALUE", action="append", default=[],
+                   help="leave out subjects whose metrics-CSV column COL is below VALUE or missing, e.g. "
+                        "dmv_detectability_index=2.3 (scans where many DMVs are likely missed); repeatable")
     p.set_defaults(func=_run_cohort_stats)
 
     p = subparsers.add_parser(

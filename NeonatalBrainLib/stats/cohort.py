@@ -13,7 +13,11 @@ Inputs
 Defaults
 --------
 * ``metric_cols``: every numeric column of the metrics file except ids, bookkeeping columns
-  (``seed``, run times, return codes) and columns that are entirely missing.
+  (``seed``, run times, return codes), image-quality indices (``QUALITY_COLUMNS``, e.g. the
+  vessel engine's ``dmv_detectability_index``: a property of the scan, not a biomarker) and
+  columns that are entirely missing.
+* ``exclude_below``: none; ``{"dmv_detectability_index": 2.3}`` leaves out the subjects whose
+  value is below 2.3 or missing (listed in ``tables.md`` and ``cohort_stats.json``).
 * ``group_cols``: every clinical column with 2 to ``max_levels`` (6) distinct values.
 * ``correlate_with``: every numeric clinical column with more than ``max_levels`` distinct
   values (e.g. gestational_age_weeks, birthweight_g); metrics are correlated with these.
@@ -51,6 +55,8 @@ ID_COLUMNS = ("subject_id", "case_id")
 
 _BOOKKEEPING = {"seed", "run_time_s", "runtime_s", "elapsed_s", "duration_s", "returncode",
                 "return_code", "exit_status", "attempt", "attempts", "index", "unnamed: 0"}
+#: image-quality columns of the project's metrics files: not default metrics (see exclude_below)
+QUALITY_COLUMNS = {"dmv_detectability_index"}
 
 
 def read_csv_table(path: str | os.PathLike, name: str) -> pd.DataFrame:
@@ -100,8 +106,8 @@ def default_metric_columns(metrics: pd.DataFrame, exclude: Sequence[str] = ()) -
     """Numeric, not entirely missing, non-id, non-bookkeeping columns of the metrics table."""
     skip = set(exclude) | set(ID_COLUMNS)
     return [c for c in metrics.columns
-            if c not in skip and c.lower() not in _BOOKKEEPING and not c.lower().endswith("_id")
-            and _is_numeric(metrics[c]) and metrics[c].notna().any()]
+            if c not in skip and c.lower() not in _BOOKKEEPING and c.lower() not in QUALITY_COLUMNS
+            and not c.lower().endswith("_id") and _is_numeric(metrics[c]) and metrics[c].notna().any()]
 
 
 def default_group_columns(clinical: pd.DataFrame, max_levels: int = 6,
@@ -220,6 +226,20 @@ def _write_reports(stage: Path, sections: list[tuple[str, pd.DataFrame]], notes:
     (stage / "tables.html").write_text(page, encoding="utf-8")
 
 
+def _exclude_below(metrics: pd.DataFrame, minimum: dict[str, float], name: str) -> tuple[pd.DataFrame, dict]:
+    """``metrics`` without the rows below ``minimum[column]`` or missing it; ``{rule: [ids]}``."""
+    excluded: dict[str, list[str]] = {}
+    for col, low in minimum.items():
+        _check_columns([col], metrics, "exclusion", name)
+        values = pd.to_numeric(metrics[col], errors="coerce")
+        drop = ~(values >= float(low))
+        excluded[f"{col} < {low:g} or missing"] = sorted(metrics.loc[drop, "subject_id"].astype(str))
+        metrics = metrics.loc[~drop]
+    if minimum and metrics.empty:
+        raise InputError(f"{name}: every subject left out by {', '.join(excluded)}")
+    return metrics, excluded
+
+
 # ----------------------------------------------------------------------------- main entry
 def cohort_statistics(metrics_csv: str | os.PathLike, clinical_csv: str | os.PathLike, *,
                       group_cols: Sequence[str] | None = None,
@@ -227,15 +247,19 @@ def cohort_statistics(metrics_csv: str | os.PathLike, clinical_csv: str | os.Pat
                       correlate_with: Sequence[str] | None = None,
                       out_dir: str | os.PathLike,
                       correlation_method: str = "auto", normality_alpha: float = 0.05,
-                      max_levels: int = 6) -> dict:
+                      max_levels: int = 6, exclude_below: dict[str, float] | None = None) -> dict:
     """Group comparisons and correlations of ``metrics_csv`` against ``clinical_csv``.
 
-    Returns ``{"n_subjects", "unmatched_metrics", "unmatched_clinical", "group_cols",
+    ``exclude_below``: ``{column of the metrics CSV: minimum}``; subjects below a minimum, or
+    without a value, are left out before the analysis (``excluded`` in the result).
+
+    Returns ``{"n_subjects", "unmatched_metrics", "unmatched_clinical", "excluded", "group_cols",
     "metric_cols", "correlate_with", "group_comparisons": DataFrame (long),
     "correlations": DataFrame, "out_dir": Path}``.
     """
     metrics = _with_ids(read_csv_table(metrics_csv, "metrics CSV"), "metrics CSV")
     clinical = _with_ids(read_csv_table(clinical_csv, "clinical CSV"), "clinical CSV")
+    metrics, excluded = _exclude_below(metrics, exclude_below or {}, f"metrics CSV {metrics_csv}")
     shared = [c for c in metrics.columns if c in clinical.columns and c != "subject_id"]
     if metric_cols is None:
         metric_cols = default_metric_columns(metrics, exclude=shared)
@@ -299,13 +323,15 @@ def cohort_statistics(metrics_csv: str | os.PathLike, clinical_csv: str | os.Pat
     if unmatched_c:
         notes.append(f"{len(unmatched_c)} subject(s) only in the clinical file, left out: "
                      f"{', '.join(unmatched_c[:20])}{' ...' if len(unmatched_c) > 20 else ''}")
+    for rule, ids in excluded.items():
+        notes.append(f"{len(ids)} subject(s) left out by {rule}: {', '.join(ids[:20])}{' ...' if len(ids) > 20 else ''}")
     notes += skipped
     with staged_output(out_dir) as stage:
         long.to_csv(stage / "group_comparisons.csv", index=False)
         corr.to_csv(stage / "correlations.csv", index=False)
         _write_reports(stage, sections, notes, _corr_display(corr))
         summary = {"n_subjects": len(matched), "unmatched_metrics": unmatched_m,
-                   "unmatched_clinical": unmatched_c, "group_cols": list(group_cols),
+                   "unmatched_clinical": unmatched_c, "excluded": excluded, "group_cols": list(group_cols),
                    "metric_cols": list(metric_cols), "correlate_with": list(correlate_with),
                    "notes": notes}
         (stage / "cohort_stats.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
