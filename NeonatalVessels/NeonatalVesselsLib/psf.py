@@ -50,7 +50,7 @@ from .masks import _bbox
 #: point-spread applied to the sub-samples) on 0.45 x 0.45 x 1, 0.6 x 0.6 x 2 and 0.6 mm
 #: isotropic voxels, three seeds each: mean of the three grids, which agreed within 0.02 up to
 #: 0.8 (within 0.07 at 1.5).  ``Testing/test_vessels_psf.py`` renders such volumes and checks
-#: that known point-spreads are recovered.
+#: that known point-spreads are recovered.  Wider edges are read as 1.5 voxels (the table's end).
 EXTRA_SIGMA_PER_VOXEL = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.25, 1.5])
 EDGE_SIGMA_PER_VOXEL = np.array([0.478, 0.49, 0.52, 0.566, 0.625, 0.694, 0.767, 0.927, 1.094, 1.305, 1.518])
 
