@@ -146,16 +146,24 @@ def _call_worker(worker: Callable, case_id: str, inputs: Sequence, case_dir: str
     return worker(case_id, *inputs, out_dir=case_dir)
 
 
+def read_settings(out_dir: str | os.PathLike) -> dict | None:
+    """The settings a batch folder recorded (:func:`check_settings`), or None."""
+    path = Path(out_dir) / SETTINGS_FILE
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"batch folder {out_dir}: {SETTINGS_FILE} is unreadable ({exc})") from None
+
+
 def check_settings(out_dir: str | os.PathLike, settings: dict) -> None:
     """Record ``settings`` (JSON-serialisable) in ``out_dir/batch_settings.json``, or, when a
     record is there, raise ValueError naming the settings that differ from it."""
     path = Path(out_dir) / SETTINGS_FILE
     wanted = json.loads(json.dumps(settings))       # as stored: tuples become lists
-    if path.exists():
-        try:
-            stored = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"batch folder {out_dir}: {SETTINGS_FILE} is unreadable ({exc})") from None
+    stored = read_settings(out_dir)
+    if stored is not None:
         if stored != wanted:
             diff = sorted(_differences(stored, wanted))
             raise ValueError(f"batch folder {out_dir} was started with other settings (different: "

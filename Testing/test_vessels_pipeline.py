@@ -425,6 +425,45 @@ def test_noisy_scan_is_flagged_by_the_detectability_index(phantom, tmp_path):
     assert detectability(0.6, 2, 0.05, (0.5, 0.5, 2.0))["index"] is None
 
 
+def test_cli_batch_cohort_point_spread(phantom, tmp_path, capsys, monkeypatch):
+    # two scans of one protocol whose images are blurred beyond the voxel: --psf cohort estimates the
+    # point-spread of each, runs every case with their median and keeps that value when resuming
+    from scipy import ndimage
+
+    from NeonatalBrainLib.cli import main
+    from NeonatalVesselsLib import cli as vcli
+    from NeonatalVesselsLib.pipeline import estimate_scanner_psf
+
+    swi = phantom.swi
+    sigma_vox = [0.25 / s if s < 1.0 else 0.0 for s in swi.spacing_mm]
+    rows = ["case_id,swi"]
+    estimates = []
+    for n in (1, 2):
+        arr = np.asarray(swi.array, np.float32)
+        arr = ndimage.gaussian_filter(arr, sigma_vox) + np.random.default_rng(n).normal(0, 5.0, arr.shape)
+        vol = swi.with_array(np.abs(arr).astype(np.float32))
+        save_volume(vol, tmp_path / f"swi{n}.nii.gz")
+        rows.append(f"c{n},{tmp_path / f'swi{n}.nii.gz'}")
+        estimates.append(estimate_scanner_psf(vol)["extra_sigma_mm"])
+    assert min(estimates) > 0.05, estimates
+    (tmp_path / "cases.csv").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "batch"
+    assert main(["vessels-batch", str(tmp_path / "cases.csv"), "--out", str(out), "--psf", "cohort"]) == 0
+    cohort = json.loads((out / "batch_settings.json").read_text())["cohort_psf"]
+    assert cohort["n_cases"] == 2 and cohort["per_case"] == pytest.approx({"c1": estimates[0], "c2": estimates[1]})
+    assert cohort["extra_sigma_mm"] == pytest.approx(float(np.median(estimates)), abs=1e-4)
+    for case in ("c1", "c2"):
+        psf = json.loads((out / case / "summary.json").read_text())["provenance"]["psf"]
+        assert psf == {"extra_sigma_mm": cohort["extra_sigma_mm"], "source": "given"}
+    # resuming keeps the recorded value (no second estimate); per-scan estimates would mix settings
+    monkeypatch.setattr(vcli, "cohort_psf", lambda *a, **k: pytest.fail("estimated again on resume"))
+    capsys.readouterr()
+    assert main(["vessels-batch", str(tmp_path / "cases.csv"), "--out", str(out), "--psf", "cohort"]) == 0
+    assert "0 cases done, 2 already done" in capsys.readouterr().out
+    assert main(["vessels-batch", str(tmp_path / "cases.csv"), "--out", str(out)]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
 def test_long_faint_dmvs_in_thick_slices_count():
     # 0.6-0.8 mm DMVs in 2 mm slices fit wider and fainter than they are; over >= 10 mm
     # (VesselParams.long_dmv_mm) a resolved fit needs only 0.25 x the scan's vein contrast instead

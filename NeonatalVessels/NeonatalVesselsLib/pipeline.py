@@ -1128,6 +1128,19 @@ def measure_vessel_mask(swi: Volume, vessel_mask, *, brain_mask=None, ventricles
                     t_start=t_start, given_ids=given_ids, out_grid=(swi_in, how))
 
 
+@without_numpy_hugepage_advice
+def estimate_scanner_psf(swi: Volume, *, brain_mask=None, ventricles=None, progress=None) -> dict[str, Any]:
+    """The point-spread estimate an automatic run would use (``provenance.psf`` of
+    :func:`run_vessel_analysis` with ``psf_extra_sigma_mm=None``), from the masks step alone
+    (brain mask, normalisation, ventricles; no vessel detection).  For a cohort value
+    (``neonatal-brain vessels-batch --psf cohort``)."""
+    params = VesselParams()
+    swi_c, m, _how = _reorient(_to_volume(swi), {"brain": (brain_mask, "brain mask"),
+                                                 "vent": (ventricles, "ventricle mask")})
+    ctx = _prepare(swi_c, m["brain"], m["vent"], None, params, as_progress(progress))
+    return _scanner_psf(ctx, params)[1]
+
+
 def write_outputs(analysis: VesselAnalysis, out_dir, *, input_path=None):
     """Write the output folder (see :func:`NeonatalVesselsLib.report.write_outputs`)."""
     from .report import write_outputs as _write
