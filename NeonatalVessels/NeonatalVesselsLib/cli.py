@@ -284,8 +284,7 @@ def _with_cohort_psf(params, cases, args, executor):
 
     if params.psf_extra_sigma_mm is not None:
         raise InputError("--psf cohort and psf_extra_sigma_mm in --params: give one or the other")
-    stored = read_settings(args.out) if Path(args.out).is_dir() else None
-    cohort = (stored or {}).get("cohort_psf")      # a resumed batch keeps its cohort value
+    cohort = (read_settings(args.out) or {}).get("cohort_psf")      # a resumed batch keeps its cohort value
     if cohort is None:
         prog, close = tqdm_progress("cohort point-spread")
         try:

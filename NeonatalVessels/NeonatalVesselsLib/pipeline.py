@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -439,7 +439,7 @@ class _Context:
     brain: np.ndarray
     ventricles: np.ndarray
     depth_mm: np.ndarray
-    vent_dist_mm: np.ndarray                #: distance to the ventricles (exact where centrelines can lie, see _prepare)
+    vent_dist_mm: np.ndarray | None         #: distance to the ventricles (exact where centrelines can lie, see _prepare)
     midline_x: float
     labels: np.ndarray | None
     timings: dict
@@ -450,9 +450,10 @@ class _Context:
 
 
 def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, prog, *,
-             extent: np.ndarray | None = None) -> _Context:
+             extent: np.ndarray | None = None, distance_maps: bool = True) -> _Context:
     """Masks, normalised image and distance maps; ``swi`` and the mask arrays come from
-    :func:`_reorient` (already validated and on ``swi``'s grid).  ``extent``: a given vessel
+    :func:`_reorient` (already validated and on ``swi``'s grid).  ``distance_maps`` False: the
+    two distance maps (read only along centrelines) are not computed (None).  ``extent``: a given vessel
     mask (> 0), where the distance maps must be exact besides the brain."""
     spacing = swi.spacing_mm
     timings: dict[str, float] = {}
@@ -494,9 +495,11 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
             prog.update(0.1, "ventricles")
             # the distance maps are read only along vessel centrelines: inside the brain (the
             # segmentation's region) or the given vessel mask; exact there, 1e3 mm (far) elsewhere
-            read = brain if extent is None else brain | (np.asarray(extent) > 0)
-            vdist = mk.distance_to_mask_mm(vent, spacing, within=read)
-            csf_dist = mk.distance_to_mask_mm(other_csf, spacing, within=read)
+            vdist = csf_dist = None
+            if distance_maps:
+                read = brain if extent is None else brain | (np.asarray(extent) > 0)
+                vdist = mk.distance_to_mask_mm(vent, spacing, within=read)
+                csf_dist = mk.distance_to_mask_mm(other_csf, spacing, within=read)
         except Exception:
             side.result()   # an image refused as T1 reports that first, as when run in order
             raise
@@ -1137,7 +1140,7 @@ def estimate_scanner_psf(swi: Volume, *, brain_mask=None, ventricles=None, progr
     params = VesselParams()
     swi_c, m, _how = _reorient(_to_volume(swi), {"brain": (brain_mask, "brain mask"),
                                                  "vent": (ventricles, "ventricle mask")})
-    ctx = _prepare(swi_c, m["brain"], m["vent"], None, params, as_progress(progress))
+    ctx = _prepare(swi_c, m["brain"], m["vent"], None, params, as_progress(progress), distance_maps=False)
     return _scanner_psf(ctx, params)[1]
 
 
