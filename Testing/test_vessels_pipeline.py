@@ -229,6 +229,34 @@ def test_wall_vein_widths_against_phantom_truth(analysis, phantom_dir):
     assert max(errors) <= 1.2, errors
 
 
+def _thalamic_vein_vs_truth(analysis, truth: dict, side: str) -> tuple[int, float, float, float]:
+    """(number of thalamic vessels on ``side``, fraction of the true vein's points within
+    max(1 mm, its diameter) of the longest one, fraction of its points within that of the
+    true vein, its width minus the true diameter)."""
+    from scipy.spatial import cKDTree
+
+    v = analysis.vessels
+    rows = v[(v["region"] == "thalamic") & (v["side"] == side)].sort_values("length_mm")
+    true = next(t for t in truth["vessels"] if t["region"] == "thalamic" and t["side"] == side)
+    tp = np.asarray(true["centerline_ras_mm"])
+    tol = max(1.0, true["diameter_mm"])
+    p = analysis.centerlines[int(rows["vessel_id"].iloc[-1])]
+    covered = float(np.isfinite(cKDTree(p).query(tp, distance_upper_bound=tol)[0]).mean())
+    on = float(np.isfinite(cKDTree(tp).query(p, distance_upper_bound=tol)[0]).mean())
+    return len(rows), covered, on, float(rows["width_mm"].iloc[-1] - true["diameter_mm"])
+
+
+def test_thalamostriate_vein_is_one_vessel_per_side_along_the_truth(analysis, phantom_dir):
+    # the skeleton breaks the vein at every tributary; the pieces are joined along the wall
+    truth = load_truth(phantom_dir)
+    for side in ("left", "right"):
+        n, covered, on, width_error = _thalamic_vein_vs_truth(analysis, truth, side)
+        print(side, n, round(covered, 2), round(on, 2), round(width_error, 3))
+        assert n == 1
+        assert covered >= 0.8 and on >= 0.7
+        assert abs(width_error) <= 0.15
+
+
 def test_measure_edited_mask_erasing_one_dmv_lowers_count_by_one(analysis):
     swi = analysis.swi
     labels = analysis.vessel_labels.array

@@ -156,6 +156,10 @@ class VesselParams:
     #: not change when the input is skull-stripped (extracerebral CSF removed); the surface depth does
     track_min_depth_mm: float = 12.0
     track_min_tissue_depth_mm: float = 8.0
+    #: automatic runs: the thalamic pieces of each side are joined into one thalamostriate vein by the
+    #: least-cost path along the ventricle wall (:mod:`.wallveins`; cost = clip(norm, 0.05, 2) ** this
+    #: per mm, in the band within ``rules.wall_mm`` of the ventricles); 0: off
+    wall_path_cost_power: float = 4.0
     rules: RegionRules = field(default_factory=RegionRules)
 
     def as_dict(self) -> dict:
@@ -641,6 +645,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         for vid, p in joined.items():
             if len(p) != len(dmv_lines[vid]) or not np.array_equal(p, dmv_lines[vid]):
                 centrelines[vid] = smooth(p)
+    if params.wall_path_cost_power > 0 and method == "automatic":
+        labels = _join_thalamic_pieces(ctx, centrelines, classes, labels, box_affine, params, smooth=smooth)
     if params.trim_hooks and not given_ids:
         for vid, (region, _side) in classes.items():
             if region == "dmv":
@@ -867,6 +873,71 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
         ijk = np.rint(p @ inv[:3, :3].T + inv[:3, 3]).astype(np.intp)
         inside = np.all((ijk >= 0) & (ijk < labels.shape), axis=1)
         ijk = ijk[inside]
+        free = labels[tuple(ijk.T)] == 0
+        labels[tuple(ijk[free].T)] = vid
+    return labels
+
+
+def _join_thalamic_pieces(ctx: _Context, centrelines: dict[int, np.ndarray], classes: dict[int, tuple[str, str]],
+                          labels: np.ndarray, box_affine: np.ndarray, params: VesselParams, *, smooth) -> np.ndarray:
+    """Each side's thalamic pieces joined into one thalamostriate vein (:func:`.wallveins.wall_vein_path`).
+
+    The joined vein keeps the smallest id of its pieces; the pieces' voxels, those of the
+    ``other`` pieces lying mostly (more than half their points) within 1 mm of it, and the
+    unlabelled voxels on its path get that id.  The path runs in the band outside the
+    ventricles within ``rules.wall_mm`` of them, in the brain, on its side of the midline.
+    ``centrelines`` and ``classes`` are updated in place; returns the labels.
+    """
+    from scipy.spatial import cKDTree
+
+    from .wallveins import wall_vein_path
+
+    swi = ctx.swi
+    t0 = time.perf_counter()
+    lut = np.arange(int(labels.max()) + 1, dtype=labels.dtype)
+    new_lines: dict[int, np.ndarray] = {}
+    for side, sign in (("left", -1.0), ("right", 1.0)):
+        ids = sorted(vid for vid, (region, s) in classes.items() if region == "thalamic" and s == side)
+        if len(ids) < 2:
+            continue
+        pieces = [centrelines[vid] for vid in ids]
+        box = _points_box(np.vstack(pieces), swi.affine, 6.0, ctx.norm.shape)
+        sub_affine = _box_affine(swi.affine, box)
+        # RAS x of the box's voxel centres (the midline plane is x = midline_x in this canonical grid)
+        ii, jj, kk = np.meshgrid(*(np.arange(b.stop - b.start) for b in box), indexing="ij", sparse=True)
+        x = sub_affine[0, 0] * ii + sub_affine[0, 1] * jj + sub_affine[0, 2] * kk + sub_affine[0, 3]
+        allowed = (ctx.brain[box] & ~ctx.ventricles[box] & (ctx.vent_dist_mm[box] <= params.rules.wall_mm)
+                   & (sign * (x - ctx.midline_x) > 0))
+        path = wall_vein_path(ctx.norm[box], sub_affine, pieces, allowed, power=params.wall_path_cost_power)
+        if path is None or len(path) < 2:
+            continue
+        keep = ids[0]
+        line = smooth(path)
+        for vid in ids[1:]:
+            if vid < len(lut):
+                lut[vid] = keep
+            del centrelines[vid], classes[vid]
+        centrelines[keep] = line
+        new_lines[keep] = line
+    ctx.timings["wall_path_s"] = time.perf_counter() - t0
+    if not new_lines:
+        return labels
+    owner = np.concatenate([np.full(len(p), vid) for vid, p in new_lines.items()])
+    tree = cKDTree(np.vstack(list(new_lines.values())))
+    for vid in [v for v, (region, _s) in classes.items() if region == "other" and len(centrelines[v]) > 0]:
+        d, nn = tree.query(centrelines[vid], distance_upper_bound=1.0)
+        near = owner[np.minimum(nn, len(owner) - 1)][np.isfinite(d)]
+        if len(near) > 0.5 * len(centrelines[vid]):
+            ids, k = np.unique(near, return_counts=True)
+            if k.max() > 0.5 * len(centrelines[vid]):
+                if vid < len(lut):
+                    lut[vid] = ids[np.argmax(k)]
+                del centrelines[vid], classes[vid]
+    labels = lut[labels]
+    inv = np.linalg.inv(box_affine)
+    for vid, p in new_lines.items():
+        ijk = np.rint(p @ inv[:3, :3].T + inv[:3, 3]).astype(np.intp)
+        ijk = ijk[np.all((ijk >= 0) & (ijk < labels.shape), axis=1)]
         free = labels[tuple(ijk.T)] == 0
         labels[tuple(ijk[free].T)] = vid
     return labels
