@@ -29,8 +29,10 @@ def _scene():
 def test_pieces_of_one_vein_are_joined_along_it():
     norm, allowed, truth = _scene()
     pieces = [truth[5:20], truth[35:45], truth[60:75]]
-    path = wall_vein_path(norm, AFFINE, pieces, allowed)
-    assert path is not None
+    found = wall_vein_path(norm, AFFINE, pieces, allowed)
+    assert found is not None
+    path, joined = found
+    assert joined == [0, 1, 2]
     # from one far end to the other, always on the vein (within one voxel of it)
     d = np.min(np.linalg.norm(path[:, None] - truth[None], axis=-1), axis=1)
     assert d.max() <= 0.75
@@ -46,8 +48,9 @@ def test_a_piece_reached_only_across_tissue_is_left_out():
          np.rint(stray[:, 2]).astype(int)] = 0.5
     assert wall_vein_path(norm, AFFINE, [truth[5:30], stray], allowed) is None
     # with a second true piece the vein is joined and the stray line stays out
-    path = wall_vein_path(norm, AFFINE, [truth[5:30], stray, truth[55:70]], allowed)
-    assert path is not None and np.all(np.abs(path[:, 2] - 10.0) <= 1.0)
+    found = wall_vein_path(norm, AFFINE, [truth[5:30], stray, truth[55:70]], allowed)
+    assert found is not None and found[1] == [0, 2]
+    assert np.all(np.abs(found[0][:, 2] - 10.0) <= 1.0)
 
 
 def test_minimal_path_avoids_forbidden_voxels_and_reports_unreachable_ends():

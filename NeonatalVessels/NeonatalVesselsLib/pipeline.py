@@ -849,11 +849,23 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
     ctx.timings["track_s"] = time.perf_counter() - t0
     if not accepted:
         return labels
-    # absorb the other pieces lying mostly (> half their points within 1 mm) on one grown line
-    owner = np.concatenate([np.full(len(p), vid) for vid, p in accepted.items()])
-    tree = cKDTree(np.vstack(list(accepted.values())))
+    return _absorb_into(accepted, centrelines, classes, labels, box_affine)
+
+
+def _absorb_into(lines: dict[int, np.ndarray], centrelines: dict[int, np.ndarray], classes: dict[int, tuple[str, str]],
+                 labels: np.ndarray, box_affine: np.ndarray, lut: np.ndarray | None = None) -> np.ndarray:
+    """The ``other`` pieces lying mostly (more than half their points) within 1 mm of one of
+    ``lines`` (id -> RAS points, already in ``centrelines``) become part of it: their voxels get
+    its id and they leave ``centrelines`` and ``classes``; then the unlabelled voxels holding the
+    lines' points get their ids.  ``lut``: a relabelling already decided (old id -> new id),
+    applied with it.  Returns the labels (voxel -> RAS by ``box_affine``)."""
+    from scipy.spatial import cKDTree
+
+    if lut is None:
+        lut = np.arange(int(labels.max()) + 1, dtype=labels.dtype)
+    owner = np.concatenate([np.full(len(p), vid) for vid, p in lines.items()])
+    tree = cKDTree(np.vstack(list(lines.values())))
     rest = [vid for vid, p in centrelines.items() if classes[vid][0] == "other" and len(p) > 0]
-    lut = np.arange(int(labels.max()) + 1, dtype=labels.dtype)
     if rest:
         counts = np.array([len(centrelines[vid]) for vid in rest])
         d, nn = tree.query(np.vstack([centrelines[vid] for vid in rest]), distance_upper_bound=1.0)
@@ -869,10 +881,9 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
                 del centrelines[vid], classes[vid]
     labels = lut[labels]
     inv = np.linalg.inv(box_affine)
-    for vid, p in accepted.items():
+    for vid, p in lines.items():
         ijk = np.rint(p @ inv[:3, :3].T + inv[:3, 3]).astype(np.intp)
-        inside = np.all((ijk >= 0) & (ijk < labels.shape), axis=1)
-        ijk = ijk[inside]
+        ijk = ijk[np.all((ijk >= 0) & (ijk < labels.shape), axis=1)]
         free = labels[tuple(ijk.T)] == 0
         labels[tuple(ijk[free].T)] = vid
     return labels
@@ -884,12 +895,12 @@ def _join_thalamic_pieces(ctx: _Context, centrelines: dict[int, np.ndarray], cla
 
     The joined vein keeps the smallest id of its pieces; the pieces' voxels, those of the
     ``other`` pieces lying mostly (more than half their points) within 1 mm of it, and the
-    unlabelled voxels on its path get that id.  The path runs in the band outside the
-    ventricles within ``rules.wall_mm`` of them, in the brain, on its side of the midline.
-    ``centrelines`` and ``classes`` are updated in place; returns the labels.
+    unlabelled voxels on its path get that id.  The thalamic pieces not linked to it are not
+    the thalamostriate vein: they become ``other`` (their ids and voxels stay).  The path runs
+    in the band outside the ventricles within ``rules.wall_mm`` of them, in the brain, on its
+    side of the midline.  ``centrelines`` and ``classes`` are updated in place; returns the
+    labels.
     """
-    from scipy.spatial import cKDTree
-
     from .wallveins import wall_vein_path
 
     swi = ctx.swi
@@ -908,38 +919,22 @@ def _join_thalamic_pieces(ctx: _Context, centrelines: dict[int, np.ndarray], cla
         x = sub_affine[0, 0] * ii + sub_affine[0, 1] * jj + sub_affine[0, 2] * kk + sub_affine[0, 3]
         allowed = (ctx.brain[box] & ~ctx.ventricles[box] & (ctx.vent_dist_mm[box] <= params.rules.wall_mm)
                    & (sign * (x - ctx.midline_x) > 0))
-        path = wall_vein_path(ctx.norm[box], sub_affine, pieces, allowed, power=params.wall_path_cost_power)
-        if path is None or len(path) < 2:
+        found = wall_vein_path(ctx.norm[box], sub_affine, pieces, allowed, power=params.wall_path_cost_power)
+        if found is None or len(found[0]) < 2:
             continue
-        keep = ids[0]
-        line = smooth(path)
-        for vid in ids[1:]:
+        path, joined = found
+        members = [ids[n] for n in joined]
+        keep = members[0]
+        for vid in members[1:]:
             if vid < len(lut):
                 lut[vid] = keep
             del centrelines[vid], classes[vid]
-        centrelines[keep] = line
-        new_lines[keep] = line
+        for vid in set(ids) - set(members):
+            classes[vid] = ("other", side)
+        centrelines[keep] = new_lines[keep] = smooth(path)
+    if new_lines:
+        labels = _absorb_into(new_lines, centrelines, classes, labels, box_affine, lut)
     ctx.timings["wall_path_s"] = time.perf_counter() - t0
-    if not new_lines:
-        return labels
-    owner = np.concatenate([np.full(len(p), vid) for vid, p in new_lines.items()])
-    tree = cKDTree(np.vstack(list(new_lines.values())))
-    for vid in [v for v, (region, _s) in classes.items() if region == "other" and len(centrelines[v]) > 0]:
-        d, nn = tree.query(centrelines[vid], distance_upper_bound=1.0)
-        near = owner[np.minimum(nn, len(owner) - 1)][np.isfinite(d)]
-        if len(near) > 0.5 * len(centrelines[vid]):
-            ids, k = np.unique(near, return_counts=True)
-            if k.max() > 0.5 * len(centrelines[vid]):
-                if vid < len(lut):
-                    lut[vid] = ids[np.argmax(k)]
-                del centrelines[vid], classes[vid]
-    labels = lut[labels]
-    inv = np.linalg.inv(box_affine)
-    for vid, p in new_lines.items():
-        ijk = np.rint(p @ inv[:3, :3].T + inv[:3, 3]).astype(np.intp)
-        ijk = ijk[np.all((ijk >= 0) & (ijk < labels.shape), axis=1)]
-        free = labels[tuple(ijk.T)] == 0
-        labels[tuple(ijk[free].T)] = vid
     return labels
 
 

@@ -65,8 +65,10 @@ def _voxels(points_ras: np.ndarray, inv: np.ndarray, shape) -> np.ndarray:
 
 def wall_vein_path(norm: np.ndarray, affine: np.ndarray, pieces: list[np.ndarray], allowed: np.ndarray, *,
                    power: float = 4.0, gap_darkness_fraction: float = 0.5,
-                   min_gap_darkness: float = 0.15, max_tissue_gap_mm: float = 2.0) -> np.ndarray | None:
-    """Voxel-centre path (RAS mm, in order) joining ``pieces`` (module docstring), or None.
+                   min_gap_darkness: float = 0.15,
+                   max_tissue_gap_mm: float = 2.0) -> tuple[np.ndarray, list[int]] | None:
+    """``(path, joined)``: the voxel-centre path (RAS mm, in order) joining ``pieces`` (module
+    docstring) and the indices of the pieces it joins, or None.
 
     ``norm``: normalised intensity, ``allowed``: bool mask, both on the grid of ``affine``
     (voxel -> RAS mm; e.g. a box around the pieces).  Two pieces are linked when the
@@ -131,4 +133,4 @@ def wall_vein_path(norm: np.ndarray, affine: np.ndarray, pieces: list[np.ndarray
     path = _least_cost_path(mcp, tuple(ends[i]), tuple(ends[j]))
     if path is None:
         return None
-    return path @ affine[:3, :3].T + affine[:3, 3]
+    return path @ affine[:3, :3].T + affine[:3, 3], sorted(best)
