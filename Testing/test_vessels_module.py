@@ -22,7 +22,7 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is not installed")
 
 from NeonatalBrainLib import anatomy, centerline, slicerfiles  # noqa: E402
 from NeonatalBrainLib import mrml as nbmrml  # noqa: E402
-from NeonatalBrainLib.imageio import InputError, Volume, load_volume  # noqa: E402
+from NeonatalBrainLib.imageio import InputError, load_volume  # noqa: E402
 from NeonatalBrainLib.outputs import OutputExistsError  # noqa: E402
 from NeonatalBrainLib.progress import OperationCancelled, Progress  # noqa: E402
 from NeonatalVesselsLib import mrml_logic as ml  # noqa: E402
@@ -485,6 +485,14 @@ def test_erase_one_dmv_then_recompute_drops_the_count_by_one(result):
     after = ml.summary_from_table(outputs.summary_table)
     assert after["dmv_count"] == before["dmv_count"] - 1
     assert after[f"dmv_count_{side}"] == before[f"dmv_count_{side}"] - 1
+    # the vessels left alone keep their centrelines and regions: measured as before (the widths
+    # move only through the scan's vein contrast, which the erased DMV's fit was part of)
+    old_rows = {r["vessel_id"]: r for r in nbmrml.rows_from_table_node(first_table)}
+    new_rows = {r["vessel_id"]: r for r in _rows(outputs)}
+    kept = [v for v, r in old_rows.items() if r["region"] == "dmv" and v != vid]
+    assert kept and all(new_rows[v]["region"] == "dmv" for v in kept)
+    assert max(abs(new_rows[v]["length_mm"] - old_rows[v]["length_mm"]) for v in kept) < 1e-6
+    assert max(abs(new_rows[v]["width_mm"] - old_rows[v]["width_mm"]) for v in kept) < 0.01
     # the previous tables are kept, the new ones versioned; the edit is kept
     assert scene.IsNodePresent(first_table) and outputs.previous_tables[0][0] is first_table
     assert outputs.vessel_table.GetName() == "swi vessel metrics (v2)"

@@ -270,6 +270,52 @@ def test_measure_edited_mask_erasing_one_dmv_lowers_count_by_one(analysis):
     assert after.summary["dmv_count"] == base.summary["dmv_count"] - 1
 
 
+def test_remeasuring_with_the_previous_run_keeps_the_vessels_left_alone(analysis):
+    from NeonatalVesselsLib import PreviousRun
+
+    swi, labels = analysis.swi, analysis.vessel_labels.array
+    masks = dict(brain_mask=analysis.brain_mask, ventricles=analysis.ventricles)
+    previous = PreviousRun.from_analysis(analysis)
+    keys = ("dmv_count", "dmv_count_left", "dmv_count_right", "dmv_width_mm", "dmv_tortuosity",
+            "dmv_curvature_per_mm", "thalamic_vein_width_mm_left", "thalamic_vein_width_mm_right")
+    same = measure_vessel_mask(swi, labels, previous=previous, **masks)
+    for k in keys:
+        assert same.summary[k] == pytest.approx(analysis.summary[k], abs=1e-9), k
+    # traced anew through the labelmap's voxels, the tracked and joined veins are not found again
+    # (labelled only where no other vessel was): the reason for keeping the previous run
+    anew = measure_vessel_mask(swi, labels, **masks)
+    assert anew.summary["dmv_count"] < analysis.summary["dmv_count"]
+    # erase one DMV: one fewer, the others as they were
+    v = analysis.vessels
+    vid = int(v[v["region"] == "dmv"].sort_values("length_mm")["vessel_id"].iloc[-1])
+    edited = np.where(labels == vid, 0, labels)
+    after = measure_vessel_mask(swi, edited, previous=previous, **masks)
+    assert after.summary["dmv_count"] == analysis.summary["dmv_count"] - 1
+    a, b = v.set_index("vessel_id"), after.vessels.set_index("vessel_id")
+    kept = a.index[(a["region"] == "dmv") & (a.index != vid)]
+    assert (b.loc[kept, "region"] == "dmv").all()
+    assert np.allclose(b.loc[kept, "length_mm"], a.loc[kept, "length_mm"], atol=1e-9)
+    assert np.abs(b.loc[kept, "width_mm"] - a.loc[kept, "width_mm"]).max() < 0.01
+    with pytest.raises(InputError, match="previous vessel labels"):
+        measure_vessel_mask(swi, labels, previous=PreviousRun(labels[:-1], previous.centerlines, previous.regions),
+                            **masks)
+
+
+def test_edited_vessel_ids_keep_ids_drop_erased_and_number_painted():
+    from NeonatalVesselsLib import edited_vessel_ids
+
+    old = np.zeros((6, 6, 6), np.int32)
+    old[1, 1:4, 1] = 7
+    old[4, 1:4, 4] = 9
+    edited = old > 0
+    edited[4, 1, 4] = False                  # erased
+    edited[1, 5, 5] = edited[5, 5, 0] = True  # two painted components
+    new = edited_vessel_ids(old, edited)
+    assert new.dtype == np.uint16
+    assert (new[1, 1:4, 1] == 7).all() and new[4, 1, 4] == 0 and (new[4, 2:4, 4] == 9).all()
+    assert sorted({int(new[1, 5, 5]), int(new[5, 5, 0])}) == [10, 11]
+
+
 def test_a_given_mask_is_measured_as_drawn_without_tracking(analysis):
     # the automatic run grows short DMV pieces beyond the segmentation; a given (edited) binary
     # mask is measured as drawn: every centreline point lies on or next to a mask voxel
@@ -365,6 +411,29 @@ def test_cli_corrupt_file_and_no_partial_output(tmp_path, phantom_dir):
     assert main(["vessels", str(phantom_dir / "swi.nii.gz"), "--out", str(out),
                  "--brain-mask", str(tmp_path / "mask.nii.gz")]) == 2
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_cli_measure_an_edited_seg_nrrd_with_and_without_the_previous_run(analysis, out_dir, phantom_dir, tmp_path):
+    from NeonatalBrainLib.cli import main
+
+    swi, seg = str(phantom_dir / "swi.nii.gz"), str(out_dir / "vessels.seg.nrrd")
+    n = analysis.summary["dmv_count"]
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    assert main(["vessels-measure", swi, "--mask", seg, "--out", str(kept), "--previous", str(out_dir)]) == 0
+    s = json.loads((kept / "summary.json").read_text())
+    assert s["dmv_count"] == n      # the unedited segmentation measures as the run did
+    assert s["dmv_width_mm"] == pytest.approx(analysis.summary["dmv_width_mm"], abs=1e-3)
+    assert s["thalamic_vein_width_mm_left"] == pytest.approx(analysis.summary["thalamic_vein_width_mm_left"], abs=1e-3)
+    # without it the segments (regions and sides, not vessels) are one mask, split into vessels
+    anew = tmp_path / "anew"
+    anew.mkdir()
+    assert main(["vessels-measure", swi, "--mask", seg, "--out", str(anew)]) == 0
+    assert 0.8 * n <= json.loads((anew / "summary.json").read_text())["dmv_count"] <= n
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    assert main(["vessels-measure", swi, "--mask", seg, "--out", str(bad), "--previous", str(tmp_path)]) == 2
+    assert not any(bad.iterdir())
 
 
 def test_cli_params_file_sets_the_engine_and_a_summary_repeats_a_run(analysis, tmp_path, phantom_dir, capsys):

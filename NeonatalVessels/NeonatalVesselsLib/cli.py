@@ -1,7 +1,8 @@
 """Sub-commands ``vessels``, ``vessels-measure`` and ``vessels-batch`` of ``neonatal-brain``.
 
 * ``neonatal-brain vessels SWI --out DIR [--brain-mask M] [--ventricles V] [--labels L] [--params P]``
-* ``neonatal-brain vessels-measure SWI --mask EDITED --out DIR [--params P]`` (labelmap NIfTI/NRRD or ``.seg.nrrd``)
+* ``neonatal-brain vessels-measure SWI --mask EDITED --out DIR [--previous RUN_DIR] [--params P]`` (labelmap
+  NIfTI/NRRD or ``.seg.nrrd``; ``--previous``: the vessels left as they were are measured as in that run)
 * ``neonatal-brain vessels-batch CASES.csv|FOLDER --out DIR [--jobs N] [--scheduler ADDRESS] [--params P]``
 
 ``--params P``: a JSON object of engine parameters (:class:`.pipeline.VesselParams` fields,
@@ -139,20 +140,56 @@ def _cmd_vessels(args) -> int:
     return 0
 
 
-def load_edited_mask(path, swi):
-    """A vessel mask from a labelmap (NIfTI/NRRD on the SWI grid) or a ``.seg.nrrd`` (resampled if cropped)."""
+def load_edited_mask(path, swi, previous=None):
+    """The vessel mask to measure: a labelmap (NIfTI/NRRD on the SWI grid: vessel ids, or 0 / 1)
+    as it is, or a ``.seg.nrrd`` (resampled if cropped), whose segments are regions, not vessels:
+    with ``previous`` (:class:`.pipeline.PreviousRun`) the earlier run's vessel ids restricted to
+    the segmentation, new ids for painted voxels (:func:`.pipeline.edited_vessel_ids`), else the
+    union of its segments (split into vessels at junctions)."""
+    import numpy as np
+
     from NeonatalBrainLib.imageio import check_same_grid, load_volume, resample_to_grid
 
     if str(path).endswith(".seg.nrrd"):
         from NeonatalBrainLib.slicerfiles import read_seg_nrrd
 
+        from .pipeline import edited_vessel_ids
+
         vol, _segments = read_seg_nrrd(path)
         if not vol.same_grid(swi):
             vol = resample_to_grid(vol, swi, interpolation="nearest")
-        return vol.array
+        edited = np.asarray(vol.array) > 0
+        return edited_vessel_ids(previous.labels, edited) if previous is not None else edited.astype(np.uint8)
     vol = load_volume(path, "vessel mask")
     check_same_grid(swi, vol, "SWI", "vessel mask")
     return vol.array
+
+
+def load_previous_run(folder, swi):
+    """:class:`.pipeline.PreviousRun` of an earlier output folder of ``vessels`` /
+    ``vessels-measure`` (its ``vessel_labels.nii.gz``, ``centerlines.csv`` and ``vessels.csv``)."""
+    import numpy as np
+    import pandas as pd
+
+    from NeonatalBrainLib.imageio import InputError, check_same_grid, load_volume
+
+    from .pipeline import PreviousRun
+
+    folder = Path(folder)
+    names = ("vessel_labels.nii.gz", "centerlines.csv", "vessels.csv")
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise InputError(f"--previous {folder}: not an output folder of the vessel analysis (no {', '.join(missing)})")
+    labels = load_volume(folder / names[0], "previous vessel labels")
+    check_same_grid(swi, labels, "SWI", "previous vessel labels")
+    try:
+        points = pd.read_csv(folder / names[1])
+        rows = pd.read_csv(folder / names[2])
+        centrelines = {int(vid): g[["x", "y", "z"]].to_numpy(float) for vid, g in points.groupby("vessel_id", sort=False)}
+        regions = {int(r.vessel_id): (str(r.region), str(r.side)) for r in rows.itertuples()}
+    except (ValueError, KeyError, AttributeError, pd.errors.ParserError) as exc:
+        raise InputError(f"--previous {folder}: unreadable centerlines.csv / vessels.csv ({exc})") from None
+    return PreviousRun(np.asarray(labels.array), centrelines, regions)
 
 
 def _cmd_measure(args) -> int:
@@ -165,13 +202,14 @@ def _cmd_measure(args) -> int:
     require_empty_dir(args.out, create=False)
     params = load_params(args.params)
     swi = load_volume(args.swi, "SWI")
-    mask = load_edited_mask(args.mask, swi)
+    previous = load_previous_run(args.previous, swi) if args.previous else None
+    mask = load_edited_mask(args.mask, swi, previous)
     prog, close = tqdm_progress("vessels-measure")
     try:
         analysis = measure_vessel_mask(
             swi, mask, brain_mask=_load_optional(args.brain_mask, swi, "brain mask"),
             ventricles=_load_optional(args.ventricles, swi, "ventricle mask"),
-            labels=_load_optional(args.labels, swi, "labels"), params=params, progress=prog)
+            labels=_load_optional(args.labels, swi, "labels"), params=params, progress=prog, previous=previous)
     finally:
         close()
     write_outputs(analysis, args.out, input_path=args.swi)
@@ -320,6 +358,9 @@ def register(subparsers) -> None:
     p.add_argument("--ventricles")
     p.add_argument("--labels")
     p.add_argument("--params", help=PARAMS_HELP)
+    p.add_argument("--previous", metavar="DIR",
+                   help="output folder of the run the mask was edited from: vessels left as they were keep its "
+                        "centrelines, regions and sides (measured as before); a .seg.nrrd gets its vessel ids")
     p.set_defaults(func=_cmd_measure)
 
     p = subparsers.add_parser("vessels-batch", help="run the vessel analysis on many cases (resumable)",

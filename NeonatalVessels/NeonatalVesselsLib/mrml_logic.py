@@ -636,21 +636,10 @@ def edited_vessel_labels(outputs: VesselsOutputNodes, edited_segmentation_node=N
     vessel get new ids, one per connected component (26-connectivity), numbered after
     the largest existing id.
     """
-    import cc3d
-
     seg = edited_segmentation_node or outputs.segmentation
     ids = nbmrml.volume_from_node(outputs.vessel_ids)
     seg_values, _ = nbmrml.labels_from_segmentation_node(seg, ids)
-    edited = np.asarray(seg_values.array) > 0
-    old = np.asarray(ids.array).astype(np.int64)
-    new = np.where(edited, old, 0)
-    painted = edited & (old == 0)
-    if painted.any():
-        components = cc3d.connected_components(painted.astype(np.uint8), connectivity=26)
-        start = int(old.max())
-        new = np.where(components > 0, components.astype(np.int64) + start, new)
-    dtype = np.uint16 if new.max() < 65536 else np.int32
-    return ids.with_array(new.astype(dtype)), seg_values
+    return ids.with_array(_engine().edited_vessel_ids(ids.array, seg_values.array)), seg_values
 
 
 def recompute_from_segmentation(scene, outputs: VesselsOutputNodes, edited_segmentation_node=None, params=None,
@@ -660,6 +649,9 @@ def recompute_from_segmentation(scene, outputs: VesselsOutputNodes, edited_segme
     The edited segmentation (all segments) is measured by the engine's
     ``measure_vessel_mask`` with the brain mask, ventricles and parameters of the
     original run (``params`` overrides them): split into vessels, centrelines, widths.
+    A vessel whose voxels the user left as they were keeps its centreline, region and
+    side from the analysis this session holds (``PreviousRun``), so it is measured as
+    before; without that analysis (a scene loaded from disk) every vessel is traced anew.
     A vessel whose voxels lie mostly in a segment of another region or side than the
     engine's classification takes the segment's region and side (moving a vein to
     another segment in the Segment Editor re-labels it).  New tables are added as
@@ -676,9 +668,10 @@ def recompute_from_segmentation(scene, outputs: VesselsOutputNodes, edited_segme
         params = params_from_json(outputs.segmentation.GetAttribute("NeonatalVessels.Parameters"))
     masks = {key: nbmrml.volume_from_node(node) for key, node in
              (("brain_mask", outputs.brain_mask), ("ventricles", outputs.ventricles)) if node is not None}
+    previous = _previous_run(outputs)
     engine_progress = progress.sub(0.05, 0.85)
     analysis = (runner or _direct)(lambda: _engine().measure_vessel_mask(
-        swi, labels, params=params, progress=engine_progress, **masks))
+        swi, labels, params=params, progress=engine_progress, previous=previous, **masks))
     outputs.analysis = analysis
     result = _result_from_engine(analysis)
     result = _apply_segment_regions(result, seg_values)
@@ -697,6 +690,19 @@ def recompute_from_segmentation(scene, outputs: VesselsOutputNodes, edited_segme
     _sync_curves(scene, outputs, result, curves_folder, None, None)
     _link(outputs)
     return outputs
+
+
+def _previous_run(outputs: VesselsOutputNodes):
+    """The engine's :class:`PreviousRun` of the analysis behind ``outputs`` (its labelmap, centrelines
+    and regions), or None when this session does not hold it (a scene loaded from disk): then every
+    vessel is traced through its voxels again."""
+    analysis = getattr(outputs, "analysis", None)
+    if analysis is None:
+        return None
+    ids = nbmrml.volume_from_node(outputs.vessel_ids)
+    if not np.array_equal(np.asarray(ids.array), np.asarray(analysis.vessel_labels.array)):
+        return None     # the vessel-id labelmap was changed outside the module
+    return _engine().PreviousRun.from_analysis(analysis)
 
 
 def _apply_segment_regions(result: _Result, seg_values: Volume) -> _Result:

@@ -513,10 +513,14 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
 
 # ----------------------------------------------------------------------------- measurement
 def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog, *, method: str,
-             t_start: float, given_ids: bool = False, out_grid: tuple[Volume, Any] | None = None) -> VesselAnalysis:
+             t_start: float, given_ids: bool = False, out_grid: tuple[Volume, Any] | None = None,
+             kept: dict[int, tuple[np.ndarray, tuple[str, str]]] | None = None) -> VesselAnalysis:
     """Vessels, centrelines, measurements and output volumes.  ``out_grid``: ``(input SWI,
     how)`` from :func:`_reorient`: the output volumes, the grid in the provenance and
-    ``analysis.swi`` are then those of the input (the analysis ran in canonical order)."""
+    ``analysis.swi`` are then those of the input (the analysis ran in canonical order).
+    ``kept`` (given ids only): vessel id -> (centreline in RAS mm, (region, side)) of the
+    vessels measured as in an earlier run: the centreline is used as it is instead of one
+    traced through the vessel's voxels, and the region and side are not judged again."""
     from .vesselness import bounding_box
 
     swi = ctx.swi
@@ -581,8 +585,9 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         return ms.smooth_centreline(p, smoothing_mm=smoothing_mm, step_mm=params.centreline_step_mm,
                                     slice_direction=slice_dir, slice_smoothing_mm=slice_smoothing_mm)
 
+    kept = kept or {}
     for vid, p in raw.items():
-        centrelines[vid] = smooth(p)
+        centrelines[vid] = np.asarray(kept[vid][0], float) if vid in kept else smooth(p)
     if params.max_bend_deg is not None and not given_ids:
         # a path turning sharply is two vessels meeting (a V of two DMVs at the wall): cut it
         next_id = max(int(labels.max()), max(centrelines, default=0)) + 1
@@ -627,6 +632,12 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             too_short = region != "dmv" and ms.cl.arc_length_mm(p) < params.min_named_vein_length_mm
             if too_short or darkness(p) < min_darkness:
                 classes[vid] = ("other", side)
+    for vid in kept.keys() & classes.keys():
+        # a kept named vein is fitted whatever the rules now say (its kept class is set again
+        # after the width rules below); a kept `other` is fitted when the rules make it a
+        # candidate, as it was (its fit then counts in the scan's vein contrast, as it did)
+        if kept[vid][1][0] != "other":
+            classes[vid] = kept[vid][1]
     if params.track_max_mm > 0 and method == "automatic":
         # not for a given mask: what the user drew (or corrected) is measured as drawn
         seeds = {vid: centrelines[vid] for vid in sorted(dmv_like) if classes[vid][0] == "other"}
@@ -699,6 +710,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                 and (region == "thalamic" or widths[n] <= params.max_anterior_caudate_width_mm)):
             # a broad dark band along the ventricle wall (deep grey matter edge), not a vein
             classes[vid] = ("other", classes[vid][1])
+    for vid in kept.keys() & classes.keys():
+        classes[vid] = kept[vid][1]
     ctx.timings["measure_s"] = time.perf_counter() - t0
     counts = np.bincount(labels.ravel(), minlength=max(ids, default=0) + 1)
     voxel_mm3 = float(np.prod(spacing))
@@ -1170,31 +1183,95 @@ def run_vessel_analysis(swi: Volume, *, brain_mask=None, ventricles=None, labels
     return _measure(ctx, seg, params, prog, method="automatic", t_start=t_start, out_grid=(swi_in, how))
 
 
+@dataclass
+class PreviousRun:
+    """What a re-measurement keeps of the run a labelmap was edited from (:func:`measure_vessel_mask`)."""
+
+    labels: np.ndarray                          #: its vessel_labels (vessel id per voxel, SWI grid)
+    centerlines: dict[int, np.ndarray]          #: vessel id -> centreline, RAS mm
+    regions: dict[int, tuple[str, str]]         #: vessel id -> (region, side)
+
+    @classmethod
+    def from_analysis(cls, analysis: VesselAnalysis) -> "PreviousRun":
+        rows = analysis.vessels
+        return cls(np.asarray(analysis.vessel_labels.array), dict(analysis.centerlines),
+                   {int(r.vessel_id): (str(r.region), str(r.side)) for r in rows.itertuples()})
+
+    def unchanged(self, labels: np.ndarray) -> dict[int, tuple[np.ndarray, tuple[str, str]]]:
+        """``{id: (centreline, (region, side))}`` of the vessels whose voxels in ``labels`` (same
+        grid) are exactly those they had, among those with a centreline of >= 2 points and a row."""
+        labels = np.asarray(labels)
+        previous = np.asarray(self.labels)
+        if previous.shape != labels.shape:
+            raise InputError(f"previous vessel labels: shape {previous.shape}, the mask's is {labels.shape}")
+        differ = labels != previous
+        changed = set(np.unique(labels[differ]).tolist()) | set(np.unique(previous[differ]).tolist())
+        present = set(np.unique(labels).tolist()) - {0}
+        return {int(vid): (np.asarray(p, float), self.regions[int(vid)]) for vid, p in self.centerlines.items()
+                if int(vid) in present and int(vid) not in changed and len(p) >= 2 and int(vid) in self.regions}
+
+
+def edited_vessel_ids(previous_ids: np.ndarray, edited_mask: np.ndarray) -> np.ndarray:
+    """Vessel-id labelmap of an edited segmentation (same grid as the run it was edited from).
+
+    ``previous_ids``: that run's ``vessel_labels``; ``edited_mask``: > 0 where the edited
+    segmentation holds vessel (any segment).  Voxels the user erased lose their id; voxels
+    painted where there was no vessel get new ids, one per connected component
+    (26-connectivity), numbered after the largest earlier id.  uint16 when the ids fit, else int32.
+    """
+    import cc3d
+
+    old = np.asarray(previous_ids).astype(np.int64)
+    edited = np.asarray(edited_mask) > 0
+    if old.shape != edited.shape:
+        raise InputError(f"edited segmentation: shape {edited.shape}, the earlier run's labels {old.shape}")
+    new = np.where(edited, old, 0)
+    painted = edited & (old == 0)
+    if painted.any():
+        components = cc3d.connected_components(painted.astype(np.uint8), connectivity=26)
+        new = np.where(components > 0, components.astype(np.int64) + int(old.max()), new)
+    return new.astype(np.uint16 if new.max() < 65536 else np.int32)
+
+
 @without_numpy_hugepage_advice
 def measure_vessel_mask(swi: Volume, vessel_mask, *, brain_mask=None, ventricles=None, labels=None,
-                        params: VesselParams | None = None, progress=None) -> VesselAnalysis:
+                        params: VesselParams | None = None, progress=None,
+                        previous: PreviousRun | None = None) -> VesselAnalysis:
     """Measure a given vessel segmentation (binary, or labels where > 0 = vessel) on the SWI grid.
 
     No detection.  A binary mask is split into vessels at junctions; a labelmap of
     vessel ids (e.g. an edited ``vessel_labels``) keeps one vessel per label value.
     Every vessel is then re-classified and re-measured, so erasing one vessel in an
     edited labelmap lowers the count by one.
+
+    ``previous``: the run the labelmap was edited from (:class:`PreviousRun`, on the same
+    grid).  A vessel whose voxels are exactly those it had there keeps its centreline,
+    region and side, so the vessels the user left alone are measured as before: a
+    centreline traced through a labelmap's voxels is not the one the automatic run found
+    (its tracking and joins label only the voxels on their paths that no other vessel
+    holds), and its region was judged on that run's pieces.  The vessels the user edited
+    or painted are traced and classified anew.
     """
     t_start = time.perf_counter()
     params = _checked(params)
     prog = as_progress(progress)
     swi_in = _to_volume(swi)
     swi, m, how = _reorient(swi_in, {"vessels": (vessel_mask, "vessel mask"), "brain": (brain_mask, "brain mask"),
-                                     "vent": (ventricles, "ventricle mask"), "labels": (labels, "labels")})
+                                     "vent": (ventricles, "ventricle mask"), "labels": (labels, "labels"),
+                                     "previous": (None if previous is None else previous.labels,
+                                                  "previous vessel labels")})
     vm = m["vessels"]
     if np.issubdtype(vm.dtype, np.floating):
         vm = np.rint(vm)
     vm = np.where(vm > 0, vm, 0).astype(np.int64)
     # a labelmap of vessel ids (several values) keeps its vessels; a binary mask is split
     given_ids = int(vm.max()) > 1
+    kept = None
+    if given_ids and previous is not None:
+        kept = dataclasses.replace(previous, labels=m["previous"]).unchanged(vm)
     ctx = _prepare(swi, m["brain"], m["vent"], m["labels"], params, prog, extent=vm)
     return _measure(ctx, vm, params, prog, method="given_labels" if given_ids else "given_mask",
-                    t_start=t_start, given_ids=given_ids, out_grid=(swi_in, how))
+                    t_start=t_start, given_ids=given_ids, out_grid=(swi_in, how), kept=kept)
 
 
 @without_numpy_hugepage_advice
