@@ -649,9 +649,9 @@ def recompute_from_segmentation(scene, outputs: VesselsOutputNodes, edited_segme
     The edited segmentation (all segments) is measured by the engine's
     ``measure_vessel_mask`` with the brain mask, ventricles and parameters of the
     original run (``params`` overrides them): split into vessels, centrelines, widths.
-    A vessel whose voxels the user left as they were keeps its centreline, region and
-    side from the analysis this session holds (``PreviousRun``), so it is measured as
-    before; without that analysis (a scene loaded from disk) every vessel is traced anew.
+    A vessel whose voxels the user left as they were keeps its centreline (its curve), region
+    and side (its row of the vessel table) (``PreviousRun``), so it is measured as before;
+    edited and painted vessels are traced and classified anew.
     A vessel whose voxels lie mostly in a segment of another region or side than the
     engine's classification takes the segment's region and side (moving a vein to
     another segment in the Segment Editor re-labels it).  New tables are added as
@@ -693,16 +693,17 @@ def recompute_from_segmentation(scene, outputs: VesselsOutputNodes, edited_segme
 
 
 def _previous_run(outputs: VesselsOutputNodes):
-    """The engine's :class:`PreviousRun` of the analysis behind ``outputs`` (its labelmap, centrelines
-    and regions), or None when this session does not hold it (a scene loaded from disk): then every
-    vessel is traced through its voxels again."""
-    analysis = getattr(outputs, "analysis", None)
-    if analysis is None:
+    """The engine's :class:`PreviousRun` of the result in the scene: its vessel-id labelmap, its
+    centreline curves and the region and side of each vessel in its vessel table (the user's
+    re-labelling included).  Read from the nodes, so it also serves a scene loaded from disk.
+    None when the labelmap or the table is missing."""
+    if outputs.vessel_ids is None or outputs.vessel_table is None:
         return None
     ids = nbmrml.volume_from_node(outputs.vessel_ids)
-    if not np.array_equal(np.asarray(ids.array), np.asarray(analysis.vessel_labels.array)):
-        return None     # the vessel-id labelmap was changed outside the module
-    return _engine().PreviousRun.from_analysis(analysis)
+    centrelines = {vid: nbmrml.points_from_curve_node(node) for vid, node in outputs.curves.items()}
+    regions = {int(r["vessel_id"]): (str(r["region"]), str(r["side"]))
+               for r in nbmrml.rows_from_table_node(outputs.vessel_table)}
+    return _engine().PreviousRun(np.asarray(ids.array), centrelines, regions)
 
 
 def _apply_segment_regions(result: _Result, seg_values: Volume) -> _Result:
