@@ -8,15 +8,16 @@ leaving along a tributary.  Measured piece by piece, its width is a mean of part
 centre cross-sections.
 
 :func:`wall_vein_path` joins the pieces of one side that the region rules called
-thalamic: the path of least cost between the two of their voxels farthest apart, through the
+thalamic (those linked to the darkest of them by dark paths; the others are not the
+vein): the path of least cost between the two of their voxels farthest apart, through the
 voxels of the periventricular band (``allowed``: within the wall distance of the
 ventricles, outside them, on that side of the midline), with the cost of a voxel
 ``clip(norm, 0.05, 2) ** power`` (``norm``: intensity over the local white-matter level,
 ~1 in tissue, 0.3-0.7 in a vein) per mm of path (``skimage.graph.MCP_Geometric``: 26-
 connected steps, each costing its length in mm times the mean cost of its two voxels).
-With ``power = 4`` a step through white matter costs 10-100 times one along the vein, so
-the path keeps to the dark groove between the pieces and does not cut corners through
-tissue.
+With ``power = 4`` a voxel of white matter (norm 1) costs 8-120 times one of a vein (norm
+0.6-0.3), so the path keeps to the dark groove between the pieces and does not cut corners
+through tissue.
 
 Reference: minimal paths for vessel centrelines as in T. Deschamps and L. D. Cohen,
 "Fast extraction of minimal paths in 3D images and applications to virtual endoscopy",
