@@ -281,6 +281,8 @@ def test_remeasuring_with_the_previous_run_keeps_the_vessels_left_alone(analysis
     same = measure_vessel_mask(swi, labels, previous=previous, **masks)
     for k in keys:
         assert same.summary[k] == pytest.approx(analysis.summary[k], abs=1e-9), k
+    assert same.provenance["kept_from_previous_run"] == len(analysis.vessels)
+    assert analysis.provenance["kept_from_previous_run"] is None
     # traced anew through the labelmap's voxels, the tracked and joined veins are not found again
     # (labelled only where no other vessel was): the reason for keeping the previous run
     anew = measure_vessel_mask(swi, labels, **masks)

@@ -755,6 +755,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         "noise_sd": round(float(ctx.noise_sd), 4), "min_dmv_darkness": round(float(min_darkness), 4),
         "timings_s": {k: round(v, 3) for k, v in ctx.timings.items()},
         "tracking": ctx.tracking, "psf": psf_info,
+        # given labels with a previous run: the vessels measured on that run's centreline and region
+        "kept_from_previous_run": len(kept.keys() & set(ids)) if given_ids else None,
         "detectability": detectability(c_subj, len(ms.resolved_contrasts(fits)), ctx.noise_sd, spacing),
         "run_time_s": round(time.perf_counter() - t_start, 3),
     }
