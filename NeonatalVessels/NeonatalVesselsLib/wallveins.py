@@ -64,6 +64,80 @@ def _voxels(points_ras: np.ndarray, inv: np.ndarray, shape) -> np.ndarray:
     return np.unique(ijk[np.all((ijk >= 0) & (ijk < np.asarray(shape)), axis=1)], axis=0)
 
 
+class PieceLinks:
+    """Pieces of veins (polylines, RAS mm) grouped by the least-cost paths between them.
+
+    ``norm``: normalised intensity, ``allowed``: bool mask, both on the grid of ``affine``
+    (voxel -> RAS mm; e.g. a box around the pieces); path cost as in the module docstring.
+    Two pieces are linked when the least-cost path between them crosses at most
+    ``max_tissue_gap_mm`` of tissue: of voxels less dark (``1 - norm``) than
+    ``gap_darkness_fraction`` x the pieces' median darkness or than ``min_gap_darkness``,
+    whichever is more.  ``groups``: the linked pieces (indices into ``pieces``; pieces off
+    the grid are in none), ``darkness``: index -> mean ``1 - norm`` of its voxels.
+    """
+
+    def __init__(self, norm: np.ndarray, affine: np.ndarray, pieces: list[np.ndarray], allowed: np.ndarray, *,
+                 power: float = 4.0, gap_darkness_fraction: float = 0.5, min_gap_darkness: float = 0.15,
+                 max_tissue_gap_mm: float = 2.0):
+        from skimage.graph import MCP_Geometric
+
+        self.affine = affine
+        inv = np.linalg.inv(affine)
+        self.spacing = spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        self.voxels = voxels = [_voxels(p, inv, norm.shape) for p in pieces]
+        keep = [n for n, v in enumerate(voxels) if len(v)]
+        self.darkness = {n: 1.0 - float(np.mean(norm[tuple(voxels[n].T)])) for n in keep}
+        self.groups: list[list[int]] = []
+        if not keep:
+            return
+        cost = np.where(allowed, np.clip(norm, 0.05, 2.0) ** power, np.inf)
+        all_voxels = np.vstack([voxels[n] for n in keep])
+        cost[tuple(all_voxels.T)] = np.where(np.isfinite(cost[tuple(all_voxels.T)]), cost[tuple(all_voxels.T)], 1.0)
+        min_dark = max(min_gap_darkness, gap_darkness_fraction * (1.0 - float(np.median(norm[tuple(all_voxels.T)]))))
+        group = {n: n for n in keep}        # union-find over the pieces
+
+        def root(n: int) -> int:
+            while group[n] != n:
+                n = group[n]
+            return n
+
+        # one graph, searched again from each piece (the same results as a new one each time)
+        self._mcp = mcp = MCP_Geometric(cost, sampling=tuple(float(x) for x in spacing))
+        for a in keep[:-1]:
+            others = [n for n in keep if n > a and root(n) != root(a)]
+            if not others:
+                continue
+            total, _ = mcp.find_costs([tuple(q) for q in voxels[a]], [tuple(q) for n in others for q in voxels[n]])
+            for b in others:
+                reached = np.isfinite(total[tuple(voxels[b].T)])
+                if not reached.any() or root(a) == root(b):     # linked meanwhile through another piece
+                    continue
+                near = voxels[b][reached][np.argmin(total[tuple(voxels[b][reached].T)])]
+                gap = np.asarray(mcp.traceback(tuple(near)), np.intp)
+                bright = (1.0 - norm[tuple(gap.T)]) < min_dark
+                steps_mm = np.linalg.norm(np.diff(gap * spacing, axis=0), axis=1)
+                tissue_mm = float(np.sum(steps_mm * 0.5 * (bright[1:].astype(float) + bright[:-1])))   # half a step per bright end
+                if tissue_mm <= max_tissue_gap_mm:
+                    group[root(b)] = root(a)
+        members: dict[int, list[int]] = {}
+        for n in keep:
+            members.setdefault(root(n), []).append(n)
+        self.groups = [sorted(g) for g in members.values()]
+
+    def group_of(self, piece: int) -> list[int]:
+        return next(g for g in self.groups if piece in g)
+
+    def path(self, group: list[int]) -> np.ndarray | None:
+        """Voxel-centre path (RAS mm, in order) of least cost between the two voxels of the
+        ``group``'s pieces farthest apart, or None when there is none."""
+        ends = np.vstack([self.voxels[n] for n in group])
+        if len(ends) < 2:
+            return None
+        i, j = farthest_pair(ends * self.spacing)
+        path = _least_cost_path(self._mcp, tuple(ends[i]), tuple(ends[j]))
+        return None if path is None else path @ self.affine[:3, :3].T + self.affine[:3, 3]
+
+
 def wall_vein_path(norm: np.ndarray, affine: np.ndarray, pieces: list[np.ndarray], allowed: np.ndarray, *,
                    power: float = 4.0, gap_darkness_fraction: float = 0.5,
                    min_gap_darkness: float = 0.15,
@@ -71,67 +145,20 @@ def wall_vein_path(norm: np.ndarray, affine: np.ndarray, pieces: list[np.ndarray
     """``(path, joined)``: the voxel-centre path (RAS mm, in order) joining ``pieces`` (module
     docstring) and the indices of the pieces it joins, or None.
 
-    ``norm``: normalised intensity, ``allowed``: bool mask, both on the grid of ``affine``
-    (voxel -> RAS mm; e.g. a box around the pieces).  Two pieces are linked when the
-    least-cost path between them crosses at most ``max_tissue_gap_mm`` of tissue: of voxels
-    less dark (``1 - norm``) than ``gap_darkness_fraction`` x the pieces' median darkness
-    or than ``min_gap_darkness``, whichever is more.  The vein is the least-cost path
-    between the two voxels farthest apart in the group of linked pieces that holds the
-    darkest piece (mean ``1 - norm`` of its voxels): the thalamostriate vein is the
-    largest vein along the wall, whereas the dark lines beside it (a ventricle edge, the
-    fainter tributaries) are fainter.  Pieces reached only across tissue are left out.
-    None when the darkest piece is linked to no other.
+    The pieces are linked as in :class:`PieceLinks` (arguments as there); the vein is the
+    path through the group of linked pieces that holds the darkest piece (mean ``1 - norm``
+    of its voxels): the thalamostriate vein is the largest vein along the wall, whereas the
+    dark lines beside it (a ventricle edge, the fainter tributaries) are fainter.  Pieces
+    reached only across tissue are left out.  None when the darkest piece is linked to no other.
     """
-    from skimage.graph import MCP_Geometric
-
     if len(pieces) < 2:
         return None
-    inv = np.linalg.inv(affine)
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
-    sampling = tuple(float(s) for s in spacing)
-    voxels = [_voxels(p, inv, norm.shape) for p in pieces]
-    keep = [n for n, v in enumerate(voxels) if len(v)]
-    if len(keep) < 2:
+    links = PieceLinks(norm, affine, pieces, allowed, power=power, gap_darkness_fraction=gap_darkness_fraction,
+                       min_gap_darkness=min_gap_darkness, max_tissue_gap_mm=max_tissue_gap_mm)
+    if not links.darkness:
         return None
-    darkness = {n: 1.0 - float(np.mean(norm[tuple(voxels[n].T)])) for n in keep}
-    cost = np.where(allowed, np.clip(norm, 0.05, 2.0) ** power, np.inf)
-    all_voxels = np.vstack([voxels[n] for n in keep])
-    cost[tuple(all_voxels.T)] = np.where(np.isfinite(cost[tuple(all_voxels.T)]), cost[tuple(all_voxels.T)], 1.0)
-    min_dark = max(min_gap_darkness, gap_darkness_fraction * (1.0 - float(np.median(norm[tuple(all_voxels.T)]))))
-    group = {n: n for n in keep}        # union-find over the pieces
-
-    def root(n: int) -> int:
-        while group[n] != n:
-            n = group[n]
-        return n
-
-    mcp = MCP_Geometric(cost, sampling=sampling)     # searched again from each piece (same results as anew)
-    for a in keep[:-1]:
-        others = [n for n in keep if n > a and root(n) != root(a)]
-        if not others:
-            continue
-        total, _ = mcp.find_costs([tuple(q) for q in voxels[a]], [tuple(q) for n in others for q in voxels[n]])
-        for b in others:
-            reached = np.isfinite(total[tuple(voxels[b].T)])
-            if not reached.any() or root(a) == root(b):     # linked meanwhile through another piece
-                continue
-            near = voxels[b][reached][np.argmin(total[tuple(voxels[b][reached].T)])]
-            gap = np.asarray(mcp.traceback(tuple(near)), np.intp)
-            bright = (1.0 - norm[tuple(gap.T)]) < min_dark
-            steps_mm = np.linalg.norm(np.diff(gap * spacing, axis=0), axis=1)
-            tissue_mm = float(np.sum(steps_mm * 0.5 * (bright[1:].astype(float) + bright[:-1])))   # half a step per bright end
-            if tissue_mm <= max_tissue_gap_mm:
-                group[root(b)] = root(a)
-    members: dict[int, list[int]] = {}
-    for n in keep:
-        members.setdefault(root(n), []).append(n)
-    darkest = max(keep, key=lambda n: darkness[n])
-    best = members[root(darkest)]
+    best = links.group_of(max(links.darkness, key=lambda n: links.darkness[n]))
     if len(best) < 2:
         return None
-    ends = np.vstack([voxels[n] for n in best])
-    i, j = farthest_pair(ends * spacing)
-    path = _least_cost_path(mcp, tuple(ends[i]), tuple(ends[j]))
-    if path is None:
-        return None
-    return path @ affine[:3, :3].T + affine[:3, 3], sorted(best)
+    path = links.path(best)
+    return None if path is None else (path, best)
