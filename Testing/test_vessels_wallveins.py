@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from NeonatalVesselsLib.wallveins import farthest_pair, minimal_path_ijk, wall_vein_path
+from NeonatalVesselsLib.wallveins import PieceLinks, farthest_pair, wall_vein_path
 
 SPACING = np.array([0.5, 0.5, 1.0])
 AFFINE = np.diag([*SPACING, 1.0])
@@ -53,14 +53,16 @@ def test_a_piece_reached_only_across_tissue_is_left_out():
     assert np.all(np.abs(found[0][:, 2] - 10.0) <= 1.0)
 
 
-def test_minimal_path_avoids_forbidden_voxels_and_reports_unreachable_ends():
-    cost = np.ones((5, 9, 1))
-    cost[2, 1:, 0] = np.inf                                 # a wall with a gap at j = 0
-    path = minimal_path_ijk(cost, (0, 8, 0), (4, 8, 0), (1.0, 1.0, 1.0))
+def test_least_cost_path_avoids_forbidden_voxels_and_reports_unreachable_ends():
+    allowed = np.ones((5, 9, 1), bool)
+    allowed[2, 1:, 0] = False                               # a wall with a gap at j = 0
+    norm = np.ones(allowed.shape, np.float32)
+    pieces = [np.array([[0.0, 8.0, 0.0]]), np.array([[4.0, 8.0, 0.0]])]   # one voxel each (identity affine)
+    path = PieceLinks(norm, np.eye(4), pieces, allowed).path([0, 1])
     assert path is not None and tuple(path[0]) == (0, 8, 0) and tuple(path[-1]) == (4, 8, 0)
     assert not np.any((path[:, 0] == 2) & (path[:, 1] >= 1))
-    cost[2, 0, 0] = np.inf
-    assert minimal_path_ijk(cost, (0, 8, 0), (4, 8, 0), (1.0, 1.0, 1.0)) is None
+    allowed[2, 0, 0] = False
+    assert PieceLinks(norm, np.eye(4), pieces, allowed).path([0, 1]) is None
 
 
 def test_farthest_pair():

@@ -39,8 +39,8 @@ SUMMARY_KEY_DEFINITIONS: dict[str, str] = {
     "dmv_width_mm": "mean DMV diameter (mm)",
     "dmv_tortuosity": "mean DMV arc length / chord length (>= 1)",
     "dmv_curvature_per_mm": "mean over DMVs of the arc-length mean |curvature| (1/mm)",
-    "thalamic_vein_width_mm_left": "mean thalamic (thalamostriate) vein diameter, left, length-weighted over its pieces (mm)",
-    "thalamic_vein_width_mm_right": "mean thalamic (thalamostriate) vein diameter, right, length-weighted over its pieces (mm)",
+    "thalamic_vein_width_mm_left": "mean thalamic (thalamostriate) vein diameter, left (mm): of the one vein joined along the ventricle wall in an automatic run, else length-weighted over its pieces",
+    "thalamic_vein_width_mm_right": "mean thalamic (thalamostriate) vein diameter, right (mm): of the one vein joined along the ventricle wall in an automatic run, else length-weighted over its pieces",
     "anterior_caudate_vein_width_mm_left": "mean anterior caudate vein diameter, left, length-weighted over its pieces (mm)",
     "anterior_caudate_vein_width_mm_right": "mean anterior caudate vein diameter, right, length-weighted over its pieces (mm)",
     "dmv_detectability_index": ("(scan's vein contrast / noise SD) x (0.6 mm / largest voxel side): contrast-to-noise per "

@@ -37,22 +37,10 @@ def farthest_pair(points: np.ndarray) -> tuple[int, int]:
     return int(rows[k]), int(cols[k])
 
 
-def minimal_path_ijk(cost: np.ndarray, start: tuple[int, ...], end: tuple[int, ...],
-                     spacing_mm) -> np.ndarray | None:
-    """Voxel path (n, 3) of least total ``cost`` x step length (mm) from ``start`` to ``end``,
-    or None when ``end`` cannot be reached.  ``cost``: > 0 per voxel, ``inf`` where the path
-    may not go; ``start`` and ``end`` are passable whatever their cost."""
-    from skimage.graph import MCP_Geometric
-
-    cost = np.array(cost, float)
-    for q in (start, end):
-        if not np.isfinite(cost[q]):
-            cost[q] = 1.0
-    return _least_cost_path(MCP_Geometric(cost, sampling=tuple(float(s) for s in spacing_mm)), start, end)
-
-
 def _least_cost_path(mcp, start: tuple[int, ...], end: tuple[int, ...]) -> np.ndarray | None:
-    """The path of an ``MCP_Geometric`` (built once per cost array, searched again per call) or None."""
+    """Voxel path (n, 3) of least total cost x step length (mm) from ``start`` to ``end`` on an
+    ``MCP_Geometric`` graph (built once per cost array, searched again per call), or None when
+    ``end`` cannot be reached."""
     total, _ = mcp.find_costs([tuple(start)], [tuple(end)])
     if not np.isfinite(total[tuple(end)]):
         return None
