@@ -12,6 +12,13 @@ Definitions
   always >= 1.  Tools disagree here: some report ``arc/chord - 1`` (0 for a
   straight vessel) or a sum-of-angles metric; NeonatalBrain reports the ratio.
   Reference: Bullitt et al., IEEE TMI 22(9), 2003 ("distance metric").
+* ``describe`` with ``smoothing_mm`` > 0 (the vessel measurements): tortuosity and
+  curvature of the *shape line*, the centreline resampled and smoothed with a Gaussian
+  of ``smoothing_mm`` along the arc (end points fixed); the length stays that of the
+  centreline.  Voxel-scale wiggle left on a traced centreline lengthens its arc: on the
+  phantoms it read near-straight DMVs (true tortuosity < 1.03) 0.022 too tortuous.
+  The smoothing also shortens a real bend of radius R by about sigma^2 / (2 R^2)
+  (0.8 % for sigma 1 mm, R 8 mm), so strongly curved veins read slightly straighter.
 * ``mean_curvature_per_mm``: the arc-length weighted mean of the unsigned
   curvature ``kappa = |r' x r''| / |r'|^3`` (1/mm) along the centreline after
   resampling it at a uniform arc-length step and (optionally) smoothing it with a
@@ -175,12 +182,17 @@ _I1 = np.array([1, 2, 0])
 _I2 = np.array([2, 0, 1])
 
 
-def _curvature(p: np.ndarray, step_mm: float, smoothing_mm: float, seg: np.ndarray | None = None) -> np.ndarray:
-    """:func:`curvature_per_mm` of a validated array; ``seg``: its segment lengths if known."""
+def _shape_line(p: np.ndarray, step_mm: float, smoothing_mm: float, seg: np.ndarray | None = None) -> np.ndarray:
+    """``p`` resampled at ``step_mm`` and smoothed along the arc (sigma ``smoothing_mm``; end
+    points fixed, so the chord is that of ``p``); ``seg``: its segment lengths if known."""
     p = _resample(p, step_mm, seg)
     if len(p) < 3:
-        return np.zeros(len(p))
-    p = _smooth(p, smoothing_mm, step_mm)
+        return p
+    return _smooth(p, smoothing_mm, step_mm)
+
+
+def _kappa(p: np.ndarray, step_mm: float) -> np.ndarray:
+    """Unsigned curvature (1/mm) at each point of a uniformly resampled polyline (>= 3 points)."""
     d1 = _gradient(p, step_mm)
     d2 = _gradient(d1, step_mm)
     speed = np.sqrt(np.add.reduce(d1 * d1, axis=1))
@@ -192,21 +204,33 @@ def _curvature(p: np.ndarray, step_mm: float, smoothing_mm: float, seg: np.ndarr
     return kappa
 
 
+def _curvature(p: np.ndarray, step_mm: float, smoothing_mm: float, seg: np.ndarray | None = None) -> np.ndarray:
+    """:func:`curvature_per_mm` of a validated array; ``seg``: its segment lengths if known."""
+    q = _shape_line(p, step_mm, smoothing_mm, seg)
+    if len(q) < 3:
+        return np.zeros(len(q))
+    return _kappa(q, step_mm)
+
+
 def curvature_per_mm(points, step_mm: float = DEFAULT_STEP_MM, smoothing_mm: float = 0.0) -> np.ndarray:
     """Unsigned curvature (1/mm) at each point of the resampled (and smoothed) polyline."""
     return _curvature(_as_points(points), step_mm, smoothing_mm)
 
 
-def _mean_curvature(p: np.ndarray, step_mm: float, smoothing_mm: float, seg: np.ndarray, arc: float) -> float:
-    if len(p) < 2 or arc <= 1e-9:
-        return float("nan")
-    kappa = _curvature(p, step_mm, smoothing_mm, seg)
+def _arc_mean(kappa: np.ndarray) -> float:
+    """Arc-length weighted mean of values at uniformly resampled points: every sample carries
+    the same arc length except the two end halves."""
     if len(kappa) < 3:
         return 0.0
-    # Uniform resampling: every sample carries the same arc length except the two end halves.
     w = np.ones(len(kappa))
     w[0] = w[-1] = 0.5
     return float(np.sum(w * kappa) / np.sum(w))
+
+
+def _mean_curvature(p: np.ndarray, step_mm: float, smoothing_mm: float, seg: np.ndarray, arc: float) -> float:
+    if len(p) < 2 or arc <= 1e-9:
+        return float("nan")
+    return _arc_mean(_curvature(p, step_mm, smoothing_mm, seg))
 
 
 def mean_curvature_per_mm(points, step_mm: float = DEFAULT_STEP_MM, smoothing_mm: float = 0.0) -> float:
@@ -219,14 +243,22 @@ def mean_curvature_per_mm(points, step_mm: float = DEFAULT_STEP_MM, smoothing_mm
 
 
 def describe(points, step_mm: float = DEFAULT_STEP_MM, smoothing_mm: float = 0.0) -> dict:
-    """length_mm, tortuosity and curvature_per_mm of one centreline, as a dict."""
+    """length_mm, tortuosity and curvature_per_mm of one centreline, as a dict.
+
+    ``length_mm`` is the arc length of the given polyline.  With ``smoothing_mm`` > 0 the
+    tortuosity and the curvature are those of the shape line: the polyline resampled at
+    ``step_mm`` and smoothed with a Gaussian of ``smoothing_mm`` along the arc (end points,
+    hence the chord, fixed), which removes voxel-scale wiggle that lengthens the arc of a
+    traced centreline; with 0 both are of the given polyline (the phantom's ground truth).
+    """
     p = _as_points(points)
     seg = _segments(p)
     arc = float(seg.sum())
     if len(p) < 2:
         return {"length_mm": arc, "tortuosity": float("nan"), "curvature_per_mm": float("nan")}
-    return {
-        "length_mm": arc,
-        "tortuosity": _tortuosity(p, arc),
-        "curvature_per_mm": _mean_curvature(p, step_mm, smoothing_mm, seg, arc),
-    }
+    if arc <= 1e-9:
+        return {"length_mm": arc, "tortuosity": _tortuosity(p, arc), "curvature_per_mm": float("nan")}
+    q = _shape_line(p, step_mm, smoothing_mm, seg)
+    kappa = _kappa(q, step_mm) if len(q) >= 3 else np.zeros(len(q))
+    tortuosity = _tortuosity(q, float(_segments(q).sum())) if smoothing_mm > 0 and len(q) >= 3 else _tortuosity(p, arc)
+    return {"length_mm": arc, "tortuosity": tortuosity, "curvature_per_mm": _arc_mean(kappa)}

@@ -18,7 +18,8 @@ VESSEL_COLUMN_DEFINITIONS: dict[str, str] = {
     "width_mm": ("mean apparent diameter along the vessel (mm): model fit of a disk blurred by the voxel PSF "
                  "to the median cross-section; from the dark area and the scan's vein contrast where the fit "
                  "is unresolved or faint; from volume / length for 'other' vessels (see width_method)"),
-    "tortuosity": "arc length / chord length of the centreline (>= 1, no unit)",
+    "tortuosity": ("arc length / chord length (>= 1, no unit) of the centreline after a further 1 mm Gaussian "
+                   "smoothing along the arc (end points fixed)"),
     "curvature_per_mm": ("arc-length mean unsigned curvature of the centreline after a further 1 mm Gaussian "
                          "smoothing (1/mm)"),
     "n_voxels": "voxels labelled with this vessel id",
@@ -37,7 +38,7 @@ SUMMARY_KEY_DEFINITIONS: dict[str, str] = {
     "dmv_count_left": "number of DMVs in the left hemisphere",
     "dmv_count_right": "number of DMVs in the right hemisphere",
     "dmv_width_mm": "mean DMV diameter (mm)",
-    "dmv_tortuosity": "mean DMV arc length / chord length (>= 1)",
+    "dmv_tortuosity": "mean DMV tortuosity (arc length / chord length of the 1 mm-smoothed centreline, >= 1)",
     "dmv_curvature_per_mm": "mean over DMVs of the arc-length mean |curvature| (1/mm)",
     "thalamic_vein_width_mm_left": "mean thalamic (thalamostriate) vein diameter, left (mm): of the one vein joined along the ventricle wall in an automatic run, else length-weighted over its pieces",
     "thalamic_vein_width_mm_right": "mean thalamic (thalamostriate) vein diameter, right (mm): of the one vein joined along the ventricle wall in an automatic run, else length-weighted over its pieces",

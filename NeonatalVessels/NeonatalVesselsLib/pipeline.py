@@ -128,7 +128,10 @@ class VesselParams:
     #: this measured 1.55-2.19 mm against true 0.81-0.93 mm)
     max_anterior_caudate_width_mm: float = 1.5
     centreline_step_mm: float = 0.25   #: centreline point spacing (mm)
-    curvature_smoothing_mm: float = 1.0  #: further Gaussian smoothing (sigma along the arc, mm) for the curvature only
+    #: further Gaussian smoothing (sigma along the arc, mm) of the centreline for the tortuosity and the
+    #: curvature (not the length): the voxel-scale wiggle of a traced centreline read straight DMVs too
+    #: tortuous (the name is kept for saved parameter files)
+    curvature_smoothing_mm: float = 1.0
     #: centrelines are cut where they turn more than this (deg) over +-bend_span_mm (None: off)
     max_bend_deg: float | None = 60.0
     bend_span_mm: float = 3.0
