@@ -12,7 +12,7 @@ from NeonatalBrainLib.batch import append_row, read_rows, run_batch
 from NeonatalBrainLib.imageio import InputError
 from NeonatalVesselsLib import measure as ms
 from NeonatalVesselsLib import pipeline as pl
-from NeonatalVesselsLib.skeleton import merge_fragments, split_vessels
+from NeonatalVesselsLib.skeleton import join_end_to_end, merge_fragments, paths_from_labels, split_vessels
 from NeonatalVesselsLib.vesselness import vesselness
 
 
@@ -694,3 +694,30 @@ def test_minip_on_the_input_grid_when_order_free():
                 assert np.array_equal(minip_slab(img, aff, slab), ref)
             else:
                 assert not np.array_equal(minip_slab(img, aff, slab), ref)
+
+
+def test_join_end_to_end_orders_pieces_and_leaves_side_fragments_out():
+    spacing = (0.5, 0.5, 2.0)
+    line = np.stack([np.arange(0, 60), np.full(60, 10), np.full(60, 3)], axis=1)      # 30 mm along i
+    first, second, third = line[:18], line[24:40], line[46:]                           # gaps of 3 mm
+    beside = np.stack([np.arange(20, 30), np.full(10, 13), np.full(10, 3)], axis=1)   # 1.5 mm beside the middle
+    # any order, any orientation: one path from one end to the other, the side piece left out
+    path = join_end_to_end([second[::-1], beside, third, first[::-1]], spacing, max_gap_mm=5.0)
+    assert len(path) == len(first) + len(second) + len(third)
+    assert {tuple(path[0]), tuple(path[-1])} == {tuple(line[0]), tuple(line[-1])}
+    assert np.all(np.abs(np.diff(path[:, 0])) >= 1)       # monotone along the line: no back-and-forth
+    # a gap wider than max_gap_mm is not crossed: the longest piece and what reaches it
+    path = join_end_to_end([first, second, third], spacing, max_gap_mm=2.0)
+    assert len(path) == len(first)
+
+
+def test_label_in_pieces_is_retraced_across_its_gaps():
+    # a vessel-id labelmap where vessel 2 crosses vessel 1 and owns the crossing voxels:
+    # vessel 1 is in two pieces and must still be traced along its whole length
+    lab = np.zeros((70, 30, 12), np.int32)
+    lab[5:65, 14:17, 5:7] = 1
+    lab[30:34, 2:28, 5:7] = 2
+    paths = paths_from_labels(lab, (0.5, 0.5, 1.0))
+    p1 = paths.paths_ijk[1].astype(float) * (0.5, 0.5, 1.0)
+    assert np.linalg.norm(p1[-1] - p1[0]) > 0.85 * 30.0      # the tube is 30 mm long
+    assert np.array_equal(paths.labels, lab)                   # voxels keep their ids
