@@ -365,7 +365,7 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
 
     def big(mask):
         lab = cc3d.connected_components(mask.astype(np.uint8), connectivity=6)
-        counts = np.bincount(lab.ravel())[1:]
+        counts = voxel_counts(lab)[1:]
         return float(counts[counts * voxel >= 300].sum() * voxel)
 
     dark = big(deep[box] & (sm < 0.5))

@@ -36,6 +36,8 @@ from scipy.spatial import cKDTree
 from NeonatalBrainLib import centerline as cl
 from NeonatalBrainLib.filters import THREADS
 
+from .vesselness import bounding_box
+
 
 @dataclass
 class VesselPaths:
@@ -354,8 +356,8 @@ def split_vessels(mask: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.5, min
     # everything happens in the mask's bounding box (components, skeletons, labels are the same
     # there, cc3d numbers the components in the same scan order); voxel indices and positions in
     # mm stay those of the whole array
-    crop = _bounding_box(mask)
-    if crop is None:
+    crop = bounding_box(mask)
+    if crop[0].stop <= crop[0].start:
         return VesselPaths(labels_out, paths_out)
     corner = np.array([s.start for s in crop], np.int64)
     mask = mask[crop]
@@ -405,17 +407,6 @@ def split_vessels(mask: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.5, min
         _, nn = cKDTree(seed_idx * spacing).query(vox * spacing, workers=THREADS if len(vox) > 20000 else 1)
         labels[box][comp] = seeds[tuple(seed_idx[nn].T)]
     return VesselPaths(labels_out, paths_out)
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Slices of the bounding box of ``mask`` (None when empty)."""
-    box = []
-    for ax in range(mask.ndim):
-        x = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
-        if x.size == 0:
-            return None
-        box.append(slice(int(x[0]), int(x[-1]) + 1))
-    return tuple(box)
 
 
 def paths_from_labels(labels: np.ndarray, spacing_mm, *, junction_angle_deg: float | None = 40.0) -> VesselPaths:
