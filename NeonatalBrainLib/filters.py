@@ -81,23 +81,35 @@ def _source_index(e: int, n: int, reflect: bool) -> int:
 @njit(cache=True, nogil=True)
 def _correlate_axis0(src, dst, w, reflect):
     """``correlate1d(src, w, axis=0)`` of a 3-D float32 array into ``dst`` (``w`` symmetric, odd
-    length; scipy's float64 sums, see the module docstring).  ``dst`` may be ``src``: the
-    original values of the last ``r`` planes are kept in a ring buffer."""
+    length; scipy's float64 sums, see the module docstring).  ``dst`` may be ``src``.
+
+    The planes an output reads (source indices within ``r`` of it, ``r`` the kernel radius:
+    the ``"reflect"`` / ``"nearest"`` extensions fold the positions ``i +- j`` back towards
+    ``i``) are copied once, before any is overwritten, into a ring of ``min(n, 2 r + 1)``
+    contiguous planes (plane ``e`` in slot ``e % size``), and every sum reads the ring: the
+    threads' slabs are strided views, which the inner loops could not vectorise.
+    """
     n, nb, nc = src.shape
     r = w.size // 2
-    ring = np.empty((r + 1, nb, nc), np.float32)
+    size = min(n, 2 * r + 1)
+    ring = np.empty((size, nb, nc), np.float32)
     acc = np.empty((nb, nc))
+    loaded = -1
     for i in range(n):
-        ring[i % (r + 1)] = src[i]
+        while loaded < min(n - 1, i + r):
+            loaded += 1
+            slot = ring[loaded % size]
+            for b in range(nb):
+                for c in range(nc):
+                    slot[b, c] = src[loaded, b, c]
+        x = ring[i % size]
         w0 = w[r]
         for b in range(nb):
             for c in range(nc):
-                acc[b, c] = np.float64(src[i, b, c]) * w0
+                acc[b, c] = np.float64(x[b, c]) * w0
         for j in range(r, 0, -1):
-            lo = _source_index(i - j, n, reflect)
-            hi = _source_index(i + j, n, reflect)
-            plo = ring[lo % (r + 1)] if lo < i else src[lo]
-            phi = ring[hi % (r + 1)] if hi < i else src[hi]
+            plo = ring[_source_index(i - j, n, reflect) % size]
+            phi = ring[_source_index(i + j, n, reflect) % size]
             wj = w[r - j]
             for b in range(nb):
                 for c in range(nc):
@@ -215,22 +227,30 @@ def _has_nan(src) -> bool:
 @njit(cache=True, nogil=True)
 def _extremum_axis0(src, dst, n, minimum):
     """``minimum_filter1d`` / ``maximum_filter1d(src, n, axis=0, mode="nearest")`` of a 3-D float32
-    array into ``dst`` (may be ``src``; a ring buffer keeps the last original planes): the window
-    of output ``i`` is ``[i - n // 2, i + n - n // 2 - 1]``, clamped to the array.  False (nothing
-    written) when ``src`` holds a NaN (scipy's result then depends on its algorithm)."""
+    array into ``dst`` (may be ``src``): the window of output ``i`` is ``[i - n // 2, i + n - n // 2 - 1]``,
+    clamped to the array.  As in :func:`_correlate_axis0`, the planes of the window are copied once,
+    before any is overwritten, into a ring of ``min(len, n)`` contiguous planes that every
+    comparison reads.  False (nothing written) when ``src`` holds a NaN (scipy's result then
+    depends on its algorithm)."""
     if _has_nan(src):
         return False
     na, nb, nc = src.shape
     size1 = n // 2
     size2 = n - size1 - 1
-    ring = np.empty((size1 + 1, nb, nc), np.float32)
+    size = min(na, n)
+    ring = np.empty((size, nb, nc), np.float32)
     acc = np.empty((nb, nc), np.float32)
+    loaded = -1
     for i in range(na):
-        ring[i % (size1 + 1)] = src[i]
+        while loaded < min(na - 1, i + size2):
+            loaded += 1
+            slot = ring[loaded % size]
+            for b in range(nb):
+                for c in range(nc):
+                    slot[b, c] = src[loaded, b, c]
         first = True
         for q in range(i - size1, i + size2 + 1):
-            e = min(max(q, 0), na - 1)
-            plane = ring[e % (size1 + 1)] if e < i else src[e]
+            plane = ring[min(max(q, 0), na - 1) % size]
             if first:
                 acc[:, :] = plane
                 first = False
@@ -242,7 +262,9 @@ def _extremum_axis0(src, dst, n, minimum):
                 for b in range(nb):
                     for c in range(nc):
                         acc[b, c] = max(acc[b, c], plane[b, c])
-        dst[i] = acc
+        for b in range(nb):
+            for c in range(nc):
+                dst[i, b, c] = acc[b, c]
     return True
 
 

@@ -46,7 +46,7 @@ from NeonatalBrainLib.runtime import without_numpy_hugepage_advice
 from . import masks as mk
 from . import measure as ms
 from .regions import RegionRules, classify_vessels, foramen_y_mm, region_label_table, region_value
-from .skeleton import merge_fragments, paths_from_labels, relabel_pieces, split_vessels
+from .skeleton import merge_fragments, paths_from_labels, relabel_pieces, relabelled, split_vessels, voxel_counts
 
 #: Columns of vessels.csv (and of VesselAnalysis.vessels), in order.
 VESSEL_COLUMNS = ("vessel_id", "region", "side", "length_mm", "width_mm", "tortuosity", "curvature_per_mm",
@@ -368,7 +368,7 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
 
     def big(mask):
         lab = cc3d.connected_components(mask.astype(np.uint8), connectivity=6)
-        counts = np.bincount(lab.ravel())[1:]
+        counts = voxel_counts(lab)[1:]
         return float(counts[counts * voxel >= 300].sum() * voxel)
 
     dark = big(deep[box] & (sm < 0.5))
@@ -613,7 +613,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         # ids may exceed labels.max(): a piece cut off at a sharp bend can own no voxel
         lut = np.arange(max(int(labels.max()), max(short)) + 1, dtype=np.int32)
         lut[short] = 0
-        labels = lut[labels]
+        labels = relabelled(labels, lut)
         for vid in short:
             del centrelines[vid]
     vbox = bounding_box(ctx.ventricles)
@@ -716,7 +716,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     for vid in kept.keys() & classes.keys():
         classes[vid] = kept[vid][1]
     ctx.timings["measure_s"] = time.perf_counter() - t0
-    counts = np.bincount(labels.ravel(), minlength=max(ids, default=0) + 1)
+    counts = voxel_counts(labels, minlength=max(ids, default=0) + 1)
     voxel_mm3 = float(np.prod(spacing))
     rows = []
     for vid, w, f in zip(ids, widths, fits):
@@ -744,7 +744,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     for r in df.itertuples():
         lut[r.vessel_id] = region_value(r.region, r.side)
     # both label volumes are 0 outside lbox: made on the input grid from their box
-    region_arr = _box_on_input_grid(lut[labels], lbox, ctx.brain.shape, how)
+    region_arr = _box_on_input_grid(relabelled(labels, lut), lbox, ctx.brain.shape, how)
     labels_out = _box_on_input_grid(labels, lbox, ctx.brain.shape, how)
     summary = summarize(df)
     prog.update(0.97, "minIP")
@@ -770,7 +770,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     prog.update(1.0, "done")
     if not minip_in_order:
         minip = from_canonical_order(minip, *how)
-    brain_out, vent_out = ctx.brain.astype(np.uint8), ctx.ventricles.astype(np.uint8)
+    # 0 / 1 bytes: uint8 views of the bool masks (new arrays of this run), copied only by the reorientation
+    brain_out, vent_out = ctx.brain.view(np.uint8), ctx.ventricles.view(np.uint8)
     if how is not None:
         brain_out, vent_out = from_canonical_order(brain_out, *how), from_canonical_order(vent_out, *how)
     return VesselAnalysis(
@@ -897,7 +898,7 @@ def _absorb_into(lines: dict[int, np.ndarray], centrelines: dict[int, np.ndarray
                 if vid < len(lut):
                     lut[vid] = ids[np.argmax(k)]
                 del centrelines[vid], classes[vid]
-    labels = lut[labels]
+    labels = relabelled(labels, lut)
     inv = np.linalg.inv(box_affine)
     for vid, p in lines.items():
         ijk = np.rint(p @ inv[:3, :3].T + inv[:3, 3]).astype(np.intp)

@@ -36,6 +36,8 @@ from scipy.spatial import cKDTree
 from NeonatalBrainLib import centerline as cl
 from NeonatalBrainLib.filters import THREADS
 
+from .vesselness import bounding_box
+
 
 @dataclass
 class VesselPaths:
@@ -354,8 +356,8 @@ def split_vessels(mask: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.5, min
     # everything happens in the mask's bounding box (components, skeletons, labels are the same
     # there, cc3d numbers the components in the same scan order); voxel indices and positions in
     # mm stay those of the whole array
-    crop = _bounding_box(mask)
-    if crop is None:
+    crop = bounding_box(mask)
+    if crop[0].stop <= crop[0].start:
         return VesselPaths(labels_out, paths_out)
     corner = np.array([s.start for s in crop], np.int64)
     mask = mask[crop]
@@ -405,17 +407,6 @@ def split_vessels(mask: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.5, min
         _, nn = cKDTree(seed_idx * spacing).query(vox * spacing, workers=THREADS if len(vox) > 20000 else 1)
         labels[box][comp] = seeds[tuple(seed_idx[nn].T)]
     return VesselPaths(labels_out, paths_out)
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """Slices of the bounding box of ``mask`` (None when empty)."""
-    box = []
-    for ax in range(mask.ndim):
-        x = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != ax)))
-        if x.size == 0:
-            return None
-        box.append(slice(int(x[0]), int(x[-1]) + 1))
-    return tuple(box)
 
 
 def paths_from_labels(labels: np.ndarray, spacing_mm, *, junction_angle_deg: float | None = 40.0,
@@ -600,9 +591,34 @@ def merge_fragments(centrelines: dict[int, np.ndarray], labels: np.ndarray, *, m
         lut = np.arange(max(int(labels.max()), max(remap)) + 1, dtype=labels.dtype)
         for k in remap:
             lut[k] = root(k)
-        labels = lut[labels]
+        labels = relabelled(labels, lut)
     lines.update(others)
     return lines, labels
+
+
+def relabelled(labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """``lut[labels]`` (a new array of ``lut``'s dtype): each voxel's id mapped through the lookup
+    table ``lut`` (old id -> new id).  With ``lut[0] == 0`` (background stays background) only the
+    labelled voxels are looked up: vessel labels are sparse, and a whole-box lookup cost ~3x more."""
+    labels = np.asarray(labels)
+    lut = np.asarray(lut)
+    if lut[0] != 0:
+        return lut[labels]
+    out = np.zeros(labels.shape, lut.dtype)
+    flat = labels.reshape(-1)
+    at = np.flatnonzero(flat)
+    out.reshape(-1)[at] = lut[flat[at]]
+    return out
+
+
+def voxel_counts(labels: np.ndarray, minlength: int = 0) -> np.ndarray:
+    """``np.bincount(labels.ravel(), minlength=minlength)`` for the labels >= 1 (the count of label
+    0, the background, is left 0): the labelled voxels only, which are few."""
+    labels = np.asarray(labels)
+    counts = np.bincount(labels[labels != 0], minlength=minlength)
+    if len(counts):
+        counts[0] = 0
+    return counts
 
 
 def relabel_pieces(labels: np.ndarray, affine: np.ndarray, pieces: dict[int, dict[int, np.ndarray]]) -> np.ndarray:

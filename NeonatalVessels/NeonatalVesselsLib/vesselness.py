@@ -151,12 +151,25 @@ def _vesselness_kernel(sm, mask, out, inv_sp, norm, alpha, beta, c, dark, thick)
                     out[i, j, k] = v
 
 
+def _occupied(mask: np.ndarray) -> list[np.ndarray]:
+    """Per axis of ``mask`` (non-empty, >= 1-D): whether each index along it holds a nonzero voxel,
+    i.e. ``np.any(mask, axis=<all other axes>)``.  The first axis from each C-order row of the
+    other axes (a view of a contiguous array, no copy), the others from the OR of the planes along
+    the first axis: two passes over the data instead of one reduction over strided axes per axis."""
+    m = np.asarray(mask, bool)
+    if m.ndim == 1:
+        return [m]
+    first = m.reshape(m.shape[0], -1).any(axis=1)
+    return [first] + _occupied(np.logical_or.reduce(m, axis=0))
+
+
 def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[slice, ...]:
     """Slices of the smallest box holding ``mask`` (grown by ``margin`` voxels per axis, an int
     or one per axis, and clipped to the array); empty slices ``(0, 0)`` when ``mask`` is empty."""
+    mask = np.asarray(mask)
     nd = mask.ndim
     margin = np.broadcast_to(np.asarray(margin, dtype=int), (nd,))
-    idx = [np.flatnonzero(np.any(mask, axis=tuple(a for a in range(nd) if a != ax))) for ax in range(nd)]
+    idx = [np.flatnonzero(x) for x in _occupied(mask)] if mask.size else [np.zeros(0, int)] * nd
     if any(len(x) == 0 for x in idx):
         return tuple(slice(0, 0) for _ in range(nd))
     return tuple(slice(max(0, int(x[0]) - int(m)), min(n, int(x[-1]) + 1 + int(m)))
