@@ -20,12 +20,14 @@ voxel size or order.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
 
 import cc3d
 import edt as edt_lib
+from numba import njit
 
 from NeonatalBrainLib.imageio import Volume
 from NeonatalBrainLib import filters
@@ -209,6 +211,26 @@ def _zoom_axis(a: np.ndarray, n_out: int, axis: int) -> np.ndarray:
     return np.take(a, i0, axis=axis) * w0.reshape(shp) + np.take(a, i1, axis=axis) * w1.reshape(shp)
 
 
+@njit(cache=True, nogil=True)
+def _divide_by_field_axis0(img, part, i0, i1, w0, w1, floor, fallback, out):  # pragma: no cover - numba
+    """``out = img / field`` with the field linearly interpolated along axis 0 from ``part``
+    (``field[a] = float32(part[i0[a]] w0[a] + part[i1[a]] w1[a])``, float64 products and sum) and
+    replaced by ``fallback`` where it is not above ``floor``; the division in float64, rounded to
+    float32.  The arithmetic of the numpy expression ``img / np.where(f > floor, f, fallback)``
+    (float32 ``img``, float64 ``fallback``), in one pass without temporaries."""
+    n0, n1, n2 = img.shape
+    for a in range(n0):
+        p0 = part[i0[a]]
+        p1 = part[i1[a]]
+        u = w0[a]
+        v = w1[a]
+        for j in range(n1):
+            for k in range(n2):
+                f = np.float32(p0[j, k] * u + p1[j, k] * v)
+                d = np.float64(f) if f > floor else fallback
+                out[a, j, k] = np.float32(np.float64(img[a, j, k]) / d)
+
+
 def normalise_intensity(image: np.ndarray, brain: np.ndarray, spacing_mm, *,
                         bias_sigma_mm: float = 20.0) -> np.ndarray:
     """Image divided by a smooth estimate of the tissue signal (bias correction), float32.
@@ -242,13 +264,20 @@ def normalise_intensity(image: np.ndarray, brain: np.ndarray, spacing_mm, *,
         part = _zoom_axis(part, img.shape[ax], ax)
     i0, i1, w0, w1 = _linear_zoom_axis(img.shape[0], part.shape[0])
     out = np.empty(img.shape, np.float32)
-    floor = 0.05 * med
-    slab = max(1, (1 << 19) // max(1, img.shape[1] * img.shape[2]))
-    for a in range(0, img.shape[0], slab):
-        b = min(img.shape[0], a + slab)
-        field = (part[i0[a:b]] * w0[a:b, None, None] + part[i1[a:b]] * w1[a:b, None, None]).astype(np.float32)
-        field = np.where(field > floor, field, med)
-        np.divide(img[a:b], field, out=out[a:b])
+    img_c = np.ascontiguousarray(img)
+    # slabs of planes on the filters' threads (the kernel releases the GIL; each output voxel
+    # is computed alone, so the slabs give the same values as one pass)
+    n_slabs = min(filters.THREADS, img.shape[0]) if img.size >= filters.MIN_VOXELS else 1
+    cuts = np.linspace(0, img.shape[0], n_slabs + 1).astype(int)
+
+    def run(a: int, b: int) -> None:
+        _divide_by_field_axis0(img_c[a:b], part, i0[a:b], i1[a:b], w0[a:b], w1[a:b], 0.05 * med, med, out[a:b])
+
+    if n_slabs == 1:
+        run(0, img.shape[0])
+    else:
+        with ThreadPoolExecutor(n_slabs) as pool:
+            list(pool.map(run, cuts[:-1], cuts[1:]))
     # rescale so that the median tissue value is 1
     inside = out[brain]
     if inside.size:
