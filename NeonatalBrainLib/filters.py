@@ -78,6 +78,21 @@ def _source_index(e: int, n: int, reflect: bool) -> int:
     return min(max(e, 0), n - 1)
 
 
+@njit(cache=True, inline="always")
+def _load_ring(src, ring, loaded: int, last: int) -> int:
+    """Copy the planes ``loaded + 1 .. last`` of ``src`` into the ring of contiguous planes
+    (plane ``e`` in slot ``e % len(ring)``); returns the last plane loaded."""
+    size = ring.shape[0]
+    nb, nc = src.shape[1], src.shape[2]
+    while loaded < last:
+        loaded += 1
+        slot = ring[loaded % size]
+        for b in range(nb):
+            for c in range(nc):
+                slot[b, c] = src[loaded, b, c]
+    return loaded
+
+
 @njit(cache=True, nogil=True)
 def _correlate_axis0(src, dst, w, reflect):
     """``correlate1d(src, w, axis=0)`` of a 3-D float32 array into ``dst`` (``w`` symmetric, odd
@@ -96,12 +111,7 @@ def _correlate_axis0(src, dst, w, reflect):
     acc = np.empty((nb, nc))
     loaded = -1
     for i in range(n):
-        while loaded < min(n - 1, i + r):
-            loaded += 1
-            slot = ring[loaded % size]
-            for b in range(nb):
-                for c in range(nc):
-                    slot[b, c] = src[loaded, b, c]
+        loaded = _load_ring(src, ring, loaded, min(n - 1, i + r))
         x = ring[i % size]
         w0 = w[r]
         for b in range(nb):
@@ -242,12 +252,7 @@ def _extremum_axis0(src, dst, n, minimum):
     acc = np.empty((nb, nc), np.float32)
     loaded = -1
     for i in range(na):
-        while loaded < min(na - 1, i + size2):
-            loaded += 1
-            slot = ring[loaded % size]
-            for b in range(nb):
-                for c in range(nc):
-                    slot[b, c] = src[loaded, b, c]
+        loaded = _load_ring(src, ring, loaded, min(na - 1, i + size2))
         first = True
         for q in range(i - size1, i + size2 + 1):
             plane = ring[min(max(q, 0), na - 1) % size]
