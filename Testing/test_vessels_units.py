@@ -721,3 +721,18 @@ def test_label_in_pieces_is_retraced_across_its_gaps():
     p1 = paths.paths_ijk[1].astype(float) * (0.5, 0.5, 1.0)
     assert np.linalg.norm(p1[-1] - p1[0]) > 0.85 * 30.0      # the tube is 30 mm long
     assert np.array_equal(paths.labels, lab)                   # voxels keep their ids
+
+
+def test_edited_label_keeps_its_earlier_centreline_and_joins_the_painted_part():
+    spacing = (0.5, 0.5, 1.0)
+    before = np.zeros((80, 20, 10), np.int32)
+    before[10:50, 9:12, 4:7] = 3
+    guide = np.stack([np.linspace(10.5, 49.5, 157), np.full(157, 10.2), np.full(157, 5.1)], axis=1)  # off the voxel grid
+    after = before.copy()
+    after[10:16] = 0                    # erased: the first 3 mm
+    after[50:70, 9:12, 4:7] = 3         # painted: 10 mm more at the other end
+    p = paths_from_labels(after, spacing, guides={3: guide}, previous_labels=before).paths_ijk[3].astype(float)
+    kept = guide[(guide[:, 0] >= 16) & (guide[:, 0] <= 49.5)]
+    assert any(np.allclose(p[k:k + len(kept)], kept) for k in range(len(p) - len(kept) + 1))  # kept as it was
+    ends = sorted([p[0, 0], p[-1, 0]])
+    assert ends[0] < 17 and ends[1] > 66            # from the erased end to the painted end

@@ -410,7 +410,8 @@ def split_vessels(mask: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.5, min
 
 
 def paths_from_labels(labels: np.ndarray, spacing_mm, *, junction_angle_deg: float | None = 40.0,
-                      max_gap_mm: float = 12.0) -> VesselPaths:
+                      max_gap_mm: float = 12.0, guides: dict[int, np.ndarray] | None = None,
+                      previous_labels: np.ndarray | None = None) -> VesselPaths:
     """One vessel per label value of a vessel-id labelmap (e.g. an edited ``vessel_labels``).
 
     The centreline of each label is the longest vessel traced through its skeleton
@@ -420,6 +421,11 @@ def paths_from_labels(labels: np.ndarray, spacing_mm, *, junction_angle_deg: flo
     label only the voxels on their paths that no other vessel holds, which left gaps of
     1-10 mm on the phantoms.  The longest vessel of each piece is then joined end to end
     (:func:`join_end_to_end`, gaps up to ``max_gap_mm``).
+
+    ``guides``: label -> the centreline it had before an edit (voxel indices, float), with
+    ``previous_labels`` the labelmap before it (same grid): the stretches of the centreline
+    still on the label's voxels (:func:`guided_pieces`) are kept as they were and joined
+    with the longest vessel of each piece of the voxels painted with that label since.
     """
     spacing = np.asarray(spacing_mm, float)
     labels = np.asarray(labels).astype(np.int64)
@@ -438,17 +444,49 @@ def paths_from_labels(labels: np.ndarray, spacing_mm, *, junction_angle_deg: flo
             pts = np.argwhere(comp)
             paths[vid] = pts[[0, -1]] + offset if len(pts) >= 2 else pts + offset
             continue
-        graph = skeleton_graph(skel, spacing)
-        chains = trace_vessels(graph, spacing, min_spur_mm=0.0, junction_angle_deg=junction_angle_deg)
-        pieces = cc3d.connected_components(comp.astype(np.uint8), connectivity=26)
-        longest: dict[int, np.ndarray] = {}      # piece -> its longest chain (voxel indices)
-        for ch in chains:
-            pts = graph.points[ch]
-            k = int(pieces[tuple(pts[0])])
-            if k not in longest or cl.arc_length_mm(pts * spacing) > cl.arc_length_mm(longest[k] * spacing):
-                longest[k] = pts
-        paths[vid] = join_end_to_end(list(longest.values()), spacing, max_gap_mm=max_gap_mm) + offset
+        guided = guides is not None and previous_labels is not None and vid in guides
+        kept = guided_pieces(np.asarray(guides[vid], float) - offset, comp, spacing) if guided else []
+        if kept:
+            painted = comp & (np.asarray(previous_labels)[box] != vid)
+            traced = _longest_per_piece(painted, _skeletonize(painted), spacing, junction_angle_deg)
+        else:
+            traced = _longest_per_piece(comp, skel, spacing, junction_angle_deg)
+        paths[vid] = join_end_to_end(kept + traced, spacing, max_gap_mm=max_gap_mm) + offset
     return VesselPaths(out, paths)
+
+
+def _longest_per_piece(comp: np.ndarray, skel: np.ndarray, spacing: np.ndarray,
+                       junction_angle_deg: float | None) -> list[np.ndarray]:
+    """The longest vessel traced through ``skel`` (the skeleton of ``comp``) in each 26-connected
+    piece of ``comp``."""
+    if skel.sum() < 2:
+        return []
+    graph = skeleton_graph(skel, spacing)
+    chains = trace_vessels(graph, spacing, min_spur_mm=0.0, junction_angle_deg=junction_angle_deg)
+    pieces = cc3d.connected_components(comp.astype(np.uint8), connectivity=26)
+    longest: dict[int, np.ndarray] = {}      # piece -> its longest chain (voxel indices)
+    for ch in chains:
+        pts = graph.points[ch]
+        k = int(pieces[tuple(pts[0])])
+        if k not in longest or cl.arc_length_mm(pts * spacing) > cl.arc_length_mm(longest[k] * spacing):
+            longest[k] = pts
+    return list(longest.values())
+
+
+def guided_pieces(guide_ijk: np.ndarray, comp: np.ndarray, spacing_mm, *, within_voxels: float = 1.0,
+                  min_points: int = 4) -> list[np.ndarray]:
+    """The stretches of a centreline (voxel indices, float) that still lie on the voxels ``comp``:
+    runs of consecutive points within ``within_voxels`` x the largest voxel side (mm) of a voxel
+    of ``comp``, of at least ``min_points`` points."""
+    spacing = np.asarray(spacing_mm, float)
+    g = np.asarray(guide_ijk, float)
+    vox = np.argwhere(comp)
+    if len(g) < 2 or len(vox) == 0:
+        return []
+    on = cKDTree(vox * spacing).query(g * spacing)[0] <= within_voxels * float(spacing.max())
+    cuts = np.flatnonzero(np.diff(on.astype(np.int8))) + 1
+    runs = np.split(np.arange(len(g)), cuts)
+    return [g[r] for r in runs if on[r[0]] and len(r) >= min_points]
 
 
 def join_end_to_end(pieces: list[np.ndarray], spacing_mm, *, max_gap_mm: float,
