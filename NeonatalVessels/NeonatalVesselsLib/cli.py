@@ -2,7 +2,8 @@
 
 * ``neonatal-brain vessels SWI --out DIR [--brain-mask M] [--ventricles V] [--labels L] [--params P]``
 * ``neonatal-brain vessels-measure SWI --mask EDITED --out DIR [--previous RUN_DIR] [--params P]`` (labelmap
-  NIfTI/NRRD or ``.seg.nrrd``; ``--previous``: the vessels left as they were are measured as in that run)
+  NIfTI/NRRD or ``.seg.nrrd``; ``--previous``: the vessels left as they were are measured as in that run,
+  the edited ones on what is left of their centreline)
 * ``neonatal-brain vessels-batch CASES.csv|FOLDER --out DIR [--jobs N] [--scheduler ADDRESS] [--params P]``
 
 ``--params P``: a JSON object of engine parameters (:class:`.pipeline.VesselParams` fields,
@@ -360,7 +361,8 @@ def register(subparsers) -> None:
     p.add_argument("--params", help=PARAMS_HELP)
     p.add_argument("--previous", metavar="DIR",
                    help="output folder of the run the mask was edited from: vessels left as they were keep its "
-                        "centrelines, regions and sides (measured as before); a .seg.nrrd gets its vessel ids")
+                        "centrelines, regions and sides (measured as before), edited ones the rest of their "
+                        "centreline; a .seg.nrrd gets its vessel ids")
     p.set_defaults(func=_cmd_measure)
 
     p = subparsers.add_parser("vessels-batch", help="run the vessel analysis on many cases (resumable)",
