@@ -651,7 +651,8 @@ def recompute_from_segmentation(scene, outputs: VesselsOutputNodes, edited_segme
     original run (``params`` overrides them): split into vessels, centrelines, widths.
     A vessel whose voxels the user left as they were keeps its centreline (its curve), region
     and side (its row of the vessel table) (``PreviousRun``), so it is measured as before;
-    edited and painted vessels are traced and classified anew.
+    edited vessels keep the rest of their centreline and are classified anew; painted
+    vessels are traced and classified.
     A vessel whose voxels lie mostly in a segment of another region or side than the
     engine's classification takes the segment's region and side (moving a vein to
     another segment in the Segment Editor re-labels it).  New tables are added as

@@ -517,27 +517,29 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
 # ----------------------------------------------------------------------------- measurement
 def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog, *, method: str,
              t_start: float, given_ids: bool = False, out_grid: tuple[Volume, Any] | None = None,
-             kept: dict[int, tuple[np.ndarray, tuple[str, str]]] | None = None,
-             guides: dict[int, np.ndarray] | None = None,
-             previous_labels: np.ndarray | None = None) -> VesselAnalysis:
+             previous: PreviousRun | None = None) -> VesselAnalysis:
     """Vessels, centrelines, measurements and output volumes.  ``out_grid``: ``(input SWI,
     how)`` from :func:`_reorient`: the output volumes, the grid in the provenance and
     ``analysis.swi`` are then those of the input (the analysis ran in canonical order).
-    ``kept`` (given ids only): vessel id -> (centreline in RAS mm, (region, side)) of the
-    vessels measured as in an earlier run: the centreline is used as it is instead of one
-    traced through the vessel's voxels, and the region and side are not judged again.
-    ``guides`` (given ids only): vessel id -> its centreline (RAS mm) before the user edited its
-    voxels, ``previous_labels`` the labelmap then (this grid): the stretches still on them are
-    kept (:func:`.skeleton.paths_from_labels`)."""
+    ``previous`` (given ids only; on this grid): the run the labels were edited from
+    (:meth:`PreviousRun.split`).  A vessel it kept is measured as there: its centreline is used
+    as it is instead of one traced through its voxels, and its region and side are not judged
+    again.  An edited vessel keeps the stretches of its centreline still on its voxels
+    (:func:`.skeleton.paths_from_labels`)."""
     from .vesselness import bounding_box
 
     swi = ctx.swi
     spacing = swi.spacing_mm
     t0 = time.perf_counter()
+    kept: dict[int, tuple[np.ndarray, tuple[str, str]]] = {}
     if given_ids:
+        guides: dict[int, np.ndarray] = {}
+        if previous is not None:
+            kept, guides = previous.split(vessel_mask)
         inv_affine = np.linalg.inv(swi.affine)
-        guides_ijk = {vid: p @ inv_affine[:3, :3].T + inv_affine[:3, 3] for vid, p in (guides or {}).items()}
-        paths = paths_from_labels(vessel_mask, spacing, guides=guides_ijk, previous_labels=previous_labels)
+        guides_ijk = {vid: p @ inv_affine[:3, :3].T + inv_affine[:3, 3] for vid, p in guides.items()}
+        paths = paths_from_labels(vessel_mask, spacing, guides=guides_ijk,
+                                  previous_labels=None if previous is None else previous.labels)
     else:
         paths = split_vessels(vessel_mask > 0, spacing, min_spur_mm=params.min_spur_mm,
                               min_path_mm=params.min_vessel_length_mm, junction_angle_deg=params.junction_angle_deg)
@@ -595,9 +597,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         return ms.smooth_centreline(p, smoothing_mm=smoothing_mm, step_mm=params.centreline_step_mm,
                                     slice_direction=slice_dir, slice_smoothing_mm=slice_smoothing_mm)
 
-    kept = kept or {}
     for vid, p in raw.items():
-        centrelines[vid] = np.asarray(kept[vid][0], float) if vid in kept else smooth(p)
+        centrelines[vid] = kept[vid][0] if vid in kept else smooth(p)
     if params.max_bend_deg is not None and not given_ids:
         # a path turning sharply is two vessels meeting (a V of two DMVs at the wall): cut it
         next_id = max(int(labels.max()), max(centrelines, default=0)) + 1
@@ -1210,29 +1211,23 @@ class PreviousRun:
         return cls(np.asarray(analysis.vessel_labels.array), dict(analysis.centerlines),
                    {int(r.vessel_id): (str(r.region), str(r.side)) for r in rows.itertuples()})
 
-    def _changed_and_present(self, labels: np.ndarray) -> tuple[set[int], set[int]]:
-        """Ids whose voxels differ between ``labels`` (same grid) and this run; ids in ``labels``."""
+    def split(self, labels: np.ndarray) -> tuple[dict[int, tuple[np.ndarray, tuple[str, str]]], dict[int, np.ndarray]]:
+        """``(kept, guides)`` for a labelmap edited from this run (same grid).  ``kept``: ``{id:
+        (centreline, (region, side))}`` of the vessels whose voxels in ``labels`` are exactly those
+        they had (with a centreline of >= 2 points and a row); ``guides``: ``{id: centreline}`` (RAS
+        mm) of the vessels still in ``labels`` whose voxels changed (erased or painted with their id)."""
         labels = np.asarray(labels)
         previous = np.asarray(self.labels)
         if previous.shape != labels.shape:
             raise InputError(f"previous vessel labels: shape {previous.shape}, the mask's is {labels.shape}")
         differ = labels != previous
         changed = set(np.unique(labels[differ]).tolist()) | set(np.unique(previous[differ]).tolist())
-        return changed, set(np.unique(labels).tolist()) - {0}
-
-    def unchanged(self, labels: np.ndarray) -> dict[int, tuple[np.ndarray, tuple[str, str]]]:
-        """``{id: (centreline, (region, side))}`` of the vessels whose voxels in ``labels`` (same
-        grid) are exactly those they had, among those with a centreline of >= 2 points and a row."""
-        changed, present = self._changed_and_present(labels)
-        return {int(vid): (np.asarray(p, float), self.regions[int(vid)]) for vid, p in self.centerlines.items()
-                if int(vid) in present and int(vid) not in changed and len(p) >= 2 and int(vid) in self.regions}
-
-    def edited(self, labels: np.ndarray) -> dict[int, np.ndarray]:
-        """``{id: centreline}`` (RAS mm) of the vessels of this run still in ``labels`` whose voxels
-        changed (erased or painted with their id): the guides of their re-tracing."""
-        changed, present = self._changed_and_present(labels)
-        return {int(vid): np.asarray(p, float) for vid, p in self.centerlines.items()
-                if int(vid) in present & changed and len(p) >= 2}
+        present = set(np.unique(labels).tolist()) - {0}
+        lines = {int(vid): np.asarray(p, float) for vid, p in self.centerlines.items()
+                 if int(vid) in present and len(p) >= 2}
+        kept = {vid: (p, self.regions[vid]) for vid, p in lines.items() if vid not in changed and vid in self.regions}
+        guides = {vid: p for vid, p in lines.items() if vid in changed}
+        return kept, guides
 
 
 def edited_vessel_ids(previous_ids: np.ndarray, edited_mask: np.ndarray) -> np.ndarray:
@@ -1292,14 +1287,10 @@ def measure_vessel_mask(swi: Volume, vessel_mask, *, brain_mask=None, ventricles
     vm = np.where(vm > 0, vm, 0).astype(np.int64)
     # a labelmap of vessel ids (several values) keeps its vessels; a binary mask is split
     given_ids = int(vm.max()) > 1
-    kept = guides = None
-    if given_ids and previous is not None:
-        on_grid = dataclasses.replace(previous, labels=m["previous"])
-        kept, guides = on_grid.unchanged(vm), on_grid.edited(vm)
+    on_grid = None if previous is None else dataclasses.replace(previous, labels=m["previous"])
     ctx = _prepare(swi, m["brain"], m["vent"], m["labels"], params, prog, extent=vm)
     return _measure(ctx, vm, params, prog, method="given_labels" if given_ids else "given_mask",
-                    t_start=t_start, given_ids=given_ids, out_grid=(swi_in, how), kept=kept, guides=guides,
-                    previous_labels=None if previous is None else m["previous"])
+                    t_start=t_start, given_ids=given_ids, out_grid=(swi_in, how), previous=on_grid)
 
 
 @without_numpy_hugepage_advice
