@@ -318,6 +318,29 @@ def from_canonical_order(arr: np.ndarray, perm, flip) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(out, np.argsort(perm)))
 
 
+def ras_view(arr: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(view, spacing_mm)``: ``arr`` (3-D, on the grid of ``affine``) as a view, no copy, whose
+    axes run along the nearest R, A, S axes with increasing coordinate (:func:`canonical_axes`),
+    and the voxel sizes along those axes.  For pictures: an oblique grid is shown on its nearest
+    axes, not resampled."""
+    perm, flip = canonical_axes(affine)
+    out = np.transpose(np.asarray(arr), perm)
+    if any(flip):
+        out = np.flip(out, [r for r in range(3) if flip[r]])
+    spacing = np.linalg.norm(np.asarray(affine, float)[:3, :3], axis=0)[list(perm)]
+    return out, spacing
+
+
+def radiological_axial_view(arr: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(view, spacing_mm)``: ``arr`` as axial pictures in radiological convention, a view
+    ``[slice, row, column]``: slices from inferior to superior, rows from anterior (top of the
+    picture) to posterior, columns from the patient's right (left of the picture) to the
+    patient's left, whatever the storage order (nearest axes, :func:`ras_view`).  ``spacing_mm``:
+    voxel size along (slice, row, column)."""
+    view, spacing = ras_view(arr, affine)
+    return np.transpose(view, (2, 1, 0))[:, ::-1, ::-1], spacing[[2, 1, 0]]
+
+
 def reorient_to_canonical(volume: "Volume") -> tuple["Volume", tuple]:
     """``volume`` in :func:`canonical_axes` order (lossless transpose / flip, matching affine).
 

@@ -283,3 +283,29 @@ def test_reorient_to_canonical_keeps_every_voxel_in_its_ras_place():
     cijk = np.rint(np.c_[ras, np.ones(len(ras))] @ np.linalg.inv(canon.affine).T)[:, :3].astype(int)
     assert np.array_equal(canon.array[tuple(cijk.T)], arr[tuple(ijk.T)])
     assert np.array_equal(from_canonical_order(canon.array, perm, flip), arr)
+
+
+def test_radiological_axial_view_puts_each_side_of_the_patient_where_a_radiologist_expects_it():
+    """A marker at the patient's left, anterior, superior corner appears in the top slice's upper
+    right (anterior up, the patient's right on the picture's left), whatever the storage order."""
+    from NeonatalBrainLib.imageio import Volume, radiological_axial_view, ras_view, reorient_to_canonical
+
+    grids = {   # voxel-axis storage: RAS; LPS; sagittal (A, S, R) with the S axis running inferior
+        "RAS": ((6, 7, 8), np.diag([0.5, 0.6, 2.0, 1.0])),
+        "LPS": ((6, 7, 8), np.diag([-0.5, -0.6, 2.0, 1.0])),
+        "ASR": ((7, 8, 6), np.array([[0, 0, 0.5, 0], [0.6, 0, 0, 0], [0, -2.0, 0, 0], [0, 0, 0, 1.0]])),
+    }
+    for name, (shape, affine) in grids.items():
+        vol = Volume(np.zeros(shape, np.float32), affine)
+        ijk = np.argwhere(np.ones(shape, bool))
+        ras = vol.ijk_to_ras(ijk)
+        vol.array[tuple(ijk[np.argmax(-ras[:, 0] + ras[:, 1] + ras[:, 2])])] = 1.0   # left, anterior, superior
+        view, spacing = radiological_axial_view(vol.array, affine)
+        assert np.shares_memory(view, vol.array), name       # a view, not a copy
+        k, row, col = np.argwhere(view == 1.0)[0]
+        assert k == view.shape[0] - 1, name                  # the most superior slice
+        assert row == 0, name                                # top row: anterior
+        assert col == view.shape[2] - 1, name                # right of the picture: the patient's left
+        canon, _ = reorient_to_canonical(vol)
+        assert np.allclose(spacing, np.linalg.norm(canon.affine[:3, :3], axis=0)[[2, 1, 0]]), name
+        assert np.array_equal(ras_view(vol.array, affine)[0], canon.array), name

@@ -359,15 +359,20 @@ def _flip_volume(vol: Volume, axes) -> Volume:
     return Volume(np.ascontiguousarray(arr), aff)
 
 
-def test_orientation_invariance(analysis):
+@pytest.fixture(scope="module")
+def analysis_restored(analysis):
+    """The phantom's analysis on the same image stored with two axes reversed (e.g. LAS -> RPS)
+    and the axes permuted (slices first)."""
+    flipped = _flip_volume(analysis.swi, (0, 1))
+    return run_vessel_analysis(Volume(np.ascontiguousarray(flipped.array.transpose(2, 0, 1)),
+                                      flipped.affine[:, [2, 0, 1, 3]]))
+
+
+def test_orientation_invariance(analysis, analysis_restored):
     """Reversed and permuted voxel axes give the same vessels: the pipeline works in canonical order."""
     from NeonatalVesselsLib.pipeline import SUMMARY_KEYS
 
-    swi = analysis.swi
-    flipped = _flip_volume(swi, (0, 1))     # e.g. LAS -> RPS voxel order
-    # and the axes permuted (slices first): the same image in another storage order
-    vol = Volume(np.ascontiguousarray(flipped.array.transpose(2, 0, 1)), flipped.affine[:, [2, 0, 1, 3]])
-    other = run_vessel_analysis(vol)
+    other = analysis_restored
     for key in SUMMARY_KEYS:
         a, b = analysis.summary[key], other.summary[key]
         assert (a is None and b is None) or abs(a - b) <= 1e-6 * max(1.0, abs(a)), (key, a, b)
@@ -378,6 +383,29 @@ def test_orientation_invariance(analysis):
     pa = np.vstack([analysis.centerlines[v] for v in analysis.vessels.query("region == 'dmv'")["vessel_id"]])
     pb = np.vstack([other.centerlines[v] for v in other.vessels.query("region == 'dmv'")["vessel_id"]])
     assert np.allclose(np.sort(pa, axis=0), np.sort(pb, axis=0), atol=1e-6)
+
+
+def test_report_pictures_are_radiological_whatever_the_storage_order(analysis, analysis_restored):
+    """The report's minIP slabs: the patient's left DMVs on the picture's right half, and the same
+    pictures for the image stored in another voxel order (the view's own orientation, anterior up
+    included: test_shared_core)."""
+    from NeonatalVesselsLib.regions import region_value
+    from NeonatalVesselsLib.report import overlay_slabs
+
+    slabs = overlay_slabs(analysis)
+    assert 1 <= len(slabs) <= 4 and all(s.dmv_voxels > 0 for s in slabs)
+    assert np.all(np.diff([s.z_mm for s in slabs]) > 0)
+    left, right = region_value("dmv", "left"), region_value("dmv", "right")
+    for slab in slabs:
+        cols = slab.regions.shape[1]
+        lc = np.argwhere(slab.regions == left)[:, 1]
+        rc = np.argwhere(slab.regions == right)[:, 1]
+        if len(lc) and len(rc):
+            assert np.median(lc) > cols / 2 > np.median(rc)
+    other = overlay_slabs(analysis_restored)
+    assert [s.z_mm for s in other] == pytest.approx([s.z_mm for s in slabs], abs=1e-4)
+    for a, b in zip(slabs, other):
+        assert np.array_equal(a.regions, b.regions) and np.allclose(a.minip, b.minip)
 
 
 # ----------------------------------------------------------------------------- bad input

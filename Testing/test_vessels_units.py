@@ -736,3 +736,16 @@ def test_edited_label_keeps_its_earlier_centreline_and_joins_the_painted_part():
     assert any(np.allclose(p[k:k + len(kept)], kept) for k in range(len(p) - len(kept) + 1))  # kept as it was
     ends = sorted([p[0, 0], p[-1, 0]])
     assert ends[0] < 17 and ends[1] > 66            # from the erased end to the painted end
+
+
+def test_overlay_slab_centres_take_the_slabs_richest_in_dmvs_without_overlap():
+    from NeonatalVesselsLib.report import overlay_slab_centres
+
+    counts = np.zeros(40)
+    counts[[10, 11, 12]] = [5, 50, 5]
+    counts[14] = 40                          # with 10-12 the richest slab (slices 10-14, centre 12)
+    counts[30] = 20                          # a second group: its slab is centred on it
+    centres = overlay_slab_centres(counts, np.arange(5, 38), slab_vox=4, n_slices=4)
+    assert centres.tolist() == [12, 30]      # slabs of 5 slices: 16 would overlap 12's, 28 or 32 30's
+    fallback = overlay_slab_centres(np.zeros(40), np.arange(10, 30), slab_vox=4, n_slices=4)
+    assert fallback.tolist() == [17, 20, 23, 26]   # no DMVs: evenly over 35-80 % of the brain

@@ -40,7 +40,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from NeonatalBrainLib import anatomy, mrml
-from NeonatalBrainLib.imageio import InputError, Volume, save_volume, validate_scalar_volume
+from NeonatalBrainLib.imageio import InputError, Volume, ras_view, save_volume, validate_scalar_volume
 from NeonatalBrainLib.outputs import OutputExistsError, unique_path
 from NeonatalBrainLib.progress import as_progress
 
@@ -485,20 +485,6 @@ def set_heatmap_overlay(scene, t1_node, heatmap_node, opacity: float = 0.5, thre
 
 
 # ----------------------------------------------------------------------------- figures (matplotlib)
-def _ras_view(volume: Volume) -> tuple[np.ndarray, np.ndarray, list[int], list[bool]]:
-    """Array re-ordered to the nearest R, A, S axes (with flips) and the matching spacing."""
-    direction = volume.direction
-    order = [int(np.argmax(np.abs(direction[:, ax]))) for ax in range(3)]  # world axis of each voxel axis
-    perm = [order.index(w) for w in range(3)]  # voxel axis for each world axis
-    arr = np.transpose(np.asarray(volume.array), perm)
-    flips = [bool(direction[w, perm[w]] < 0) for w in range(3)]
-    for w, flip in enumerate(flips):
-        if flip:
-            arr = np.flip(arr, axis=w)
-    spacing = volume.spacing_mm[perm]
-    return arr, spacing, perm, flips
-
-
 #: Display planes of :func:`render_overlay_figure`: (in-plane RAS axes (horizontal, vertical), slice axis, labels).
 _PLANES = {
     "axial": ((0, 1), 2, ("x (mm): patient's right  <->  left", "y (mm): posterior  <->  anterior"), "z"),
@@ -533,13 +519,13 @@ def render_overlay_figure(path, t1_node, *, segmentation_node=None, heatmap_node
     if path.exists():
         raise OutputExistsError(f"{path} already exists; not overwritten")
     t1 = mrml.volume_from_node(t1_node)
-    t1_ras, spacing, _perm, _flips = _ras_view(t1)
+    t1_ras, spacing = ras_view(t1.array, t1.affine)
     t1_ras, spacing = np.transpose(t1_ras, order), spacing[list(order)]
     labels_ras = heat_ras = None
     seg_colors: dict[int, tuple] = {}
     if segmentation_node is not None:
         labels, _names, _edited = roi_labels_from_segmentation(segmentation_node, t1)
-        labels_ras = np.transpose(_ras_view(labels)[0], order)
+        labels_ras = np.transpose(ras_view(labels.array, labels.affine)[0], order)
         segmentation = segmentation_node.GetSegmentation()
         for i in range(segmentation.GetNumberOfSegments()):
             seg = segmentation.GetNthSegment(i)
@@ -549,7 +535,7 @@ def render_overlay_figure(path, t1_node, *, segmentation_node=None, heatmap_node
         heat = mrml.volume_from_node(heatmap_node)
         if heat.shape != t1.shape or not np.allclose(heat.affine, t1.affine, atol=1e-4):
             raise InputError(f"heatmap '{heatmap_node.GetName()}': not on the T1 grid")
-        heat_ras = np.transpose(_ras_view(heat)[0], order).astype(float)
+        heat_ras = np.transpose(ras_view(heat.array, heat.affine)[0], order).astype(float)
     if slice_index is None:
         if heat_ras is not None and heat_ras.max() > 0:
             slice_index = int(np.argmax(heat_ras.reshape(-1, heat_ras.shape[2]).max(axis=0)))

@@ -13,13 +13,14 @@ import json
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from NeonatalBrainLib import anatomy
-from NeonatalBrainLib.imageio import save_volume, sha256_file
+from NeonatalBrainLib.imageio import canonical_axes, radiological_axial_view, save_volume, sha256_file
 from NeonatalBrainLib.outputs import staged_output
 
 from .definitions import SUMMARY_KEY_DEFINITIONS, VESSEL_COLUMN_DEFINITIONS
@@ -52,46 +53,105 @@ def centerlines_frame(centerlines: dict[int, np.ndarray]) -> pd.DataFrame:
                          "x": xyz[:, 0], "y": xyz[:, 1], "z": xyz[:, 2]})[list(CENTERLINE_COLUMNS)]
 
 
+def overlay_slab_centres(dmv_voxels_per_slice: np.ndarray, brain_slices: np.ndarray, slab_vox: int,
+                         n_slices: int) -> np.ndarray:
+    """Centre slices (increasing) of up to ``n_slices`` minIP slabs to show, a slab being the
+    ``2 * (slab_vox // 2) + 1`` slices around its centre (as :func:`overlay_slabs` takes it):
+    greedily the slab holding the most DMV voxels (``dmv_voxels_per_slice[k]``: the count in
+    slice ``k``; ties: the most in the centre slice), then the best not overlapping those taken.
+    Without DMVs, evenly from 35 % to 80 % of the brain's extent (``brain_slices``: the slices
+    holding brain)."""
+    counts = np.asarray(dmv_voxels_per_slice, float)
+    width = 2 * (max(1, slab_vox) // 2) + 1
+    in_slab = np.convolve(counts, np.ones(width), mode="same")
+    taken: list[int] = []
+    for k in np.lexsort((-counts, -in_slab)):
+        if in_slab[k] <= 0 or len(taken) == n_slices:
+            break
+        if all(abs(int(k) - t) >= width for t in taken):
+            taken.append(int(k))
+    if taken:
+        return np.array(sorted(taken))
+    present = np.asarray(brain_slices) if len(brain_slices) else np.arange(len(counts))
+    return np.linspace(present[0] + 0.35 * len(present), present[0] + 0.8 * len(present), n_slices).astype(int)
+
+
+@dataclass
+class OverlaySlab:
+    """One picture of the report: an axial minIP slab in radiological convention."""
+
+    z_mm: float                 #: RAS z of the slab's centre slice (mm)
+    thickness_mm: float
+    minip: np.ndarray           #: [row, column]: rows anterior -> posterior, columns patient's right -> left
+    regions: np.ndarray         #: region+side value (``region_table``) of the veins in the slab, same layout
+    spacing_mm: np.ndarray      #: (row, column) pixel size
+    dmv_voxels: int             #: DMV voxels in the slab
+
+
+def overlay_slabs(analysis, n_slices: int = 4) -> list[OverlaySlab]:
+    """The report's pictures as arrays: axial minIP slabs (:func:`.imageio.radiological_axial_view`:
+    anterior up, the patient's right on the left) with the veins of each slab by region; the slabs
+    holding the most DMV voxels (:func:`overlay_slab_centres`)."""
+    affine = analysis.minip.affine
+    minip, spacing = radiological_axial_view(analysis.minip.array, affine)   # views: no volume copies
+    reg, _ = radiological_axial_view(analysis.region_labels.array, affine)
+    brain, _ = radiological_axial_view(np.asarray(analysis.brain_mask.array) > 0, affine)
+    slab_mm = float(analysis.provenance.get("parameters", {}).get("minip_slab_mm", 8.0))
+    slab_vox = max(1, int(round(slab_mm / float(spacing[0]))))
+    dmv_values = [value for value, name, _rgb in analysis.region_table if name.startswith("dmv_")]
+    dmv_per_slice = np.isin(reg, dmv_values).sum(axis=(1, 2))
+    centres = overlay_slab_centres(dmv_per_slice, np.flatnonzero(brain.any(axis=(1, 2))), slab_vox, n_slices)
+    slabs = []
+    for c in centres:
+        lo, hi = max(0, c - slab_vox // 2), min(minip.shape[0], c + slab_vox // 2 + 1)
+        slabs.append(OverlaySlab(z_mm=_slice_height_mm(affine, minip.shape, c),
+                                 thickness_mm=slab_vox * float(spacing[0]), minip=np.array(minip[c], float),
+                                 regions=np.asarray(reg[lo:hi]).max(axis=0), spacing_mm=spacing[1:].copy(),
+                                 dmv_voxels=int(dmv_per_slice[lo:hi].sum())))
+    return slabs
+
+
 def _overlay_pngs(analysis, folder: Path, n_slices: int = 4) -> list[str]:
-    """minIP slices (axial, along the voxel axis closest to S-I) with veins coloured by region."""
+    """:func:`overlay_slabs` drawn as PNGs, with R / L / A / P marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    minip = np.asarray(analysis.minip.array)      # one slice at a time in float (no float64 copy of the volume)
-    reg = np.asarray(analysis.region_labels.array)
-    affine = analysis.minip.affine
-    direction = affine[:3, :3] / np.linalg.norm(affine[:3, :3], axis=0)
-    axis = int(np.argmax(np.abs(direction[2])))
-    slab_vox = max(1, int(round(analysis.provenance.get("parameters", {}).get("minip_slab_mm", 8.0)
-                                / float(np.linalg.norm(affine[:3, axis])))))
-    brain = np.asarray(analysis.brain_mask.array) > 0
-    present = np.flatnonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))
-    if present.size == 0:
-        present = np.arange(minip.shape[axis])
-    centres = np.linspace(present[0] + 0.35 * len(present), present[0] + 0.8 * len(present), n_slices).astype(int)
     lut = np.zeros((256, 4))
-    for value, name, rgb in analysis.region_table:
+    for value, _name, rgb in analysis.region_table:
         lut[value] = (*rgb, 1.0)
     names = []
-    for n, c in enumerate(centres):
-        lo, hi = max(0, c - slab_vox // 2), min(minip.shape[axis], c + slab_vox // 2 + 1)
-        img = np.take(minip, c, axis=axis).astype(float)
-        regs = np.take(reg, np.arange(lo, hi), axis=axis).max(axis=axis)
-        # display so that the patient's anterior is up and right is on the left (radiological)
-        fig, ax = plt.subplots(figsize=(4, 4.6), dpi=100)
+    for n, slab in enumerate(overlay_slabs(analysis, n_slices)):
+        img = slab.minip
+        # the picture in mm: columns (right -> left) and rows (anterior -> posterior) at their pixel sizes
+        extent = (0.0, img.shape[1] * float(slab.spacing_mm[1]), img.shape[0] * float(slab.spacing_mm[0]), 0.0)
+        fig, ax = plt.subplots(figsize=(5, 5.4), dpi=100)
         lo_v, hi_v = np.percentile(img[img > 0], [1, 99]) if (img > 0).any() else (0, 1)
-        ax.imshow(img.T, cmap="gray", vmin=lo_v, vmax=hi_v, origin="lower", interpolation="nearest")
-        over = lut[regs.astype(np.uint8)]
-        ax.imshow(np.transpose(over, (1, 0, 2)), origin="lower", interpolation="nearest")
-        ax.set_title(f"minIP slab {slab_vox * float(np.linalg.norm(affine[:3, axis])):.0f} mm, slice {c}", fontsize=8)
+        ax.imshow(img, cmap="gray", vmin=lo_v, vmax=hi_v, extent=extent, interpolation="nearest")
+        ax.imshow(lut[slab.regions.astype(np.uint8)], extent=extent, interpolation="nearest")
+        for x, y, text, ha, va in ((0.01, 0.5, "R", "left", "center"), (0.99, 0.5, "L", "right", "center"),
+                                   (0.5, 0.99, "A", "center", "top"), (0.5, 0.01, "P", "center", "bottom")):
+            ax.text(x, y, text, transform=ax.transAxes, color="yellow", fontsize=10, ha=ha, va=va)
+        ax.set_title(f"minIP slab {slab.thickness_mm:.0f} mm at z = {slab.z_mm:.0f} mm (RAS), "
+                     f"{slab.dmv_voxels} DMV voxels", fontsize=8)
         ax.axis("off")
         name = f"overlay_{n + 1}.png"
         fig.savefig(folder / name, bbox_inches="tight")
         plt.close(fig)
         names.append(name)
     return names
+
+
+def _slice_height_mm(affine: np.ndarray, view_shape, k: int) -> float:
+    """RAS z (mm) of the centre of slice ``k`` of :func:`.imageio.radiological_axial_view`
+    (``view_shape``: that view's shape)."""
+    perm, flip = canonical_axes(affine)
+    ijk = np.zeros(3)
+    ijk[perm[2]] = (view_shape[0] - 1 - k) if flip[2] else k
+    for r in (0, 1):       # the middle of the picture (view axes 2 and 1 are R and A)
+        ijk[perm[r]] = (view_shape[2 - r] - 1) / 2.0
+    return float((np.asarray(affine, float) @ np.r_[ijk, 1.0])[2])
 
 
 def _html_report(analysis, pngs: list[str], input_path) -> str:
@@ -114,7 +174,9 @@ td,th{{padding:2px 8px;border-bottom:1px solid #ddd}}</style></head><body>
 <h1>NeonatalVessels report</h1><p>Input: {html.escape(str(input_path)) if input_path else '(in memory)'}</p>
 <h2>Summary</h2>{warnings}<table>{rows}</table>
 <h2>minIP with veins by region</h2><p>{legend}</p>{imgs}
-<p>Radiological display (patient's right on the image left would need a flip; here voxel axes as stored, anterior/superior from the affine).</p>
+<p>Axial minIP slabs (the voxel axes nearest R, A, S; an oblique grid is not resampled) in radiological
+convention: anterior up, the patient's right on the left of the picture (R / L / A / P marked); the slabs
+holding the most DMV voxels, each with the veins inside it coloured by region.</p>
 <h2>Vessels</h2>{table}
 <h2>Definitions</h2><p>Coordinates: RAS mm (x = patient's right, y = anterior, z = superior); sides are the
 patient's.  Methods and their validation: docs/vessels.md.</p><table>{definitions}</table>
