@@ -218,7 +218,8 @@ def classify_t1(t1: Volume, model_dir: str | os.PathLike, *, rois=None, atlas=No
 
 
 def write_overlay_png(result: ClassificationResult, path: str | os.PathLike) -> Path:
-    """PNG: each slice's T1 (grey) with Grad-CAM (colour) and the ROI outline."""
+    """PNG: each slice's T1 (grey) with Grad-CAM (colour) and the ROI outline, in radiological
+    convention (anterior up, the patient's right on the left)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -236,17 +237,21 @@ def write_overlay_png(result: ClassificationResult, path: str | os.PathLike) -> 
             pr = stack.pixel_ras(s).reshape(-1, 3)
             vox = pr @ inv[:3, :3].T + inv[:3, 3]
             lm_maps.append(ndimage.map_coordinates(result.gradcam.array, vox.T, order=1).reshape(stack.raw[s].shape))
+    # the stack's columns run from the patient's left to right: shown mirrored, in radiological
+    # convention (the patient's right on the left of each picture), as radiologists read
     for s in range(n):
         ax = fig.add_subplot(1, n, s + 1)
-        ax.imshow(stack.raw[s], cmap="gray")
+        ax.imshow(stack.raw[s][:, ::-1], cmap="gray")
         if lm_maps is not None:
-            ax.imshow(lm_maps[s], cmap="jet", alpha=0.35, vmin=0, vmax=1)
-        ax.contour(stack.roi_mask[s].astype(float), levels=[0.5], colors="lime", linewidths=0.6)
+            ax.imshow(lm_maps[s][:, ::-1], cmap="jet", alpha=0.35, vmin=0, vmax=1)
+        ax.contour(stack.roi_mask[s][:, ::-1].astype(float), levels=[0.5], colors="lime", linewidths=0.6)
+        ax.text(0.02, 0.5, "R", color="yellow", transform=ax.transAxes, fontsize=7, va="center")
+        ax.text(0.98, 0.5, "L", color="yellow", transform=ax.transAxes, fontsize=7, va="center", ha="right")
         p = result.slice_table["probability"].iloc[s]
         ax.set_title(f"z={stack.z_mm[s]:.1f} mm  p={p:.2f}", fontsize=7)
         ax.set_axis_off()
     fig.suptitle(f"P(injured) = {result.probability:.3f} (threshold {result.threshold:.3f}); "
-                 "columns: patient left -> right", fontsize=8)
+                 "radiological view: the patient's right on the left", fontsize=8)
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)
