@@ -147,7 +147,7 @@ def _read_dicom_series(folder: Path):
 
 
 def load_volume(path: str | os.PathLike, name: str | None = None) -> Volume:
-    """Read a NIfTI / NRRD / MetaImage file or a DICOM series folder into RAS.
+    """Read a NIfTI (-1 or -2) / NRRD / MetaImage file or a DICOM series folder into RAS.
 
     ``name`` (e.g. "SWI") is used in error messages.  Raises :class:`InputError`
     for a missing, unreadable, corrupt, non-3D or non-scalar input.
@@ -157,6 +157,8 @@ def load_volume(path: str | os.PathLike, name: str | None = None) -> Volume:
     label = f"{name} ({path})" if name else str(path)
     if not path.exists():
         raise InputError(f"{label}: file not found")
+    if not path.is_dir() and _is_nifti2(path):
+        return _load_nifti2(path, label)
     try:
         image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
     except InputError:
@@ -171,6 +173,40 @@ def load_volume(path: str | os.PathLike, name: str | None = None) -> Volume:
         return volume_from_sitk(image)
     except InputError as exc:
         raise InputError(f"{label}: {exc}") from None
+
+
+def _is_nifti2(path: Path) -> bool:
+    """Whether ``path`` (``.nii`` / ``.nii.gz``) is a NIfTI-2 file (header size 540), which
+    SimpleITK does not read."""
+    if not path.name.lower().endswith((".nii", ".nii.gz")):
+        return False
+    import gzip
+    import struct
+
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb")) as f:
+            head = f.read(4)
+    except OSError:
+        return False        # unreadable: SimpleITK says so below
+    return len(head) == 4 and 540 in (struct.unpack("<i", head)[0], struct.unpack(">i", head)[0])
+
+
+def _load_nifti2(path: Path, label: str) -> Volume:
+    """A NIfTI-2 file through nibabel (its affine is voxel -> RAS mm, as :class:`Volume`'s);
+    a trailing axis of length 1 is dropped, as for NIfTI-1."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        array = np.asarray(image.dataobj)
+    except Exception as exc:     # nibabel raises several types for corrupt files
+        raise InputError(f"{label}: cannot be read as an image (corrupt or unsupported NIfTI-2 file): "
+                         f"{str(exc)[:200]}") from exc
+    while array.ndim > 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 3:
+        raise InputError(f"{label}: expected a 3D image, got {array.ndim}D")
+    return Volume(np.ascontiguousarray(array), np.asarray(image.affine, float))
 
 
 def save_volume(volume: Volume, path: str | os.PathLike) -> Path:
@@ -192,7 +228,8 @@ def validate_scalar_volume(volume: Volume, name: str = "image", *, allow_constan
     if a.ndim != 3:
         raise InputError(f"{name}: expected a 3D image, got {a.ndim}D with shape {a.shape}")
     if min(a.shape) < 2:
-        raise InputError(f"{name}: image is degenerate, shape {a.shape} (need >= 2 voxels along each axis)")
+        one = " (a single slice: give the whole series, e.g. the DICOM folder)" if sorted(a.shape)[1] >= 2 else ""
+        raise InputError(f"{name}: image is degenerate, shape {a.shape} (need >= 2 voxels along each axis){one}")
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool):
         raise InputError(f"{name}: voxel type {a.dtype} is not numeric")
     spacing = volume.spacing_mm

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -309,3 +310,38 @@ def test_radiological_axial_view_puts_each_side_of_the_patient_where_a_radiologi
         canon, _ = reorient_to_canonical(vol)
         assert np.allclose(spacing, np.linalg.norm(canon.affine[:3, :3], axis=0)[[2, 1, 0]]), name
         assert np.array_equal(ras_view(vol.array, affine)[0], canon.array), name
+
+
+def test_nifti2_files_are_read_through_nibabel_with_the_same_grid(tmp_path):
+    """NIfTI-2 (SimpleITK cannot read it): the same array and RAS affine as the NIfTI-1 file."""
+    data = np.arange(60, dtype=np.int16).reshape(3, 4, 5)
+    aff = np.array([[-0.8, 0, 0, 40.0], [0, 0, 1.0, -20.0], [0, 0.9, 0, 3.0], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(data, aff), tmp_path / "one.nii.gz")
+    nib.save(nib.Nifti2Image(data[..., None], aff), tmp_path / "two.nii")       # a trailing axis of 1
+    one, two = load_volume(tmp_path / "one.nii.gz"), load_volume(tmp_path / "two.nii")
+    np.testing.assert_array_equal(two.array, one.array)
+    np.testing.assert_allclose(two.affine, one.affine, atol=1e-5)
+    broken = tmp_path / "broken.nii"
+    broken.write_bytes((tmp_path / "two.nii").read_bytes()[:600])                 # header, half the data
+    with pytest.raises(InputError, match="cannot be read"):
+        load_volume(broken, "SWI")
+
+
+def test_real_files_shipped_in_wheels_are_refused_with_the_problem_named(tmp_path):
+    """Real scanner files: nibabel's NIfTI-2 and 4-D test images, pydicom's single MR slice."""
+    import pydicom.data
+
+    from NeonatalBrainLib.cli import main
+
+    data = Path(nib.__file__).parent / "tests" / "data"
+    cases = [(data / "example_nifti2.nii.gz", "expected a 3D image, got 4D"),
+             (data / "example4d.nii.gz", "expected a 3D image, got 4D"),
+             (Path(pydicom.data.get_testdata_file("MR_small.dcm")), "a single slice")]
+    for path, message in cases:
+        if not path.exists():
+            pytest.skip(f"{path.name} is not in this install of its package")
+        with pytest.raises(InputError, match=message):
+            validate_scalar_volume(load_volume(path, "SWI"), "SWI")
+        out = tmp_path / path.name.replace(".", "_")
+        assert main(["vessels", str(path), "--out", str(out)]) == 2
+        assert not out.exists() or not any(out.iterdir())
