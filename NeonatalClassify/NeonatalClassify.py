@@ -13,7 +13,6 @@ confirms, never when the module opens.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import pathlib
 import sys

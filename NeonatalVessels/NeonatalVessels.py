@@ -6,7 +6,6 @@ in ``NeonatalVesselsLib``: the engine (pure numpy/SciPy/SimpleITK) and
 ``NeonatalVesselsLib.mrml_logic`` (MRML nodes in, MRML nodes out), so everything the
 widget does also runs from the Slicer Python console and headless on slicer-core.
 """
-import logging
 import os
 import pathlib
 import sys
@@ -609,8 +608,6 @@ class NeonatalVesselsTest(ScriptedLoadableModuleTest):
         self.test_NeonatalVessels_phantom()
 
     def test_NeonatalVessels_phantom(self):
-        import numpy as np
-
         from NeonatalVesselsLib import mrml_logic, sampledata
 
         self.delayDisplay("Generating the neonatal phantom")

@@ -18,7 +18,7 @@ pytest.importorskip("monai")
 from NeonatalClassifyLib import catalogue, models  # noqa: E402
 from NeonatalClassifyLib.cohort import read_cohort  # noqa: E402
 from NeonatalClassifyLib.inference import (  # noqa: E402
-    classify_t1, load_model, rois_from_files, write_classification_outputs)
+    classify_t1, load_model, rois_from_files)
 from NeonatalClassifyLib.slices import SliceSpec, extract_slices, slice_voxels  # noqa: E402
 from NeonatalClassifyLib.training import split_subjects, train  # noqa: E402
 

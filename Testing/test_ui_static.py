@@ -50,8 +50,8 @@ def test_checker_reports_unparsable_ui_and_missing_wrapper(tmp_path):
     no_wrapper = tmp_path / "plain.py"
     no_wrapper.write_text("class W:\n    def setup(self):\n        self.ui.applyButton.enabled = True\n")
     report = uicheck.check_files(DATA / "UI" / "good.ui", no_wrapper)
-    assert report.problems == [f"good.ui binds 4 widgets with SlicerParameterName but plain.py has no "
-                               f"@parameterNodeWrapper class"]
+    assert report.problems == ["good.ui binds 4 widgets with SlicerParameterName but plain.py has no "
+                               "@parameterNodeWrapper class"]
 
 
 @pytest.mark.parametrize("module", MODULES)

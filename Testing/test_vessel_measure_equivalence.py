@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import ndimage, optimize, signal
+from scipy import ndimage, optimize
 from scipy.ndimage import gaussian_filter1d
 from scipy.spatial import cKDTree
 

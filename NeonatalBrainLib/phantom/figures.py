@@ -75,7 +75,7 @@ def make_figures(out_dir, seed: int = 0, which=("swi", "t1", "injury", "presets"
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from . import PRESETS, InjurySpec, generate_phantom
+    from . import generate_phantom
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

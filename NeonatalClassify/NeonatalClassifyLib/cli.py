@@ -4,7 +4,6 @@ Heavy imports (torch, MONAI, SimpleITK registration) happen inside the handlers.
 """
 from __future__ import annotations
 
-import argparse
 import json
 
 

@@ -73,8 +73,6 @@ _ATLAS_CACHE: dict[tuple, list[_PreparedAtlasSubject]] = {}
 
 
 def _prepare_atlas(atlas: Atlas, params: RegistrationParameters) -> list[_PreparedAtlasSubject]:
-    import SimpleITK as sitk
-
     from NeonatalBrainLib.imageio import volume_to_sitk
 
     key = (atlas.checksum, params.affine_spacing_mm)

@@ -48,7 +48,7 @@ from NeonatalBrainLib.stats import roc as _roc
 
 from . import models as _models
 from .cohort import cohort_label_table, cohort_summary, read_cohort
-from .inference import CARD_NAME, CLASSES, WEIGHTS_NAME, aggregate, slice_probabilities
+from .inference import CARD_NAME, CLASSES, WEIGHTS_NAME, aggregate
 from .slices import ROI_SETS, SliceSpec, extract_slices
 
 DISCLAIMER = "Research use only; not a medical device; not for clinical use."
