@@ -440,6 +440,32 @@ def test_t1_instead_of_swi_is_refused(phantom):
         run_vessel_analysis(phantom.t1)
 
 
+def _centre_crop(vol: Volume, mm) -> Volume:
+    """The middle of ``vol``: ``mm`` (per voxel axis) around its centre voxel."""
+    c = np.array(vol.shape) // 2
+    half = np.round(np.asarray(mm, float) / 2 / vol.spacing_mm).astype(int)
+    box = tuple(slice(max(0, int(ci - h)), int(ci + h)) for ci, h in zip(c, half))
+    affine = vol.affine.copy()
+    affine[:3, 3] = vol.affine[:3, :3] @ np.array([b.start for b in box]) + vol.affine[:3, 3]
+    return Volume(np.ascontiguousarray(np.asarray(vol.array)[box]), affine)
+
+
+def test_t1_cropped_inside_the_head_is_refused_but_a_cropped_swi_is_not(phantom):
+    """No brain 15 mm deep: nibabel's real T1 crop (adult, 2 mm, around the ventricles) is
+    refused; the phantom's SWI cut in-plane, or as a 30 mm slab with air around it, is analysed."""
+    from pathlib import Path
+
+    import nibabel
+
+    real = Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
+    with pytest.raises(InputError, match="T1"):
+        run_vessel_analysis(load_volume(real))
+    run_vessel_analysis(_centre_crop(phantom.swi, (60, 60, 40)))
+    slab = [1000.0, 1000.0, 1000.0]
+    slab[int(np.argmax(np.abs(phantom.swi.affine[2, :3])))] = 30.0     # the voxel axis nearest S-I
+    run_vessel_analysis(_centre_crop(phantom.swi, slab))
+
+
 def test_cli_corrupt_file_and_no_partial_output(tmp_path, phantom_dir):
     from NeonatalBrainLib.cli import main
 

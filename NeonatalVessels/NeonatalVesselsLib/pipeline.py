@@ -348,6 +348,13 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
     tissue signal totalling more than 800 mm^3 mean dark CSF: veins are too thin to
     form such blobs after smoothing.  (A very large deep haemorrhage could also
     trigger it.)
+
+    A field of view cropped inside the head (no brain voxel 15 mm deep, and most of the
+    array's R-L and A-P faces not air, i.e. above 0.3 x the tissue signal: the head is cut
+    in-plane, not only a slab with air around it): a T1's dark ventricles then reach the
+    array border, so they are neither in the brain mask nor holes in it.  The deep region is
+    then the middle of the array, the voxels farther from its border than half the largest
+    such distance.  (``norm``, ``brain`` and ``depth_mm`` are in canonical R, A, S order.)
     """
     import cc3d
 
@@ -355,6 +362,11 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
 
     spacing = np.asarray(spacing, float)
     deep = depth_mm > 15.0
+    if deep.sum() < 100:
+        faces = [norm[0], norm[-1], norm[:, 0], norm[:, -1]]
+        if sum(int((f > 0.3).sum()) for f in faces) > 0.5 * sum(f.size for f in faces):
+            from_border = mk.brain_depth_mm(np.ones(depth_mm.shape, bool), spacing)
+            deep = from_border > 0.5 * float(from_border.max())
     if deep.sum() < 100:
         return
     # smoothing only where it is used: the deep region's box (+ the kernel's reach); the
