@@ -143,7 +143,13 @@ def _read_dicom_series(folder: Path):
         raise InputError(f"{folder}: folder holds {len(series)} DICOM series; give one series per folder")
     files = reader.GetGDCMSeriesFileNames(str(folder), series[0])
     reader.SetFileNames(files)
-    return reader.Execute()
+    reader.MetaDataDictionaryArrayUpdateOn()
+    image = reader.Execute()
+    # every image this product analyses is MR (SWI, T1): a CT or PET series is refused by name
+    modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else ""
+    if modality and modality.upper() != "MR":
+        raise InputError(f"{folder}: DICOM modality {modality}, not MR (an SWI or T1 series is expected)")
+    return image
 
 
 def load_volume(path: str | os.PathLike, name: str | None = None) -> Volume:

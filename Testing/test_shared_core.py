@@ -345,3 +345,28 @@ def test_real_files_shipped_in_wheels_are_refused_with_the_problem_named(tmp_pat
         out = tmp_path / path.name.replace(".", "_")
         assert main(["vessels", str(path), "--out", str(out)]) == 2
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_real_dicom_folders_from_pydicom_are_read_or_refused_by_name():
+    """pydicom's DICOMDIR test folders: a 7-slice MR series is read; a CT series is refused by its
+    modality; a folder holding three series is refused."""
+    import pydicom.data
+
+    root = Path(pydicom.data.get_testdata_file("MR_small.dcm")).parent / "dicomdirtests"
+    if not root.is_dir():
+        pytest.skip("pydicom's dicomdirtests folder is not in this install")
+    folder = root / "98892003" / "MR700"
+    mr = load_volume(folder, "SWI")
+    assert mr.shape == (16, 16, 7) and np.all(mr.spacing_mm > 0)
+    # the first slice along the slice normal, as pydicom reads it: position (LPS -> RAS) and pixels
+    slices = [pydicom.dcmread(f) for f in sorted(folder.iterdir())]
+    iop = np.array(slices[0].ImageOrientationPatient, float)
+    normal = np.cross(iop[:3], iop[3:])
+    first = min(slices, key=lambda d: float(normal @ np.array(d.ImagePositionPatient, float)))
+    np.testing.assert_allclose(mr.ijk_to_ras([[0, 0, 0]])[0],
+                               np.array(first.ImagePositionPatient, float) * [-1, -1, 1], atol=1e-4)
+    np.testing.assert_array_equal(np.asarray(mr.array)[:, :, 0], first.pixel_array.T)
+    with pytest.raises(InputError, match="DICOM modality CT, not MR"):
+        load_volume(root / "77654033" / "CT2", "SWI")
+    with pytest.raises(InputError, match="holds 3 DICOM series"):
+        load_volume(root / "98892003" / "MR2", "SWI")

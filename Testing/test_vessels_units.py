@@ -749,3 +749,10 @@ def test_overlay_slab_centres_take_the_slabs_richest_in_dmvs_without_overlap():
     assert centres.tolist() == [12, 30]      # slabs of 5 slices: 16 would overlap 12's, 28 or 32 30's
     fallback = overlay_slab_centres(np.zeros(40), np.arange(10, 30), slab_vox=4, n_slices=4)
     assert fallback.tolist() == [17, 20, 23, 26]   # no DMVs: evenly over 35-80 % of the brain
+
+
+def test_overlay_slab_centres_of_a_volume_thinner_than_one_slab():
+    from NeonatalVesselsLib.report import overlay_slab_centres
+
+    counts = np.array([0.0, 3.0, 9.0, 1.0, 0.0])      # 5 slices, a slab of 20
+    assert overlay_slab_centres(counts, np.arange(5), slab_vox=20, n_slices=4).tolist() == [2]

@@ -62,8 +62,11 @@ def overlay_slab_centres(dmv_voxels_per_slice: np.ndarray, brain_slices: np.ndar
     Without DMVs, evenly from 35 % to 80 % of the brain's extent (``brain_slices``: the slices
     holding brain)."""
     counts = np.asarray(dmv_voxels_per_slice, float)
-    width = 2 * (max(1, slab_vox) // 2) + 1
-    in_slab = np.convolve(counts, np.ones(width), mode="same")
+    half = max(1, slab_vox) // 2
+    width = 2 * half + 1
+    csum = np.concatenate([[0.0], np.cumsum(counts)])
+    k = np.arange(len(counts))
+    in_slab = csum[np.minimum(k + half + 1, len(counts))] - csum[np.maximum(k - half, 0)]   # slab sums
     taken: list[int] = []
     for k in np.lexsort((-counts, -in_slab)):
         if in_slab[k] <= 0 or len(taken) == n_slices:
