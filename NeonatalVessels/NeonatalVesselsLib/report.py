@@ -65,8 +65,8 @@ def overlay_slab_centres(dmv_voxels_per_slice: np.ndarray, brain_slices: np.ndar
     half = max(1, slab_vox) // 2
     width = 2 * half + 1
     csum = np.concatenate([[0.0], np.cumsum(counts)])
-    k = np.arange(len(counts))
-    in_slab = csum[np.minimum(k + half + 1, len(counts))] - csum[np.maximum(k - half, 0)]   # slab sums
+    centre = np.arange(len(counts))
+    in_slab = csum[np.minimum(centre + half + 1, len(counts))] - csum[np.maximum(centre - half, 0)]   # slab sums
     taken: list[int] = []
     for k in np.lexsort((-counts, -in_slab)):
         if in_slab[k] <= 0 or len(taken) == n_slices:
