@@ -756,3 +756,15 @@ def test_overlay_slab_centres_of_a_volume_thinner_than_one_slab():
 
     counts = np.array([0.0, 3.0, 9.0, 1.0, 0.0])      # 5 slices, a slab of 20
     assert overlay_slab_centres(counts, np.arange(5), slab_vox=20, n_slices=4).tolist() == [2]
+
+
+def test_voxels_per_axial_slice_match_the_radiological_view_in_any_storage_order():
+    from NeonatalBrainLib.imageio import radiological_axial_view
+    from NeonatalVesselsLib.report import _voxels_per_axial_slice
+
+    labels = np.random.default_rng(3).integers(0, 6, size=(7, 8, 9)).astype(np.uint8)
+    sagittal_inferior = np.array([[0, 0, 0.5, 0], [0.6, 0, 0, 0], [0, -2.0, 0, 0], [0, 0, 0, 1.0]])
+    for affine in (np.diag([0.5, 0.6, 2.0, 1.0]), np.diag([-0.5, -0.6, -2.0, 1.0]), sagittal_inferior):
+        view, _ = radiological_axial_view(labels, affine)
+        expected = np.isin(view, [1, 2, 3]).sum(axis=(1, 2))
+        assert np.array_equal(_voxels_per_axial_slice(labels, affine, [1, 2, 3]), expected)

@@ -102,7 +102,7 @@ def overlay_slabs(analysis, n_slices: int = 4) -> list[OverlaySlab]:
     slab_mm = float(analysis.provenance.get("parameters", {}).get("minip_slab_mm", 8.0))
     slab_vox = max(1, int(round(slab_mm / float(spacing[0]))))
     dmv_values = [value for value, name, _rgb in analysis.region_table if name.startswith("dmv_")]
-    dmv_per_slice = np.isin(reg, dmv_values).sum(axis=(1, 2))
+    dmv_per_slice = _voxels_per_axial_slice(analysis.region_labels.array, affine, dmv_values)
     centres = overlay_slab_centres(dmv_per_slice, np.flatnonzero(brain.any(axis=(1, 2))), slab_vox, n_slices)
     slabs = []
     for c in centres:
@@ -144,6 +144,20 @@ def _overlay_pngs(analysis, folder: Path, n_slices: int = 4) -> list[str]:
         plt.close(fig)
         names.append(name)
     return names
+
+
+def _voxels_per_axial_slice(labels: np.ndarray, affine: np.ndarray, values) -> np.ndarray:
+    """Voxels of ``labels`` (stored order) holding one of ``values``, per slice of
+    :func:`.imageio.radiological_axial_view` (inferior to superior).  Counted on the labelled
+    voxels of the stored array: the view is strided, and a whole-volume pass over it took
+    0.15 s on the benchmark volume against 0.03 s."""
+    stored = np.ascontiguousarray(labels)
+    perm, flip = canonical_axes(affine)
+    flat = stored.reshape(-1)
+    at = np.flatnonzero(flat)
+    slice_of = np.unravel_index(at[np.isin(flat[at], values)], stored.shape)[perm[2]]
+    counts = np.bincount(slice_of, minlength=stored.shape[perm[2]])
+    return counts[::-1] if flip[2] else counts
 
 
 def _slice_height_mm(affine: np.ndarray, view_shape, k: int) -> float:
