@@ -464,13 +464,14 @@ def _longest_per_piece(comp: np.ndarray, skel: np.ndarray, spacing: np.ndarray,
     graph = skeleton_graph(skel, spacing)
     chains = trace_vessels(graph, spacing, min_spur_mm=0.0, junction_angle_deg=junction_angle_deg)
     pieces = cc3d.connected_components(comp.astype(np.uint8), connectivity=26)
-    longest: dict[int, np.ndarray] = {}      # piece -> its longest chain (voxel indices)
+    longest: dict[int, tuple[float, np.ndarray]] = {}    # piece -> (length mm, its longest chain, voxel indices)
     for ch in chains:
         pts = graph.points[ch]
         k = int(pieces[tuple(pts[0])])
-        if k not in longest or cl.arc_length_mm(pts * spacing) > cl.arc_length_mm(longest[k] * spacing):
-            longest[k] = pts
-    return list(longest.values())
+        length = cl.arc_length_mm(pts * spacing)
+        if k not in longest or length > longest[k][0]:
+            longest[k] = (length, pts)
+    return [pts for _length, pts in longest.values()]
 
 
 def guided_pieces(guide_ijk: np.ndarray, comp: np.ndarray, spacing_mm, *, within_voxels: float = 1.0,
