@@ -334,6 +334,47 @@ def test_dmv_rule_keeps_clear_of_the_midline():
     assert classify_vessels({1: medial}, affine, rules=off, **kw)[1][0] == "dmv"   # the rule, not another one
 
 
+def test_dmv_rule_near_the_midline_takes_wall_anchored_radial_lines():
+    # 4-6 mm from the midline a line is a DMV only when it starts at the ventricle wall, runs
+    # radially and keeps clear of the midline: a vein rising from the roof of a ventricle whose
+    # medial wall is 3 mm from the midline, not the same line starting 7 mm above the roof
+    from scipy import ndimage
+
+    from NeonatalVesselsLib.regions import RegionRules, classify_vessels
+
+    shape, affine = (80, 60, 50), np.eye(4)
+    vent = np.zeros(shape, bool)
+    vent[15:30, 20:40, 10:20] = True        # medial wall at x = 15, midline x = 12; roof at z = 19
+    vdist = ndimage.distance_transform_edt(~vent).astype(np.float32)
+    rising = np.column_stack([np.full(25, 17.0), np.full(25, 30.0), np.linspace(20, 32, 25)])   # |dx| 5 mm
+    detached = rising + [0.0, 0.0, 7.0]
+    kw = dict(vent_dist_mm=vdist, depth_mm=np.full(shape, 30.0, np.float32), midline_x=12.0, foramen_y_mm=30.0)
+    assert classify_vessels({1: rising, 2: detached}, affine, **kw) == {1: ("dmv", "right"), 2: ("other", "right")}
+    off = RegionRules(dmv_near_midline_mm=None)
+    assert classify_vessels({1: rising}, affine, rules=off, **kw)[1][0] == "other"   # the exception, not another rule
+    assert classify_vessels({1: rising}, affine, rules=RegionRules(dmv_near_midline_clear_mm=5.5), **kw)[1][0] == "other"
+    assert classify_vessels({1: rising}, affine, rules=RegionRules(dmv_near_midline_min_radial=1.01), **kw)[1][0] == "other"
+
+
+def test_long_radial_dmv_needs_less_darkness_in_noise():
+    # on a noisy scan a long line running radially needs faint_dmv_darkness_noise_factor x the
+    # noise SD along it, a short or non-radial one dmv_darkness_noise_factor x
+    from NeonatalVesselsLib.pipeline import VesselParams, _dmv_min_darkness
+
+    line = lambda length_mm: np.column_stack([np.linspace(0, length_mm, 41), np.zeros(41), np.zeros(41)])
+    params = VesselParams()
+    need = _dmv_min_darkness(params, noise_sd=0.15)
+    assert need(line(10.0), 0.9) == pytest.approx(max(params.min_dmv_darkness, params.faint_dmv_darkness_noise_factor * 0.15))
+    assert need(line(10.0), 0.5) == pytest.approx(params.dmv_darkness_noise_factor * 0.15)
+    assert need(line(6.0), 0.9) == pytest.approx(params.dmv_darkness_noise_factor * 0.15)
+    assert need(line(10.0), 0.9) < need(line(6.0), 0.9)
+    # a quiet scan: the floor min_dmv_darkness for every line
+    quiet = _dmv_min_darkness(params, noise_sd=0.02)
+    assert quiet(line(10.0), 0.9) == quiet(line(6.0), 0.2) == params.min_dmv_darkness
+    off = _dmv_min_darkness(VesselParams(faint_dmv_darkness_noise_factor=0.0), noise_sd=0.15)
+    assert off(line(10.0), 0.9) == pytest.approx(params.dmv_darkness_noise_factor * 0.15)
+
+
 def test_dmv_rule_wants_deep_white_matter_away_from_the_wall():
     # a radial dark line whose middle lies < 5 mm from the brain surface or from CSF outside the
     # ventricles (cortex of a fold) and one whose middle lies < 2.5 mm from the ventricle

@@ -89,6 +89,11 @@ class VesselParams:
     min_vessel_keep_mm: float = 2.0    #: vessels shorter than this after joining are dropped as noise
     min_dmv_darkness: float = 0.08     #: a DMV's centreline is on average this much darker than tissue ...
     dmv_darkness_noise_factor: float = 1.2  #: ... and at least this x the image noise SD (noisy scans: stricter)
+    #: ... except a DMV at least faint_dmv_min_length_mm long running radially (radial >=
+    #: faint_dmv_min_radial), which needs this x the noise SD (0: off)
+    faint_dmv_darkness_noise_factor: float = 0.7
+    faint_dmv_min_length_mm: float = 8.0
+    faint_dmv_min_radial: float = 0.75
     merge_gap_mm: float = 2.0          #: collinear pieces with end gaps up to this are joined (0: off)
     merge_angle_deg: float = 20.0      #: max angle between the joined pieces' end directions
     merge_gap_angle_deg: float = 20.0  #: max angle between each end direction and the gap vector
@@ -640,20 +645,24 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     vent_idx = np.argwhere(ctx.ventricles[vbox]) + np.array([b.start for b in vbox])
     foramen_y = foramen_y_mm(vent_idx @ swi.affine[1, :3] + swi.affine[1, 3], params.rules.foramen_fraction)
     dmv_but_short: set[int] = set()     # seeds for the tracking below
+    radial: dict[int, float] = {}
     classes = classify_vessels(centrelines, swi.affine, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
                                midline_x=ctx.midline_x, foramen_y_mm=foramen_y, labels=ctx.labels,
-                               rules=params.rules, csf_dist_mm=ctx.csf_dist_mm, dmv_but_short=dmv_but_short)
+                               rules=params.rules, csf_dist_mm=ctx.csf_dist_mm, dmv_but_short=dmv_but_short,
+                               radial_out=radial)
     dmv_like = dmv_but_short | {vid for vid, (region, _) in classes.items() if region == "dmv"}
     # a DMV (and a named deep vein: thalamic, anterior caudate, internal cerebral) must be
     # long enough and clearly dark along its centreline; short faint pieces are noise (a DMV's
     # length is a region rule, already applied by classify_vessels)
     # a path picked through noise is dark by about one noise SD: the darkness a vein needs grows with the noise
     min_darkness = max(params.min_dmv_darkness, params.dmv_darkness_noise_factor * ctx.noise_sd)
+    dmv_min_darkness = _dmv_min_darkness(params, ctx.noise_sd)
     for vid, (region, side) in list(classes.items()):
         if region != "other":
             p = centrelines[vid]
             too_short = region != "dmv" and ms.cl.arc_length_mm(p) < params.min_named_vein_length_mm
-            if too_short or darkness(p) < min_darkness:
+            need = dmv_min_darkness(p, radial.get(vid, 0.0)) if region == "dmv" else min_darkness
+            if too_short or darkness(p) < need:
                 classes[vid] = ("other", side)
     for vid in kept.keys() & classes.keys():
         # a kept named vein is fitted whatever the rules now say (its kept class is set again
@@ -665,7 +674,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         # not for a given mask: what the user drew (or corrected) is measured as drawn
         seeds = {vid: centrelines[vid] for vid in sorted(dmv_like) if classes[vid][0] == "other"}
         labels = _grow_dmv_pieces(ctx, seeds, centrelines, classes, labels, box_affine, params, smooth=smooth,
-                                  darkness_of=darkness_of, min_darkness=min_darkness, foramen_y=foramen_y)
+                                  darkness_of=darkness_of, min_darkness=dmv_min_darkness, foramen_y=foramen_y)
     if params.dmv_join_gap_mm > 0 and not given_ids:
         # one DMV split into collinear pieces (at a junction with a noise branch, or by a
         # faint stretch) that each passed the DMV rules: join them so it counts once
@@ -801,10 +810,24 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         region_table=region_label_table(), provenance=provenance, swi=swi_in)
 
 
+def _dmv_min_darkness(params: VesselParams, noise_sd: float):
+    """(centreline, radial) -> the darkness a DMV needs along its centreline (``min_dmv_darkness``,
+    ``dmv_darkness_noise_factor``; ``faint_dmv_*`` for long radial lines)."""
+    usual = max(params.min_dmv_darkness, params.dmv_darkness_noise_factor * noise_sd)
+    faint = max(params.min_dmv_darkness, params.faint_dmv_darkness_noise_factor * noise_sd)
+
+    def need(points_ras: np.ndarray, radial: float) -> float:
+        if (params.faint_dmv_darkness_noise_factor > 0 and radial >= params.faint_dmv_min_radial
+                and ms.cl.arc_length_mm(points_ras) >= params.faint_dmv_min_length_mm):
+            return min(usual, faint)
+        return usual
+    return need
+
+
 def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: dict[int, np.ndarray],
                      classes: dict[int, tuple[str, str]],
                      labels: np.ndarray, box_affine: np.ndarray, params: VesselParams, *, smooth, darkness_of,
-                     min_darkness: float, foramen_y: float | None) -> np.ndarray:
+                     min_darkness, foramen_y: float | None) -> np.ndarray:
     """Grow ``seeds`` (``other`` pieces that the region rules would make DMVs but for their
     length, or that are too faint for the darkness rule) by minimum-intensity tracking.
 
@@ -855,9 +878,11 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
             line = min(parts, key=lambda q: float(np.min(np.linalg.norm(q - middle, axis=1))))
         grown[vid] = line
     depths: dict[int, tuple[float, float]] = {}     # median surface and tissue depth, as the DMV rules take them
+    radial: dict[int, float] = {}
     grown_classes = classify_vessels(grown, swi.affine, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
                                      midline_x=ctx.midline_x, foramen_y_mm=foramen_y, labels=ctx.labels,
-                                     rules=params.rules, csf_dist_mm=ctx.csf_dist_mm, median_depths=depths)
+                                     rules=params.rules, csf_dist_mm=ctx.csf_dist_mm, median_depths=depths,
+                                     radial_out=radial)
     candidates = {vid: p for vid, p in grown.items() if grown_classes[vid][0] == "dmv"
                   and (depths[vid][0] >= params.track_min_depth_mm or depths[vid][1] >= params.track_min_tissue_depth_mm)}
     dark = darkness_of(candidates)
@@ -871,7 +896,7 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
     accepted: dict[int, np.ndarray] = {}
     for vid in sorted(candidates, key=lambda v: (-ms.cl.arc_length_mm(candidates[v]), v)):
         p = candidates[vid]
-        if dark[vid] < min_darkness:
+        if dark[vid] < min_darkness(p, radial[vid]):
             continue
         tree = cKDTree(p)
         on_kept = np.zeros(len(p), bool)     # within 1 mm of any DMV kept

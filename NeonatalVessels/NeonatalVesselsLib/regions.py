@@ -26,8 +26,12 @@ Rules, applied in order (first match wins):
    interhemispheric fissure and the septal region, whose dark edges run radially from
    the ventricles' medial walls (1.8 % of the project phantom's true DMVs and 2.8 % of
    the independent phantom's lie nearer the midline than 6 mm; about half of the false
-   DMVs on the independent phantom did); and median tissue depth (distance to the brain
-   surface or to CSF outside the ventricles, whichever is nearer) >= ``dmv_min_depth_mm``:
+   DMVs on the independent phantom did) -- or, between ``dmv_near_midline_mm`` and that,
+   the line starts within ``dmv_near_midline_start_mm`` of the ventricle surface, runs
+   radially (``dmv_near_midline_min_radial``) and keeps ``dmv_near_midline_clear_mm`` from
+   the midline (a vein rising from the roof of a ventricle that lies near the midline);
+   and median tissue depth (distance to the brain surface or to CSF outside the
+   ventricles, whichever is nearer) >= ``dmv_min_depth_mm``:
    the deep medullary veins drain the deep white matter, whereas a dark line within a few
    mm of the surface is the cortex of a fold or a superficial medullary vein (without these
    two rules, on 22 cases of both phantoms, 2 of the 858 true DMVs found, 270 of them
@@ -78,6 +82,14 @@ class RegionRules:
     dmv_csf_clearance_mm: float = 4.0
     min_dmv_length_mm: float = 4.5
     dmv_midline_mm: float = 6.0
+    #: ... except that a line at a median |dx| of at least dmv_near_midline_mm that starts within
+    #: dmv_near_midline_start_mm of the ventricle surface, runs radially (radial >=
+    #: dmv_near_midline_min_radial) and keeps dmv_near_midline_clear_mm from the midline is a
+    #: DMV (None: off)
+    dmv_near_midline_mm: float | None = 4.0
+    dmv_near_midline_start_mm: float = 5.0
+    dmv_near_midline_min_radial: float = 0.85
+    dmv_near_midline_clear_mm: float = 2.0
     dmv_min_depth_mm: float = 5.0       #: DMV median distance to the brain surface or CSF outside the ventricles (mm), at least
     dmv_min_vent_dist_mm: float = 2.5   #: DMV median distance to the ventricle surface (mm), at least
     wall_mm: float = 3.5
@@ -101,13 +113,15 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
                      labels: np.ndarray | None = None, rules: RegionRules | None = None,
                      csf_dist_mm: np.ndarray | None = None,
                      dmv_but_short: set[int] | None = None,
-                     median_depths: dict[int, tuple[float, float]] | None = None) -> dict[int, tuple[str, str]]:
+                     median_depths: dict[int, tuple[float, float]] | None = None,
+                     radial_out: dict[int, float] | None = None) -> dict[int, tuple[str, str]]:
     """vessel id -> (region, side) by the rules of the module docstring.
 
     ``dmv_but_short``: when given, receives the ids of the vessels that pass every DMV rule
     but ``rules.min_dmv_length_mm`` (those a DMV length of 0 would make DMVs).
     ``median_depths``: when given, receives for every vessel judged by the DMV rules (every
     ``dmv``) its median depth below the brain surface and median tissue depth (mm).
+    ``radial_out``: when given, receives every such vessel's ``radial``.
     """
     rules = rules or RegionRules()
     inv = np.linalg.inv(affine)
@@ -148,8 +162,14 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
             tissue_depth = dp if csf is None else np.minimum(dp, csf)   # nearer of brain surface and CSF
             if median_depths is not None:
                 median_depths[vid] = (float(_median(dp)), float(_median(tissue_depth)))
+            if radial_out is not None:
+                radial_out[vid] = radial
+            near_midline_dmv = (rules.dmv_near_midline_mm is not None and abs(med_dx) >= rules.dmv_near_midline_mm
+                                and vd.min() <= rules.dmv_near_midline_start_mm
+                                and radial >= rules.dmv_near_midline_min_radial
+                                and float(np.abs(dx).min()) >= rules.dmv_near_midline_clear_mm)
             dmv_like = (radial >= rules.min_radial and vd.min() <= rules.dmv_start_mm
-                        and abs(med_dx) >= rules.dmv_midline_mm
+                        and (abs(med_dx) >= rules.dmv_midline_mm or near_midline_dmv)
                         and _median(tissue_depth) >= rules.dmv_min_depth_mm
                         and _median(vd) >= rules.dmv_min_vent_dist_mm
                         and (csf is None or _median(csf) >= rules.dmv_csf_clearance_mm))
