@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -810,7 +810,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         region_table=region_label_table(), provenance=provenance, swi=swi_in)
 
 
-def _dmv_min_darkness(params: VesselParams, noise_sd: float):
+def _dmv_min_darkness(params: VesselParams, noise_sd: float) -> Callable[[np.ndarray, float], float]:
     """(centreline, radial) -> the darkness a DMV needs along its centreline (``min_dmv_darkness``,
     ``dmv_darkness_noise_factor``; ``faint_dmv_*`` for long radial lines)."""
     usual = max(params.min_dmv_darkness, params.dmv_darkness_noise_factor * noise_sd)
@@ -827,7 +827,7 @@ def _dmv_min_darkness(params: VesselParams, noise_sd: float):
 def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: dict[int, np.ndarray],
                      classes: dict[int, tuple[str, str]],
                      labels: np.ndarray, box_affine: np.ndarray, params: VesselParams, *, smooth, darkness_of,
-                     min_darkness, foramen_y: float | None) -> np.ndarray:
+                     min_darkness: Callable[[np.ndarray, float], float], foramen_y: float | None) -> np.ndarray:
     """Grow ``seeds`` (``other`` pieces that the region rules would make DMVs but for their
     length, or that are too faint for the darkness rule) by minimum-intensity tracking.
 
