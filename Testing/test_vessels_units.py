@@ -788,6 +788,9 @@ def test_overlay_slab_centres_take_the_slabs_richest_in_dmvs_without_overlap():
     counts[30] = 20                          # a second group: its slab is centred on it
     centres = overlay_slab_centres(counts, np.arange(5, 38), slab_vox=4, n_slices=4)
     assert centres.tolist() == [12, 30]      # slabs of 5 slices: 16 would overlap 12's, 28 or 32 30's
+    counts[36] = 4                           # 4 of the richest slab's 100 DMV voxels: not worth a picture
+    assert overlay_slab_centres(counts, np.arange(5, 38), slab_vox=4, n_slices=4).tolist() == [12, 30]
+    assert overlay_slab_centres(counts, np.arange(5, 38), slab_vox=4, n_slices=4, min_share=0.0).tolist() == [12, 30, 36]
     fallback = overlay_slab_centres(np.zeros(40), np.arange(10, 30), slab_vox=4, n_slices=4)
     assert fallback.tolist() == [17, 20, 23, 26]   # no DMVs: evenly over 35-80 % of the brain
 

@@ -54,13 +54,14 @@ def centerlines_frame(centerlines: dict[int, np.ndarray]) -> pd.DataFrame:
 
 
 def overlay_slab_centres(dmv_voxels_per_slice: np.ndarray, brain_slices: np.ndarray, slab_vox: int,
-                         n_slices: int) -> np.ndarray:
+                         n_slices: int, min_share: float = 0.05) -> np.ndarray:
     """Centre slices (increasing) of up to ``n_slices`` minIP slabs to show, a slab being the
     ``2 * (slab_vox // 2) + 1`` slices around its centre (as :func:`overlay_slabs` takes it):
     greedily the slab holding the most DMV voxels (``dmv_voxels_per_slice[k]``: the count in
-    slice ``k``; ties: the most in the centre slice), then the best not overlapping those taken.
-    Without DMVs, evenly from 35 % to 80 % of the brain's extent (``brain_slices``: the slices
-    holding brain)."""
+    slice ``k``; ties: the most in the centre slice), then the best not overlapping those taken,
+    as long as it holds at least ``min_share`` of the first one's DMV voxels (a slab grazing
+    the DMVs' end shows nothing to read).  Without DMVs, evenly from 35 % to 80 % of the brain's
+    extent (``brain_slices``: the slices holding brain)."""
     counts = np.asarray(dmv_voxels_per_slice, float)
     half = max(1, slab_vox) // 2
     width = 2 * half + 1
@@ -69,7 +70,7 @@ def overlay_slab_centres(dmv_voxels_per_slice: np.ndarray, brain_slices: np.ndar
     in_slab = csum[np.minimum(centre + half + 1, len(counts))] - csum[np.maximum(centre - half, 0)]   # slab sums
     taken: list[int] = []
     for k in np.lexsort((-counts, -in_slab)):
-        if in_slab[k] <= 0 or len(taken) == n_slices:
+        if in_slab[k] <= 0 or len(taken) == n_slices or (taken and in_slab[k] < min_share * in_slab[taken[0]]):
             break
         if all(abs(int(k) - t) >= width for t in taken):
             taken.append(int(k))
