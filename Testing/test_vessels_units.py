@@ -361,7 +361,9 @@ def test_long_radial_dmv_needs_less_darkness_in_noise():
     # noise SD along it, a short or non-radial one dmv_darkness_noise_factor x
     from NeonatalVesselsLib.pipeline import VesselParams, _dmv_min_darkness
 
-    line = lambda length_mm: np.column_stack([np.linspace(0, length_mm, 41), np.zeros(41), np.zeros(41)])
+    def line(length_mm):
+        return np.column_stack([np.linspace(0, length_mm, 41), np.zeros(41), np.zeros(41)])
+
     params = VesselParams()
     need = _dmv_min_darkness(params, noise_sd=0.15)
     assert need(line(10.0), 0.9) == pytest.approx(max(params.min_dmv_darkness, params.faint_dmv_darkness_noise_factor * 0.15))
