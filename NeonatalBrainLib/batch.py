@@ -166,6 +166,11 @@ def check_settings(out_dir: str | os.PathLike, settings: dict) -> None:
     if stored is not None:
         if stored != wanted:
             diff = sorted(_differences(stored, wanted))
+            new = sorted(_only_in(wanted, stored))
+            if new:     # settings this program has and the record lacks: another version started it
+                raise ValueError(f"batch folder {out_dir} was started by another version of this program "
+                                 f"(settings it did not have: {', '.join(new[:10])}{' ...' if len(new) > 10 else ''}); "
+                                 f"finish it with that version, or use a new output folder")
             raise ValueError(f"batch folder {out_dir} was started with other settings (different: "
                              f"{', '.join(diff[:10])}{' ...' if len(diff) > 10 else ''}); resume it with the "
                              f"settings in {path.name}, or use a new output folder")
@@ -173,6 +178,17 @@ def check_settings(out_dir: str | os.PathLike, settings: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(wanted, indent=1, sort_keys=True))
     os.replace(tmp, path)
+
+
+def _only_in(a, b, prefix: str = "") -> list[str]:
+    """Dotted names of the entries of mapping ``a`` that mapping ``b`` lacks."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return []
+    out = []
+    for key in a:
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out += _only_in(a[key], b[key], name) if key in b else [name]
+    return out
 
 
 def _differences(a, b, prefix: str = "") -> list[str]:

@@ -582,6 +582,13 @@ def test_run_batch_refuses_to_resume_with_other_settings(tmp_path):
         run_batch([("c1", "2"), ("c2", "3")], _square_worker, tmp_path, executor=ThreadPoolExecutor(1),
                   settings=other)
     assert not (tmp_path / "c2").exists()      # refused before any case ran
+    # a later version with a setting the record lacks: the message names it and the version, since
+    # resuming "with the settings in batch_settings.json" cannot remove a setting
+    newer = {"analysis": "square", "parameters": {"scale": [1.0, 2.0], "rules": {"depth_mm": 5.0, "width_mm": 1.0}}}
+    with pytest.raises(ValueError, match=r"started by another version .*settings it did not have: parameters\.rules\.width_mm"):
+        run_batch([("c1", "2"), ("c2", "3")], _square_worker, tmp_path, executor=ThreadPoolExecutor(1),
+                  settings=newer)
+    assert not (tmp_path / "c2").exists()
     res = run_batch([("c1", "2"), ("c2", "3")], _square_worker, tmp_path, executor=ThreadPoolExecutor(1),
                     settings=json.loads(json.dumps(settings)))
     assert {r["case_id"]: r["status"] for r in res} == {"c1": "skipped", "c2": "done"}
