@@ -159,36 +159,27 @@ def read_settings(out_dir: str | os.PathLike) -> dict | None:
 
 def check_settings(out_dir: str | os.PathLike, settings: dict) -> None:
     """Record ``settings`` (JSON-serialisable) in ``out_dir/batch_settings.json``, or, when a
-    record is there, raise ValueError naming the settings that differ from it."""
+    record is there, raise ValueError naming the settings that differ from it (and, when their
+    ``version`` entries differ, the two versions: each version has its own set of settings)."""
     path = Path(out_dir) / SETTINGS_FILE
     wanted = json.loads(json.dumps(settings))       # as stored: tuples become lists
     stored = read_settings(out_dir)
     if stored is not None:
         if stored != wanted:
             diff = sorted(_differences(stored, wanted))
-            new = sorted(_only_in(wanted, stored))
-            if new:     # settings this program has and the record lacks: another version started it
-                raise ValueError(f"batch folder {out_dir} was started by another version of this program "
-                                 f"(settings it did not have: {', '.join(new[:10])}{' ...' if len(new) > 10 else ''}); "
-                                 f"finish it with that version, or use a new output folder")
-            raise ValueError(f"batch folder {out_dir} was started with other settings (different: "
-                             f"{', '.join(diff[:10])}{' ...' if len(diff) > 10 else ''}); resume it with the "
-                             f"settings in {path.name}, or use a new output folder")
+            listed = ", ".join(diff[:10]) + (" ..." if len(diff) > 10 else "")
+            if isinstance(stored, dict) and "version" in stored and "version" in wanted \
+                    and stored["version"] != wanted["version"]:
+                # another version's settings cannot be given to this one (it may lack or add settings)
+                raise ValueError(f"batch folder {out_dir} was started by version {stored['version']} of this "
+                                 f"program, this is {wanted['version']}: finish it with that version, or use a "
+                                 f"new output folder (different: {listed})")
+            raise ValueError(f"batch folder {out_dir} was started with other settings (different: {listed}); "
+                             f"resume it with the settings in {path.name}, or use a new output folder")
         return
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(wanted, indent=1, sort_keys=True))
     os.replace(tmp, path)
-
-
-def _only_in(a, b, prefix: str = "") -> list[str]:
-    """Dotted names of the entries of mapping ``a`` that mapping ``b`` lacks."""
-    if not (isinstance(a, dict) and isinstance(b, dict)):
-        return []
-    out = []
-    for key in a:
-        name = f"{prefix}.{key}" if prefix else str(key)
-        out += _only_in(a[key], b[key], name) if key in b else [name]
-    return out
 
 
 def _differences(a, b, prefix: str = "") -> list[str]:

@@ -582,10 +582,16 @@ def test_run_batch_refuses_to_resume_with_other_settings(tmp_path):
         run_batch([("c1", "2"), ("c2", "3")], _square_worker, tmp_path, executor=ThreadPoolExecutor(1),
                   settings=other)
     assert not (tmp_path / "c2").exists()      # refused before any case ran
-    # a later version with a setting the record lacks: the message names it and the version, since
-    # resuming "with the settings in batch_settings.json" cannot remove a setting
-    newer = {"analysis": "square", "parameters": {"scale": [1.0, 2.0], "rules": {"depth_mm": 5.0, "width_mm": 1.0}}}
-    with pytest.raises(ValueError, match=r"started by another version .*settings it did not have: parameters\.rules\.width_mm"):
+    # a folder started by another version: the message names both versions (resuming "with the
+    # recorded settings" cannot remove a setting the newer version has)
+    run_batch([], _square_worker, tmp_path / "v1", executor=ThreadPoolExecutor(1), settings={**settings, "version": "1.0"})
+    newer = {"analysis": "square", "version": "1.1",
+             "parameters": {"scale": [1.0, 2.0], "rules": {"depth_mm": 5.0, "width_mm": 1.0}}}
+    with pytest.raises(ValueError, match=r"started by version 1\.0 of this program, this is 1\.1.*parameters\.rules\.width_mm"):
+        run_batch([("c1", "2"), ("c2", "3")], _square_worker, tmp_path / "v1", executor=ThreadPoolExecutor(1),
+                  settings=newer)
+    assert not (tmp_path / "v1" / "c2").exists()
+    with pytest.raises(ValueError, match=r"other settings \(different: parameters\.rules\.width_mm, version\)"):
         run_batch([("c1", "2"), ("c2", "3")], _square_worker, tmp_path, executor=ThreadPoolExecutor(1),
                   settings=newer)
     assert not (tmp_path / "c2").exists()
