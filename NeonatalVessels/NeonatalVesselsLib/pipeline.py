@@ -655,13 +655,13 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     # long enough and clearly dark along its centreline; short faint pieces are noise (a DMV's
     # length is a region rule, already applied by classify_vessels)
     # a path picked through noise is dark by about one noise SD: the darkness a vein needs grows with the noise
-    min_darkness = max(params.min_dmv_darkness, params.dmv_darkness_noise_factor * ctx.noise_sd)
+    min_darkness = _darkness_needed(params, ctx.noise_sd, params.dmv_darkness_noise_factor)
     dmv_min_darkness = _dmv_min_darkness(params, ctx.noise_sd)
     for vid, (region, side) in list(classes.items()):
         if region != "other":
             p = centrelines[vid]
             too_short = region != "dmv" and ms.cl.arc_length_mm(p) < params.min_named_vein_length_mm
-            need = dmv_min_darkness(p, radial.get(vid, 0.0)) if region == "dmv" else min_darkness
+            need = dmv_min_darkness(p, radial[vid]) if region == "dmv" else min_darkness
             if too_short or darkness(p) < need:
                 classes[vid] = ("other", side)
     for vid in kept.keys() & classes.keys():
@@ -810,11 +810,17 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         region_table=region_label_table(), provenance=provenance, swi=swi_in)
 
 
+def _darkness_needed(params: VesselParams, noise_sd: float, noise_factor: float) -> float:
+    """max(``min_dmv_darkness``, ``noise_factor`` x the noise SD): the mean darkness along a
+    centreline (1 - normalised intensity) a vein needs."""
+    return max(params.min_dmv_darkness, noise_factor * noise_sd)
+
+
 def _dmv_min_darkness(params: VesselParams, noise_sd: float) -> Callable[[np.ndarray, float], float]:
     """(centreline, radial) -> the darkness a DMV needs along its centreline (``min_dmv_darkness``,
     ``dmv_darkness_noise_factor``; ``faint_dmv_*`` for long radial lines)."""
-    usual = max(params.min_dmv_darkness, params.dmv_darkness_noise_factor * noise_sd)
-    faint = max(params.min_dmv_darkness, params.faint_dmv_darkness_noise_factor * noise_sd)
+    usual = _darkness_needed(params, noise_sd, params.dmv_darkness_noise_factor)
+    faint = _darkness_needed(params, noise_sd, params.faint_dmv_darkness_noise_factor)
 
     def need(points_ras: np.ndarray, radial: float) -> float:
         if (params.faint_dmv_darkness_noise_factor > 0 and radial >= params.faint_dmv_min_radial
