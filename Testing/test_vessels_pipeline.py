@@ -123,9 +123,13 @@ def test_wide_pieces_over_the_caudate_head_are_not_anterior_caudate_veins():
     truth = {v["region"] for v in ph.vessels}
     assert "anterior_caudate" in truth
     # (the rule judges the fitted diameter; with faint_fit_relative_contrast = 0 that is also the
-    # width reported, which the loose run shows)
+    # width reported, which the loose run shows; the loose run fits the anterior caudate pieces
+    # without leaving the ventricle out, as before the wall fit was theirs too, and without the
+    # flank rule, which also refuses such pieces)
     loose = run_vessel_analysis(ph.swi, params=VesselParams(max_anterior_caudate_width_mm=9.0,
-                                                            faint_fit_relative_contrast=0.0))
+                                                            faint_fit_relative_contrast=0.0,
+                                                            wall_fit_regions=("thalamic",),
+                                                            min_wall_vein_flank_contrast=0.0))
     acv = loose.vessels[loose.vessels["region"] == "anterior_caudate"]
     assert (acv["width_mm"] > 1.5).any()
     default = run_vessel_analysis(ph.swi)
@@ -134,6 +138,39 @@ def test_wide_pieces_over_the_caudate_head_are_not_anterior_caudate_veins():
     for side in ("left", "right"):
         w = default.summary[f"anterior_caudate_vein_width_mm_{side}"]
         assert w is None or w <= 1.5
+
+
+def test_wall_veins_are_darker_than_both_flanks():
+    # isotropic seed 3: without the flank rule an 11 mm line along the left caudate head that lies
+    # on no vein (flank contrast 0.01) was an anterior caudate vein and pulled the left width to
+    # 0.84 mm; with it, every thalamic / anterior caudate piece lies on a true wall vein, and both
+    # anterior caudate veins are measured (with the plain fit, before the wall fit was theirs, the
+    # left one was not)
+    from scipy.spatial import cKDTree
+
+    from NeonatalBrainLib.phantom import generate_phantom
+    from NeonatalVesselsLib.pipeline import VesselParams
+
+    ph = generate_phantom(seed=3, preset="isotropic", modalities=("swi",))
+    any_vein = cKDTree(np.vstack([np.asarray(v["centerline_ras_mm"]) for v in ph.vessels]))
+    wall_vein = cKDTree(np.vstack([np.asarray(v["centerline_ras_mm"]) for v in ph.vessels
+                                   if v["region"] in ("thalamic", "anterior_caudate")]))
+
+    def on(tree, points):
+        return float(np.mean(tree.query(points)[0] <= 1.0))
+
+    def wall_pieces(a):
+        rows = a.vessels[a.vessels["region"].isin(["thalamic", "anterior_caudate"])]
+        return [a.centerlines[int(v)] for v in rows["vessel_id"]]
+
+    off = run_vessel_analysis(ph.swi, params=VesselParams(min_wall_vein_flank_contrast=0.0))
+    assert any(on(any_vein, p) < 0.5 for p in wall_pieces(off))
+    default = run_vessel_analysis(ph.swi)
+    pieces = wall_pieces(default)
+    assert len(pieces) >= 4 and all(on(wall_vein, p) >= 0.5 for p in pieces)
+    for side in ("left", "right"):
+        assert default.summary[f"anterior_caudate_vein_width_mm_{side}"] is not None
+    assert default.summary["anterior_caudate_vein_width_mm_left"] != off.summary["anterior_caudate_vein_width_mm_left"]
 
 
 def test_numbers_against_phantom_truth(analysis, phantom_dir):

@@ -137,6 +137,30 @@ def test_width_fit_of_a_wall_vein_leaves_out_the_ventricle_and_the_sloping_backg
     assert ms.fit_width(img, affine, pts, exclude=np.ones_like(img)) is None
 
 
+def test_flank_contrast_of_a_vein_beside_the_ventricle_and_of_a_grey_matter_edge():
+    # a 1 mm vein (contrast 0.5) with the bright ventricle 1.6 mm beside its axis: darker than the
+    # tissue all round it; the same line along the border of a darker region (grey matter at 0.85
+    # of white matter, the line 0.3 mm inside it) has that region on one side: ~0
+    sp = (0.5, 0.5, 0.5)
+    affine = np.diag([*sp, 1.0])
+    pts = cl.resample_polyline(np.array([[4.0, 10.15, 7.34], [16.0, 9.85, 7.56]]), 0.25)
+    vein = tube_image((40, 40, 30), sp, (2, 10.2, 7.3), (18, 9.8, 7.6), 1.0, contrast=0.5, noise=0.02)
+    y_mm = (np.arange(40) * 0.5)[None, :, None]
+    vein = np.where(np.broadcast_to(y_mm >= 11.6, vein.shape), 1.7, vein).astype(np.float32)
+    edge = np.broadcast_to(np.where(y_mm < 10.3, 0.85, 1.0), vein.shape).astype(np.float32)
+    edge = edge + np.random.default_rng(1).normal(0, 0.02, edge.shape).astype(np.float32)
+    inv = np.linalg.inv(affine)
+    got = ms.flank_contrast(vein, inv, {1: pts}) | ms.flank_contrast(edge, inv, {2: pts})
+    assert 0.25 < got[1] < 0.5             # blurred by the voxels: the centre voxel is partly tissue
+    assert abs(got[2]) < 0.03
+    assert got[2] < pl.VesselParams().min_wall_vein_flank_contrast < got[1]
+    # the median over the points: a stretch off the vein does not decide
+    off = pts.copy()
+    off[:8, 1] -= 2.0
+    assert ms.flank_contrast(vein, inv, {1: off})[1] > 0.25
+    assert ms.flank_contrast(vein, inv, {3: pts[:1]}) == {3: 0.0}
+
+
 def test_split_at_bends_cuts_a_v_of_two_veins_not_a_gentle_arc():
     t = np.linspace(0, 1, 81)[:, None]
     arm1 = np.array([0.0, 0, 0]) + t * [10.0, 10, 0]          # 14 mm, 45 degrees

@@ -124,14 +124,21 @@ class VesselParams:
     #: as an unresolved one (:func:`.measure.finalize_widths`); 0: off
     faint_fit_relative_contrast: float = 0.6
     #: veins of these regions lie against the ventricle between structures of different signal (the
-    #: thalamostriate vein in the caudothalamic groove): their width fits leave the ventricle's pixels
-    #: out and remove a background plane (:func:`measure.fit_width` ``exclude``, ``detrend``)
-    wall_fit_regions: tuple[str, ...] = ("thalamic",)
+    #: thalamostriate vein in the caudothalamic groove, the anterior caudate veins over the caudate
+    #: head): their width fits leave the ventricle's pixels out and remove a background plane
+    #: (:func:`measure.fit_width` ``exclude``, ``detrend``)
+    wall_fit_regions: tuple[str, ...] = ("thalamic", "anterior_caudate")
     max_wall_vein_width_mm: float = 2.2  #: wider (or fit at its search limit) wall pieces are not thalamic / anterior caudate veins
     #: anterior caudate veins are small tributaries of the thalamostriate vein: wider pieces over the
     #: caudate head are its edge or the thalamostriate vein (45 phantoms: every reported one wider than
     #: this measured 1.55-2.19 mm against true 0.81-0.93 mm)
     max_anterior_caudate_width_mm: float = 1.5
+    #: a thalamic / anterior caudate vein is darker than the darker side of its surroundings by at
+    #: least this (fraction of tissue; :func:`.measure.flank_contrast`: lower quartile of a ring of
+    #: 1.5 mm in the normal plane, median along the line): a line along the edge of the caudate or
+    #: thalamus has the darker grey matter on one side (~0); 0: off
+    min_wall_vein_flank_contrast: float = 0.06
+    wall_vein_flank_radius_mm: float = 1.5  #: radius of that ring: this or the fitted diameter, whichever is larger
     centreline_step_mm: float = 0.25   #: centreline point spacing (mm)
     #: further Gaussian smoothing (sigma along the arc, mm) of the centreline for the tortuosity and the
     #: curvature (not the length): the voxel-scale wiggle of a traced centreline read straight DMVs too
@@ -727,6 +734,13 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     # phantom), except the anterior caudate veins' size limit, which takes the reported width: the
     # reported width of a faint resolved fit is that of its dark area (faint_fit_relative_contrast)
     fit_widths = ms.finalize_widths(fits, c_subj)
+    flank: dict[int, float] = {}
+    if params.min_wall_vein_flank_contrast > 0:
+        for n, vid in enumerate(ids):
+            if classes[vid][0] in ("thalamic", "anterior_caudate"):
+                # the ring clear of the vein's own blurred edge: at least one fitted diameter out
+                radius = max(params.wall_vein_flank_radius_mm, fit_widths[n])
+                flank[vid] = ms.flank_contrast(ctx.norm, inv, {vid: centrelines[vid]}, radius_mm=radius)[vid]
     widths = ms.finalize_widths(fits, c_subj, faint_fraction=params.faint_fit_relative_contrast)
     for n, vid in enumerate(ids):
         region = classes[vid][0]
@@ -739,8 +753,9 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             classes[vid] = ("other", classes[vid][1])
         elif region in ("thalamic", "anterior_caudate") and not (
                 fit_widths[n] <= params.max_wall_vein_width_mm and fits[n].within_bounds
-                and (region == "thalamic" or widths[n] <= params.max_anterior_caudate_width_mm)):
-            # a broad dark band along the ventricle wall (deep grey matter edge), not a vein
+                and (region == "thalamic" or widths[n] <= params.max_anterior_caudate_width_mm)
+                and flank.get(vid, np.inf) >= params.min_wall_vein_flank_contrast):
+            # a broad dark band along the ventricle wall or the edge of deep grey matter, not a vein
             classes[vid] = ("other", classes[vid][1])
     for vid in kept.keys() & classes.keys():
         classes[vid] = kept[vid][1]

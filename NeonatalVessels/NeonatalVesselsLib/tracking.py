@@ -27,15 +27,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .measure import normal_bases
 from .skeleton import _end_direction
-
-
-def _basis(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two unit normals (n, 3) of the unit directions ``d`` (n, 3)."""
-    ref = np.where(np.abs(d[:, 2:3]) < 0.9, np.array([[0.0, 0.0, 1.0]]), np.array([[1.0, 0.0, 0.0]]))
-    u = np.cross(d, ref)
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
-    return u, np.cross(d, u)
 
 
 def _disk(radius_mm: float, step_mm: float) -> np.ndarray:
@@ -102,7 +95,7 @@ def track_extensions(image: np.ndarray, affine: np.ndarray, seeds: dict[int, np.
         if len(idx) == 0:
             break
         d = dirs[idx]
-        u, v = _basis(d)
+        u, v = normal_bases(d)
         ahead = pos[idx] + step_mm * d
         cand = ahead[:, None, :] + disk[:, 0, None] * u[:, None, :] + disk[:, 1, None] * v[:, None, :]
         vals = sample(cand, image) + bias
