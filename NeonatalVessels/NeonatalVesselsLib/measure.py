@@ -115,40 +115,37 @@ def normal_bases(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return u, np.cross(d, u)
 
 
-def flank_contrast(image: np.ndarray, inv_affine: np.ndarray, lines: dict[int, np.ndarray], *,
-                   radius_mm: float = 1.5, quantile: float = 0.25, n_ring: int = 12) -> dict[int, float]:
-    """How much darker each polyline is than the darker side of its surroundings (image units).
+def flank_contrast(image: np.ndarray, inv_affine: np.ndarray, points_ras: np.ndarray, *,
+                   radius_mm: float = 1.5, quantile: float = 0.25, n_ring: int = 12) -> float:
+    """How much darker a polyline is than the darker side of its surroundings (image units).
 
-    At every point (RAS mm) of a line: the ``quantile`` of the image on a ring of ``n_ring``
+    At every point (RAS mm) of the line: the ``quantile`` of the image on a ring of ``n_ring``
     points at ``radius_mm`` in the plane normal to the line, minus the image at the point
     (trilinear, nearest value beyond the border); the result is the median over the line's
     points.  A vein is darker than the tissue all round it, so even the darker quarter of
     the ring is brighter; a line traced along the edge of a darker region (the caudate's
     or the thalamus' border with white matter, the grey rim of a ventricle) has that
-    region on one side, and its flank contrast is ~0.  Lines of fewer than 2 points: 0.
+    region on one side, and its flank contrast is ~0.  A line of fewer than 2 points: 0.
     """
-    out: dict[int, float] = {}
+    p = np.asarray(points_ras, float)
+    if len(p) < 2:
+        return 0.0
     angles = np.linspace(0.0, 2.0 * np.pi, n_ring, endpoint=False)
     ring = radius_mm * np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    rot, shift = inv_affine[:3, :3].T, inv_affine[:3, 3]
-    for vid, p in lines.items():
-        p = np.asarray(p, float)
-        if len(p) < 2:
-            out[vid] = 0.0
-            continue
-        t = np.gradient(p, axis=0)
-        t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-        u, v = normal_bases(t)
-        pts = np.concatenate([p[:, None, :], p[:, None, :] + ring[:, 0, None] * u[:, None, :]
-                              + ring[:, 1, None] * v[:, None, :]], axis=1)        # (n, 1 + n_ring, 3)
-        vals = ndimage.map_coordinates(image, (pts.reshape(-1, 3) @ rot + shift).T, order=1,
-                                       mode="nearest").reshape(pts.shape[:2])
-        out[vid] = float(np.median(np.quantile(vals[:, 1:], quantile, axis=1) - vals[:, 0]))
-    return out
+    t = np.gradient(p, axis=0)
+    t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+    u, v = normal_bases(t)
+    pts = np.concatenate([p[:, None, :], p[:, None, :] + ring[:, 0, None] * u[:, None, :]
+                          + ring[:, 1, None] * v[:, None, :]], axis=1)        # (n, 1 + n_ring, 3)
+    ijk = pts.reshape(-1, 3) @ inv_affine[:3, :3].T + inv_affine[:3, 3]
+    vals = ndimage.map_coordinates(image, ijk.T, order=1, mode="nearest").reshape(pts.shape[:2])
+    return float(np.median(np.quantile(vals[:, 1:], quantile, axis=1) - vals[:, 0]))
 
 
 def _normal_basis(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit normal ``u = t x ref / |t x ref|`` and ``v = t x u`` of the unit tangent ``t``.
+    """Unit normal ``u = t x ref / |t x ref|`` and ``v = t x u`` of the unit tangent ``t``
+    (:func:`normal_bases` for one direction, in the scalar arithmetic the width fit's
+    reference implementation reproduces).
 
     ``ref`` is the z axis, or the x axis where ``|t_z| >= 0.9``.  The cross products are
     written out on floats (the same operations as ``np.cross``).

@@ -740,7 +740,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             if classes[vid][0] in ("thalamic", "anterior_caudate"):
                 # the ring clear of the vein's own blurred edge: at least one fitted diameter out
                 radius = max(params.wall_vein_flank_radius_mm, fit_widths[n])
-                flank[vid] = ms.flank_contrast(ctx.norm, inv, {vid: centrelines[vid]}, radius_mm=radius)[vid]
+                flank[vid] = ms.flank_contrast(ctx.norm, inv, centrelines[vid], radius_mm=radius)
     widths = ms.finalize_widths(fits, c_subj, faint_fraction=params.faint_fit_relative_contrast)
     for n, vid in enumerate(ids):
         region = classes[vid][0]
