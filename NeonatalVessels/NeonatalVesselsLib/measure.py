@@ -115,6 +115,18 @@ def normal_bases(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return u, np.cross(d, u)
 
 
+def ring_offsets(radius_mm: float, n: int = 12) -> np.ndarray:
+    """``n`` points (n x 2, mm) evenly on a circle of ``radius_mm`` (the first on the u axis)."""
+    angles = np.linspace(0.0, 2.0 * np.pi, n, endpoint=False)
+    return radius_mm * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+
+
+def plane_points(centres: np.ndarray, u: np.ndarray, v: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Points ``centres[i] + offsets[k, 0] u[i] + offsets[k, 1] v[i]`` (n x m x 3): the 2-D
+    ``offsets`` (m x 2, mm) placed in the plane spanned by each centre's ``u``, ``v`` (n x 3)."""
+    return centres[:, None, :] + offsets[:, 0, None] * u[:, None, :] + offsets[:, 1, None] * v[:, None, :]
+
+
 def flank_contrast(image: np.ndarray, inv_affine: np.ndarray, points_ras: np.ndarray, *,
                    radius_mm: float = 1.5, quantile: float = 0.25, n_ring: int = 12) -> float:
     """How much darker a polyline is than the darker side of its surroundings (image units).
@@ -130,13 +142,11 @@ def flank_contrast(image: np.ndarray, inv_affine: np.ndarray, points_ras: np.nda
     p = np.asarray(points_ras, float)
     if len(p) < 2:
         return 0.0
-    angles = np.linspace(0.0, 2.0 * np.pi, n_ring, endpoint=False)
-    ring = radius_mm * np.stack([np.cos(angles), np.sin(angles)], axis=1)
     t = np.gradient(p, axis=0)
     t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
     u, v = normal_bases(t)
-    pts = np.concatenate([p[:, None, :], p[:, None, :] + ring[:, 0, None] * u[:, None, :]
-                          + ring[:, 1, None] * v[:, None, :]], axis=1)        # (n, 1 + n_ring, 3)
+    pts = np.concatenate([p[:, None, :], plane_points(p, u, v, ring_offsets(radius_mm, n_ring))],
+                         axis=1)        # (n, 1 + n_ring, 3)
     ijk = pts.reshape(-1, 3) @ inv_affine[:3, :3].T + inv_affine[:3, 3]
     vals = ndimage.map_coordinates(image, ijk.T, order=1, mode="nearest").reshape(pts.shape[:2])
     return float(np.median(np.quantile(vals[:, 1:], quantile, axis=1) - vals[:, 0]))

@@ -55,6 +55,8 @@ VESSEL_COLUMNS = ("vessel_id", "region", "side", "length_mm", "width_mm", "tortu
 SUMMARY_KEYS = ("dmv_count", "dmv_count_left", "dmv_count_right", "dmv_width_mm", "dmv_tortuosity",
                 "dmv_curvature_per_mm", "thalamic_vein_width_mm_left", "thalamic_vein_width_mm_right",
                 "anterior_caudate_vein_width_mm_left", "anterior_caudate_vein_width_mm_right")
+#: Regions of the veins that run along the ventricle wall (their width rules and flank contrast).
+WALL_VEIN_REGIONS = ("thalamic", "anterior_caudate")
 
 
 @dataclass
@@ -737,7 +739,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     flank: dict[int, float] = {}
     if params.min_wall_vein_flank_contrast > 0:
         for n, vid in enumerate(ids):
-            if classes[vid][0] in ("thalamic", "anterior_caudate"):
+            if classes[vid][0] in WALL_VEIN_REGIONS:
                 # the ring clear of the vein's own blurred edge: at least one fitted diameter out
                 radius = max(params.wall_vein_flank_radius_mm, fit_widths[n])
                 flank[vid] = ms.flank_contrast(ctx.norm, inv, centrelines[vid], radius_mm=radius)
@@ -751,7 +753,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         if region == "dmv" and not (fit_widths[n] <= params.max_dmv_width_mm and (
                 not fits[n].resolved or fits[n].contrast >= min_rel * c_subj)):
             classes[vid] = ("other", classes[vid][1])
-        elif region in ("thalamic", "anterior_caudate") and not (
+        elif region in WALL_VEIN_REGIONS and not (
                 fit_widths[n] <= params.max_wall_vein_width_mm and fits[n].within_bounds
                 and (region == "thalamic" or widths[n] <= params.max_anterior_caudate_width_mm)
                 and flank.get(vid, np.inf) >= params.min_wall_vein_flank_contrast):

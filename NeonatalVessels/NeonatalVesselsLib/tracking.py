@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from .measure import normal_bases
+from .measure import normal_bases, plane_points, ring_offsets
 from .skeleton import _end_direction
 
 
@@ -55,8 +55,7 @@ def track_extensions(image: np.ndarray, affine: np.ndarray, seeds: dict[int, np.
     inv = np.linalg.inv(affine)
     rot, shift = inv[:3, :3].T, inv[:3, 3]
     disk = _disk(search_mm, 0.25)
-    angles = np.linspace(0.0, 2 * np.pi, 12, endpoint=False)
-    ring = ring_mm * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+    ring = ring_offsets(ring_mm, 12)
     # a light preference for straight on: the candidate's value + this x (offset / search radius)^2
     centre_weight = 0.25 * min_contrast
     bias = centre_weight * (disk ** 2).sum(axis=1) / max(search_mm, 1e-9) ** 2
@@ -97,11 +96,11 @@ def track_extensions(image: np.ndarray, affine: np.ndarray, seeds: dict[int, np.
         d = dirs[idx]
         u, v = normal_bases(d)
         ahead = pos[idx] + step_mm * d
-        cand = ahead[:, None, :] + disk[:, 0, None] * u[:, None, :] + disk[:, 1, None] * v[:, None, :]
+        cand = plane_points(ahead, u, v, disk)
         vals = sample(cand, image) + bias
         best = np.argmin(vals, axis=1)
         new = cand[np.arange(len(idx)), best]
-        ring_pts = new[:, None, :] + ring[:, 0, None] * u[:, None, :] + ring[:, 1, None] * v[:, None, :]
+        ring_pts = plane_points(new, u, v, ring)
         c = np.median(sample(ring_pts, image), axis=1) - sample(new[:, None, :], image)[:, 0]
         step = new - pos[idx]
         step /= np.maximum(np.linalg.norm(step, axis=1, keepdims=True), 1e-9)
