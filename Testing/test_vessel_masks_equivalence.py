@@ -139,9 +139,31 @@ def test_brain_depth_equals_full_volume_edt(prepared):
     got = mk.brain_depth_mm(brain, sp)
     assert got.dtype == np.float32 and np.array_equal(got, depth)
     edge = brain.copy()
-    edge[:, :, -3:] = True  # brain at the array border: the border counts as non-brain
-    assert np.array_equal(mk.brain_depth_mm(edge, sp), _ref_depth(edge, sp))
+    edge[:, :, -3:] = True  # brain at the array border: with open_faces=() the border counts as non-brain
+    assert np.array_equal(mk.brain_depth_mm(edge, sp, open_faces=()), _ref_depth(edge, sp))
     assert not mk.brain_depth_mm(np.zeros_like(brain), sp).any()
+
+
+def test_cut_faces_and_the_depth_beyond_them(prepared):
+    """A face where the field of view cuts through the brain is not brain surface: the depth
+    equals that of the brain extended beyond the face as a prism of its section there (the
+    face slice repeated; reference: the full EDT of the extended array, cropped back)."""
+    img, sp, brain, _, depth = prepared
+    assert mk.cut_faces(brain) == ()                       # a whole head with air around it
+    box = mk.bounding_box(brain)
+    assert mk.cut_faces(brain[box]) == ()                  # cropped to the brain: it only grazes the faces
+    k = int(np.argmax(brain.sum(axis=(0, 1))))             # the brain's largest axial section
+    slab = np.ascontiguousarray(brain[:, :, k - 6:])       # cut through the middle from below
+    assert mk.cut_faces(slab) == ((2, 0),)
+    got = mk.brain_depth_mm(slab, sp)
+    n = slab.shape[2]
+    prism = np.concatenate([np.repeat(slab[:, :, :1], n, axis=2), slab], axis=2)
+    assert np.array_equal(got, _ref_depth(prism, sp)[:, :, n:])
+    assert got[:, :, 0].max() > 10.0 * sp[2] > mk.brain_depth_mm(slab, sp, open_faces=())[:, :, 0].max()
+    # every face cut (the array lies inside the brain): no surface at all
+    inner = np.ones((6, 7, 8), bool)
+    assert mk.cut_faces(inner) == tuple((a, s) for a in range(3) for s in (0, 1))
+    assert np.all(mk.brain_depth_mm(inner, sp) == mk.NO_SURFACE_DEPTH_MM)
 
 
 def test_normalise_intensity_equals_zoom_reference(prepared):

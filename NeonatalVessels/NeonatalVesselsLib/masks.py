@@ -151,19 +151,79 @@ def brain_mask(image: np.ndarray, spacing_mm, *, erosion_mm: float = 2.5) -> np.
     return fill_holes(mask)
 
 
-def brain_depth_mm(brain: np.ndarray, spacing_mm) -> np.ndarray:
-    """Distance (mm) of each brain voxel to the nearest non-brain voxel (anisotropic EDT; the
-    array border counts as non-brain), float32; 0 outside the brain."""
-    brain = np.asarray(brain)
+#: a face of the array cuts through the brain when the brain's section on it is at least this
+#: fraction of the brain's largest section parallel to it (:func:`cut_faces`)
+CUT_FACE_MIN_FRACTION = 0.2
+
+
+def cut_faces(brain: np.ndarray, min_fraction: float = CUT_FACE_MIN_FRACTION) -> tuple[tuple[int, int], ...]:
+    """The faces ``(axis, 0 | 1)`` (first / last slice along ``axis``) of the array where the
+    field of view cuts through the brain: the brain's section on the face is at least
+    ``min_fraction`` of its largest section parallel to it (a slab acquisition that does not
+    cover the whole brain, an in-plane field of view cut inside the head).  A whole head with
+    air around it has none; a brain that only grazes a face (the vertex or the brainstem in a
+    tight field of view, a brain cropped to its bounding box) has a small section there and
+    does not count."""
+    brain = np.asarray(brain, bool)
+    box = _bbox(brain)
+    if box is None:
+        return ()
+    faces = []
+    for axis in range(3):
+        ends = [side for side, touches in enumerate((box[axis].start == 0, box[axis].stop == brain.shape[axis]))
+                if touches]
+        if not ends:
+            continue
+        sections = np.count_nonzero(brain[box], axis=tuple(a for a in range(3) if a != axis))
+        largest = float(sections.max())
+        faces += [(axis, side) for side in ends if sections[-side] >= min_fraction * largest]
+    return tuple(faces)
+
+
+#: the faces of an array in canonical order (axes along R, A, S with increasing coordinate)
+#: named for the patient: (axis, 0 | 1) -> name
+CANONICAL_FACE_NAMES = {(0, 0): "left", (0, 1): "right", (1, 0): "posterior", (1, 1): "anterior",
+                        (2, 0): "inferior", (2, 1): "superior"}
+
+
+#: the depth (mm) of a brain without any surface in the field of view (:func:`brain_depth_mm`)
+NO_SURFACE_DEPTH_MM = 1.0e6
+
+
+def brain_depth_mm(brain: np.ndarray, spacing_mm, *, open_faces=None) -> np.ndarray:
+    """Distance (mm) of each brain voxel to the nearest non-brain voxel (anisotropic EDT),
+    float32; 0 outside the brain.
+
+    The array border counts as non-brain, except at ``open_faces`` (default: :func:`cut_faces`,
+    the faces where the field of view cuts through the brain): there the brain is taken to go
+    on beyond the field of view, so the depth is that to the brain surface inside it.  (The
+    nearest non-brain voxel of the face's section extended as a prism lies in the face itself,
+    so this is the EDT without a border at those faces.)  ``open_faces=()``: every face is a
+    border.  A brain with no surface in the field of view at all (every face open, no non-brain
+    voxel) is :data:`NO_SURFACE_DEPTH_MM` deep.
+    """
+    brain = np.asarray(brain, bool)
     out = np.zeros(brain.shape, np.float32)
     # inside the brain's bounding box grown by one (non-brain) voxel, or up to the array
-    # border (non-brain for black_border=True): the nearest non-brain voxel of a voxel in the
-    # box is never farther than that layer, so the distances are those of the whole array
-    box = _bbox(brain != 0, 1)
+    # border: the nearest non-brain voxel of a voxel in the box is never farther than that
+    # layer, so the distances are those of the whole array
+    box = _bbox(brain, 1)
     if box is None:
         return out
-    out[box] = edt_lib.edt(np.ascontiguousarray(brain[box], dtype=np.uint8),
-                           anisotropy=tuple(float(s) for s in spacing_mm), black_border=True, parallel=EDT_THREADS)
+    faces = cut_faces(brain) if open_faces is None else tuple(open_faces)
+    sub = np.ascontiguousarray(brain[box], dtype=np.uint8)
+    anisotropy = tuple(float(s) for s in spacing_mm)
+    if not faces:       # the array border is non-brain (black_border)
+        out[box] = edt_lib.edt(sub, anisotropy=anisotropy, black_border=True, parallel=EDT_THREADS)
+        return out
+    # a layer of non-brain on every array face the box reaches that is not open; none on the open ones
+    pad = [[int(b.start == 0 and (axis, 0) not in faces), int(b.stop == n and (axis, 1) not in faces)]
+           for axis, (b, n) in enumerate(zip(box, brain.shape))]
+    inner = tuple(slice(lo, lo + (b.stop - b.start)) for (lo, _), b in zip(pad, box))
+    depth = edt_lib.edt(np.pad(sub, pad), anisotropy=anisotropy, black_border=False, parallel=EDT_THREADS)[inner]
+    if np.isinf(depth.flat[0]):     # no non-brain voxel at all: every distance is infinite
+        depth = np.full(depth.shape, NO_SURFACE_DEPTH_MM, np.float32)
+    out[box] = depth
     return out
 
 

@@ -232,6 +232,18 @@ def detection_warnings(det: dict[str, Any]) -> list[str]:
     return []
 
 
+def field_of_view_warnings(cut_faces: list[str], margin_mm: float) -> list[str]:
+    """Warning for a field of view that cuts through the brain (``cut_faces``: the patient-side
+    names of those faces, :data:`.masks.CANONICAL_FACE_NAMES`; ``margin_mm``: the
+    segmentation's margin, ``VesselParams.surface_margin_mm``)."""
+    if not cut_faces:
+        return []
+    return [f"the field of view cuts through the brain at its {' and '.join(cut_faces)} "
+            f"face{'s' if len(cut_faces) > 1 else ''}: veins beyond it are not imaged, so DMV counts cover "
+            f"only the imaged part of the brain; the vessel rules treat the cut as brain surface (no vessel "
+            f"within {margin_mm:g} mm of it, no DMV along it)"]
+
+
 def _checked(params: VesselParams | None) -> VesselParams:
     """``params`` (default: the defaults); InputError for values no run can use, before any work."""
     params = params or VesselParams()
@@ -363,12 +375,13 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
     form such blobs after smoothing.  (A very large deep haemorrhage could also
     trigger it.)
 
-    A field of view cropped inside the head (no brain voxel 15 mm deep, and most of the
-    array's R-L and A-P faces not air, i.e. above 0.3 x the tissue signal: the head is cut
-    in-plane, not only a slab with air around it): a T1's dark ventricles then reach the
-    array border, so they are neither in the brain mask nor holes in it.  The deep region is
-    then the middle of the array, the voxels farther from its border than half the largest
-    such distance.  (``norm``, ``brain`` and ``depth_mm`` are in canonical R, A, S order.)
+    ``depth_mm``: :func:`.masks.brain_depth_mm` with every array face a border
+    (``open_faces=()``).  A field of view cropped inside the head (no brain voxel 15 mm deep,
+    and most of the array's R-L and A-P faces not air, i.e. above 0.3 x the tissue signal: the
+    head is cut in-plane, not only a slab with air around it): a T1's dark ventricles then
+    reach the array border, so they are neither in the brain mask nor holes in it.  The deep
+    region is then the middle of the array, the voxels farther from its border than half the
+    largest such distance.  (``norm``, ``brain`` and ``depth_mm`` are in canonical R, A, S order.)
     """
     import cc3d
 
@@ -379,7 +392,7 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
     if deep.sum() < 100:
         faces = [norm[0], norm[-1], norm[:, 0], norm[:, -1]]
         if sum(int((f > 0.3).sum()) for f in faces) > 0.5 * sum(f.size for f in faces):
-            from_border = mk.brain_depth_mm(np.ones(depth_mm.shape, bool), spacing)
+            from_border = mk.brain_depth_mm(np.ones(depth_mm.shape, bool), spacing, open_faces=())
             deep = from_border > 0.5 * float(from_border.max())
     if deep.sum() < 100:
         return
@@ -480,6 +493,8 @@ class _Context:
     noise_sd: float = 0.0                   #: noise SD of the normalised image (fraction of tissue signal)
     #: tracking of short DMV pieces (automatic runs): seeds tracked, grown lines kept as DMVs
     tracking: dict | None = None
+    #: faces of the (canonical) array where the field of view cuts through the brain (:func:`.masks.cut_faces`)
+    open_faces: tuple = ()
 
 
 def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, prog, *,
@@ -502,7 +517,13 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
     prog.update(0.05, "brain mask")
     t0 = time.perf_counter()
     norm = mk.normalise_intensity(image, brain, spacing)
-    depth = mk.brain_depth_mm(brain, spacing)
+    # the depth of the vessel rules counts every face of the array as brain surface (a vein at the
+    # edge of a field of view that cuts the brain is judged as one at the surface: what lies beyond
+    # is not seen); the ventricles are judged on the depth below the brain surface inside the field
+    # of view, or a slab that cuts them finds none (benchmarks/README.md, round 18)
+    open_faces = mk.cut_faces(brain)
+    depth = mk.brain_depth_mm(brain, spacing, open_faces=())
+    vent_depth = depth if not open_faces else mk.brain_depth_mm(brain, spacing, open_faces=open_faces)
     timings["normalise_s"] = time.perf_counter() - t0
     vent = ventricles
     check_contrast = ventricles is None     # (fixed here: `vent` is reassigned below)
@@ -511,6 +532,9 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         # independent of the CSF masks: run on a worker thread beside them (their filters and
         # labelling release the GIL); the T1 refusal is raised by .result() below
         if check_contrast:
+            # judged on the depth with every face a border, as it was calibrated: with cut faces
+            # open, the skull of an in-plane crop or the dark ventricles of a T1 slab reaching a
+            # cut face are not what the rule expects (measured: benchmarks/README.md, round 18)
             check_swi_contrast(norm, brain, depth, spacing)
         return mk.noise_sd(norm, depth > 5.0, spacing)
 
@@ -518,7 +542,7 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         midline = pool.submit(mk.midline_x_mm, brain, swi.affine)      # first: the CSF masks need it
         side = pool.submit(side_steps)
         try:
-            auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=depth, affine=swi.affine,
+            auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=vent_depth, affine=swi.affine,
                                                 midline_x_mm=midline.result())
             vent = auto_vent if vent is None else vent > 0
             other_csf &= ~vent
@@ -537,7 +561,8 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
             side.result()   # an image refused as T1 reports that first, as when run in order
             raise
         mid, noise = midline.result(), side.result()
-    return _Context(swi, norm, brain, vent, depth, vdist, mid, lab, timings, csf_dist, noise)
+    return _Context(swi, norm, brain, vent, depth, vdist, mid, lab, timings, csf_dist, noise,
+                    open_faces=open_faces)
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -807,11 +832,13 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         # given labels with a previous run: the vessels measured on that run's centreline and region
         "kept_from_previous_run": len(kept.keys() & set(ids)) if given_ids else None,
         "detectability": detectability(c_subj, len(ms.resolved_contrasts(fits)), ctx.noise_sd, spacing),
+        "field_of_view_cuts_brain": [mk.CANONICAL_FACE_NAMES[f] for f in ctx.open_faces],
         "run_time_s": round(time.perf_counter() - t_start, 3),
     }
     summary_out = dict(summary)
     summary_out["dmv_detectability_index"] = provenance["detectability"]["index"]
-    summary_out["warnings"] = detection_warnings(provenance["detectability"]) if method == "automatic" else []
+    summary_out["warnings"] = ((detection_warnings(provenance["detectability"]) if method == "automatic" else [])
+                               + field_of_view_warnings(provenance["field_of_view_cuts_brain"], params.surface_margin_mm))
     summary_out["provenance"] = provenance
     prog.update(1.0, "done")
     if not minip_in_order:
