@@ -24,11 +24,10 @@ from pathlib import Path
 import pandas as pd
 
 
-def evaluate_case(preset: str, seed: int, cache: Path, generator: str = "project") -> dict:
-    from NeonatalBrainLib.imageio import load_volume
+def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "project") -> Path:
+    """The folder of one phantom case (``swi.nii.gz``, ``vessels.json``), generated into
+    ``cache`` the first time."""
     from NeonatalBrainLib.phantom import write_phantom
-    from NeonatalVesselsLib.evaluation import evaluate, load_truth
-    from NeonatalVesselsLib.pipeline import run_vessel_analysis
 
     if generator == "independent":
         folder = cache / "independent" / f"{preset}_{seed}"
@@ -41,6 +40,15 @@ def evaluate_case(preset: str, seed: int, cache: Path, generator: str = "project
         folder = cache / f"{preset}_{seed}"
         if not (folder / "vessels.json").exists():
             write_phantom(folder, seed=seed, preset=preset, modalities=("swi",))
+    return folder
+
+
+def evaluate_case(preset: str, seed: int, cache: Path, generator: str = "project") -> dict:
+    from NeonatalBrainLib.imageio import load_volume
+    from NeonatalVesselsLib.evaluation import evaluate, load_truth
+    from NeonatalVesselsLib.pipeline import run_vessel_analysis
+
+    folder = phantom_folder(preset, seed, cache, generator)
     swi = load_volume(folder / "swi.nii.gz")
     t0 = time.perf_counter()
     a = run_vessel_analysis(swi)

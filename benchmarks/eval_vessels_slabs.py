@@ -1,0 +1,123 @@
+"""DMV detection on slabs: phantoms whose field of view covers only part of the brain along S-I.
+
+Usage::
+
+    .venv/bin/python benchmarks/eval_vessels_slabs.py --presets term_3t isotropic preterm --seeds 11 12 \
+        --slabs 30:10 40:-12 50:15 [--generator independent] [--jobs 2] [--cache DIR] [--out results.csv]
+
+Each ``THICKNESS:OFFSET`` (mm) keeps the slices, along the voxel axis nearest S-I, whose centres
+lie within THICKNESS / 2 of the DMVs' median height (RAS z of the true centrelines) + OFFSET, so
+the slab's faces cut through the brain.  The fully automatic pipeline runs on the slab, and:
+
+* ``n_true_inside``: true DMVs with >= 60 % of their centreline inside the slab (>= 1 voxel from
+  its faces); ``found_inside``: those matched by a predicted DMV (``evaluation.match_vessels``);
+  ``sensitivity_inside`` = found / n;
+* ``ppv``: predicted DMVs matched to any true DMV (one cut by the slab counts);
+* ``cut_faces``: the faces the run found cut (``provenance.field_of_view_cuts_brain``);
+  ``refused``: the InputError of a refused slab, if any.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_vessels import phantom_folder  # noqa: E402
+
+
+def slab_of(vol, z_centre_mm: float, thickness_mm: float):
+    """The slices of ``vol`` along its voxel axis nearest S-I whose centres (through voxel 0 of
+    the other axes) lie within ``thickness_mm`` / 2 of ``z_centre_mm``; None when none do."""
+    from NeonatalBrainLib.imageio import Volume
+
+    axis = int(np.argmax(np.abs(vol.affine[2, :3])))
+    index = np.arange(vol.shape[axis])
+    z = vol.affine[2, axis] * index + vol.affine[2, 3]
+    keep = index[np.abs(z - z_centre_mm) <= thickness_mm / 2]
+    if keep.size == 0:
+        return None
+    box = [slice(None)] * 3
+    box[axis] = slice(int(keep.min()), int(keep.max()) + 1)
+    affine = vol.affine.copy()
+    affine[:3, 3] += vol.affine[:3, axis] * keep.min()
+    return Volume(np.ascontiguousarray(np.asarray(vol.array)[tuple(box)]), affine)
+
+
+def evaluate_slab(job) -> dict:
+    preset, seed, cache, generator, thickness, offset = job
+    from NeonatalBrainLib.imageio import InputError, load_volume
+    from NeonatalVesselsLib.evaluation import load_truth, match_vessels
+    from NeonatalVesselsLib.pipeline import run_vessel_analysis
+
+    folder = phantom_folder(preset, seed, cache, generator)
+    dmvs = [v for v in load_truth(folder)["vessels"] if v["region"] == "dmv"]
+    z = float(np.median(np.concatenate([np.asarray(v["centerline_ras_mm"])[:, 2] for v in dmvs])))
+    row = {"generator": generator, "preset": preset, "seed": seed, "slab_mm": thickness, "offset_mm": offset}
+    slab = slab_of(load_volume(folder / "swi.nii.gz"), z + offset, thickness)
+    if slab is None:
+        return {**row, "refused": "no slice in the slab"}
+    try:
+        a = run_vessel_analysis(slab)
+    except InputError as e:
+        return {**row, "refused": str(e)}
+    inv, shape = np.linalg.inv(slab.affine), np.array(slab.shape)
+
+    def fraction_inside(points):
+        ijk = np.asarray(points, float) @ inv[:3, :3].T + inv[:3, 3]
+        return float(np.mean(np.all((ijk >= 1) & (ijk <= shape - 2), axis=1)))
+
+    inside = {v["vessel_id"] for v in dmvs if fraction_inside(v["centerline_ras_mm"]) >= 0.6}
+    pred = {int(r.vessel_id): a.centerlines[int(r.vessel_id)]
+            for r in a.vessels[a.vessels["region"] == "dmv"].itertuples()}
+    matches = match_vessels(pred, dmvs)
+    found = {t for t, _ in matches.values() if t}
+    n_matched = sum(1 for t, _ in matches.values() if t)
+    return {**row, "n_true_inside": len(inside), "found_inside": len(found & inside),
+            "sensitivity_inside": len(found & inside) / len(inside) if inside else float("nan"),
+            "n_pred": len(pred), "ppv": n_matched / len(pred) if pred else float("nan"),
+            "cut_faces": " ".join(a.provenance.get("field_of_view_cuts_brain", [])), "refused": ""}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--presets", nargs="+", default=["term_3t", "term_1p5t", "preterm", "isotropic", "oblique_low_snr"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[11, 12])
+    ap.add_argument("--slabs", nargs="+", default=["30:10", "40:-12", "50:15"],
+                    help="THICKNESS:OFFSET in mm (offset of the slab centre from the DMVs' median height)")
+    ap.add_argument("--generator", choices=("project", "independent"), default="project")
+    ap.add_argument("--cache", default="/tmp/neonatal_vessel_phantoms")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    slabs = [tuple(float(x) for x in s.split(":")) for s in args.slabs]
+    jobs = [(p, s, cache, args.generator, t, o) for p in args.presets for s in args.seeds for t, o in slabs]
+    if args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs) as pool:
+            rows = list(pool.map(evaluate_slab, jobs))
+    else:
+        rows = [evaluate_slab(j) for j in jobs]
+    df = pd.DataFrame(rows)
+    print(df.round(3).to_string(index=False))
+    ok = df[df["refused"] == ""]
+    if len(ok):
+        total = ok.groupby(["slab_mm", "offset_mm"]).agg(
+            n_true_inside=("n_true_inside", "sum"), found_inside=("found_inside", "sum"),
+            n_pred=("n_pred", "sum"), matched=("ppv", lambda p: float((p * ok.loc[p.index, "n_pred"]).sum())),
+            no_dmv=("n_pred", lambda n: int((n == 0).sum())))
+        total["sensitivity_inside"] = total["found_inside"] / total["n_true_inside"]
+        total["ppv"] = total["matched"] / total["n_pred"]
+        print(total.drop(columns="matched").round(3).to_string())
+    if args.out:
+        df.to_csv(args.out, index=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
