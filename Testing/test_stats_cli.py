@@ -46,6 +46,8 @@ def test_cohort_stats_leaves_out_scans_below_a_detectability(files, tmp_path, ca
     metrics = files["frames"]["metrics"].copy()
     metrics["dmv_detectability_index"] = np.linspace(1.0, 9.0, len(metrics))
     metrics.loc[7, "dmv_detectability_index"] = np.nan
+    metrics["field_of_view_whole_brain"] = 1        # the batch's other scan property
+    metrics.loc[[0, 1], "field_of_view_whole_brain"] = 0
     path = tmp_path / "metrics_qc.csv"
     metrics.to_csv(path, index=False)
     out = tmp_path / "stats_qc"
@@ -59,6 +61,12 @@ def test_cohort_stats_leaves_out_scans_below_a_detectability(files, tmp_path, ca
     assert "13 subject(s) left out by dmv_detectability_index < 2.3" in (out / "tables.md").read_text()
     g = pd.read_csv(out / "group_comparisons.csv")
     assert g[(g.grouping == "sex") & (g.metric == "dmv_count")]["n"].sum() == len(metrics) - 13
+    assert "field_of_view_whole_brain" not in summary["metric_cols"]
+    out = tmp_path / "stats_fov"
+    assert main(["cohort-stats", str(path), str(files["cohort"]), "--out", str(out),
+                 "--exclude-below", "field_of_view_whole_brain=1"]) == 0
+    summary = json.loads((out / "cohort_stats.json").read_text())
+    assert summary["excluded"] == {"field_of_view_whole_brain < 1 or missing": sorted(metrics.case_id[:2])}
     capsys.readouterr()
     assert main(["cohort-stats", str(path), str(files["cohort"]), "--out", str(tmp_path / "bad"),
                  "--exclude-below", "dmv_detectability_index>2.3"]) == 2

@@ -517,7 +517,7 @@ def _slab_between(vol: Volume, z_low_mm: float, z_high_mm: float) -> Volume:
     return Volume(np.ascontiguousarray(np.asarray(vol.array)[tuple(box)]), affine)
 
 
-def test_a_slab_cutting_through_the_brain_finds_the_dmvs_inside_it(analysis, phantom):
+def test_a_slab_cutting_through_the_brain_finds_the_dmvs_inside_it(analysis, phantom, tmp_path):
     """A 30 mm slab from 5 mm below to 25 mm above the DMVs' median height cuts the lateral
     ventricles: with its faces taken as brain surface the ventricles were not deep enough to be
     ventricles and no DMV was found (0 of the 46 lying mostly inside it).  The ventricles are
@@ -529,7 +529,8 @@ def test_a_slab_cutting_through_the_brain_finds_the_dmvs_inside_it(analysis, pha
     dmvs = [v for v in phantom.vessels if v["region"] == "dmv"]
     z = float(np.median(np.concatenate([np.asarray(v["centerline_ras_mm"])[:, 2] for v in dmvs])))
     low, high = z - 5.0, z + 25.0
-    slab = run_vessel_analysis(_slab_between(phantom.swi, low, high))
+    save_volume(_slab_between(phantom.swi, low, high), tmp_path / "slab.nii.gz")
+    slab = run_vessel_analysis(load_volume(tmp_path / "slab.nii.gz"))
     assert slab.provenance["field_of_view_cuts_brain"] == ["inferior", "superior"]
     assert any("field of view cuts through the brain" in w for w in slab.summary["warnings"])
     assert analysis.provenance["field_of_view_cuts_brain"] == []
@@ -546,6 +547,11 @@ def test_a_slab_cutting_through_the_brain_finds_the_dmvs_inside_it(analysis, pha
     # nothing within the 3 mm segmentation margin of the cut faces (treated as brain surface)
     for line in pred.values():
         assert line[:, 2].min() > low + 2.0 and line[:, 2].max() < high - 2.0
+    # a batch's metrics row marks the scan, so a cohort analysis can leave it out
+    from NeonatalVesselsLib.cli import analyse_case
+
+    row = analyse_case("slab", str(tmp_path / "slab.nii.gz"), out_dir=str(tmp_path / "out"))
+    assert row["field_of_view_whole_brain"] == 0 and row["dmv_count"] == slab.summary["dmv_count"]
 
 
 def test_cli_corrupt_file_and_no_partial_output(tmp_path, phantom_dir):
@@ -640,6 +646,7 @@ def test_cli_batch_records_its_params_and_resumes_only_with_them(tmp_path, phant
     case_summary = json.loads((out / "term" / "summary.json").read_text())
     assert case_summary["provenance"]["parameters"] == recorded["parameters"]
     rows = (out / "metrics.csv").read_text()
+    assert pd.read_csv(out / "metrics.csv")["field_of_view_whole_brain"].tolist() == [1]
     # resuming with the defaults would mix two settings in one metrics.csv: refused, nothing changed
     capsys.readouterr()
     assert main(["vessels-batch", str(cases), "--out", str(out)]) == 2

@@ -17,7 +17,8 @@ Defaults
   vessel engine's ``dmv_detectability_index``: a property of the scan, not a biomarker) and
   columns that are entirely missing.
 * ``exclude_below``: none; ``{"dmv_detectability_index": 2.3}`` leaves out the subjects whose
-  value is below 2.3 or missing (listed in ``tables.md`` and ``cohort_stats.json``).
+  value is below 2.3 or missing (listed in ``tables.md`` and ``cohort_stats.json``);
+  ``{"field_of_view_whole_brain": 1}`` those whose field of view cut through the brain.
 * ``group_cols``: every clinical column with 2 to ``max_levels`` (6) distinct values.
 * ``correlate_with``: every numeric clinical column with more than ``max_levels`` distinct
   values (e.g. gestational_age_weeks, birthweight_g); metrics are correlated with these.
@@ -56,7 +57,7 @@ ID_COLUMNS = ("subject_id", "case_id")
 _BOOKKEEPING = {"seed", "run_time_s", "runtime_s", "elapsed_s", "duration_s", "returncode",
                 "return_code", "exit_status", "attempt", "attempts", "index", "unnamed: 0"}
 #: image-quality columns of the project's metrics files: not default metrics (see exclude_below)
-QUALITY_COLUMNS = {"dmv_detectability_index"}
+QUALITY_COLUMNS = {"dmv_detectability_index", "field_of_view_whole_brain"}
 
 
 def read_csv_table(path: str | os.PathLike, name: str) -> pd.DataFrame:

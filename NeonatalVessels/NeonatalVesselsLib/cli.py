@@ -74,7 +74,11 @@ def analyse_case(case_id: str, swi_path: str, brain_mask: str | None = None, ven
         labels=_load_optional(labels, swi, "labels"),
         params=None if params is None else VesselParams.from_dict(params))
     write_outputs(analysis, out_dir, input_path=swi_path)
-    return {k: analysis.summary[k] for k in (*SUMMARY_KEYS, "dmv_detectability_index")}
+    # 1 when the field of view holds the whole brain, 0 when it cuts through it (counts of the
+    # imaged part only): cohort-stats --exclude-below field_of_view_whole_brain=1 leaves those out
+    whole = int(not analysis.provenance["field_of_view_cuts_brain"])
+    return {**{k: analysis.summary[k] for k in (*SUMMARY_KEYS, "dmv_detectability_index")},
+            "field_of_view_whole_brain": whole}
 
 
 def read_cases(source: str | Path) -> list[tuple]:
