@@ -232,16 +232,16 @@ def detection_warnings(det: dict[str, Any]) -> list[str]:
     return []
 
 
-def field_of_view_warnings(cut_faces: list[str], margin_mm: float) -> list[str]:
+def field_of_view_warnings(cut_faces: list[str], params: VesselParams) -> list[str]:
     """Warning for a field of view that cuts through the brain (``cut_faces``: the patient-side
-    names of those faces, :data:`.masks.CANONICAL_FACE_NAMES`; ``margin_mm``: the
-    segmentation's margin, ``VesselParams.surface_margin_mm``)."""
+    names of those faces, :data:`.masks.CANONICAL_FACE_NAMES`)."""
     if not cut_faces:
         return []
     return [f"the field of view cuts through the brain at its {' and '.join(cut_faces)} "
             f"face{'s' if len(cut_faces) > 1 else ''}: veins beyond it are not imaged, so DMV counts cover "
-            f"only the imaged part of the brain; the vessel rules treat the cut as brain surface (no vessel "
-            f"within {margin_mm:g} mm of it, no DMV along it)"]
+            f"only the imaged part of the brain; the vessel rules treat the cut as brain surface (nothing "
+            f"segmented within {params.surface_margin_mm:g} mm of it, no DMV at a median depth below "
+            f"{params.rules.dmv_min_depth_mm:g} mm)"]
 
 
 def _checked(params: VesselParams | None) -> VesselParams:
@@ -838,7 +838,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     summary_out = dict(summary)
     summary_out["dmv_detectability_index"] = provenance["detectability"]["index"]
     summary_out["warnings"] = ((detection_warnings(provenance["detectability"]) if method == "automatic" else [])
-                               + field_of_view_warnings(provenance["field_of_view_cuts_brain"], params.surface_margin_mm))
+                               + field_of_view_warnings(provenance["field_of_view_cuts_brain"], params))
     summary_out["provenance"] = provenance
     prog.update(1.0, "done")
     if not minip_in_order:
