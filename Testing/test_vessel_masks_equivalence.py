@@ -144,6 +144,21 @@ def test_brain_depth_equals_full_volume_edt(prepared):
     assert not mk.brain_depth_mm(np.zeros_like(brain), sp).any()
 
 
+def test_fill_holes_in_slices_fills_what_each_slice_encloses():
+    ring = np.zeros((9, 9, 4), bool)
+    ring[2:7, 2:7] = True
+    ring[4, 4] = False              # a tube through every slice: no 3-D hole, a hole in each slice
+    ring[3, 3, 1] = False           # a pocket inside one slice
+    pocket_filled = ring.copy()
+    pocket_filled[3, 3, 1] = True
+    assert np.array_equal(mk.fill_holes(ring), pocket_filled)          # the tube reaches the array border
+    expected = np.zeros_like(ring)
+    expected[2:7, 2:7] = True
+    assert np.array_equal(mk.fill_holes_in_slices(ring, axis=2), expected)
+    across_x = mk.fill_holes_in_slices(ring, axis=0)
+    assert np.array_equal(across_x[4], ring[4]) and across_x[3, 3, 1]  # the tube is open in its own x slice
+
+
 def test_cut_faces_and_the_depth_beyond_them(prepared):
     """A face where the field of view cuts through the brain is not brain surface: the depth
     equals that of the brain extended beyond the face as a prism of its section there (the

@@ -94,6 +94,17 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def fill_holes_in_slices(mask: np.ndarray, axis: int) -> np.ndarray:
+    """:func:`fill_holes` of every 2-D slice of ``mask`` across ``axis`` (bool): what each
+    slice encloses, e.g. a ventricle that reaches the face of a slab, and so is no 3-D hole."""
+    out = np.array(mask, dtype=bool, copy=True)
+    for k in range(out.shape[axis]):
+        index = [slice(None)] * out.ndim
+        index[axis] = k
+        out[tuple(index)] = fill_holes(out[tuple(index)])
+    return out
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """Largest 6-connected component of the nonzero voxels of ``mask`` (bool); ties go to cc3d's lowest label."""
     m = np.asarray(mask, bool)

@@ -532,10 +532,16 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         # independent of the CSF masks: run on a worker thread beside them (their filters and
         # labelling release the GIL); the T1 refusal is raised by .result() below
         if check_contrast:
-            # judged on the depth with every face a border, as it was calibrated: with cut faces
-            # open, the skull of an in-plane crop or the dark ventricles of a T1 slab reaching a
-            # cut face are not what the rule expects (measured: benchmarks/README.md, round 18)
-            check_swi_contrast(norm, brain, depth, spacing)
+            si_cuts = tuple(f for f in open_faces if f[0] == 2)
+            if si_cuts:
+                # a slab along S-I: a T1's dark ventricles reach the cut, so they are no 3-D hole of
+                # the brain mask, but each axial slice encloses them; the deep brain is then measured
+                # below the surface inside the slab
+                slab_brain = mk.fill_holes_in_slices(brain, axis=2)
+                check_swi_contrast(norm, slab_brain, mk.brain_depth_mm(slab_brain, spacing, open_faces=si_cuts),
+                                   spacing)
+            else:
+                check_swi_contrast(norm, brain, depth, spacing)
         return mk.noise_sd(norm, depth > 5.0, spacing)
 
     with ThreadPoolExecutor(1) as pool:
