@@ -365,7 +365,8 @@ def validate_swi(swi: Volume) -> None:
     validate_scalar_volume(swi, "SWI")
 
 
-def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, spacing) -> None:
+def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, spacing, *,
+                       cut_faces=()) -> None:
     """Refuse an image whose deep CSF is dark (a T1-weighted image rather than SWI magnitude).
 
     In SWI magnitude the ventricles are brighter than white matter; in a neonatal
@@ -376,18 +377,27 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
     trigger it.)
 
     ``depth_mm``: :func:`.masks.brain_depth_mm` with every array face a border
-    (``open_faces=()``).  A field of view cropped inside the head (no brain voxel 15 mm deep,
-    and most of the array's R-L and A-P faces not air, i.e. above 0.3 x the tissue signal: the
-    head is cut in-plane, not only a slab with air around it): a T1's dark ventricles then
-    reach the array border, so they are neither in the brain mask nor holes in it.  The deep
-    region is then the middle of the array, the voxels farther from its border than half the
-    largest such distance.  (``norm``, ``brain`` and ``depth_mm`` are in canonical R, A, S order.)
+    (``open_faces=()``).  ``cut_faces``: the faces where the field of view cuts through the
+    brain (:func:`.masks.cut_faces`).  On a slab along S-I (the inferior or superior face cut) a
+    T1's dark ventricles reach the cut, so they are no 3-D hole of the brain mask, but each
+    axial slice encloses them: the mask is filled slice by slice
+    (:func:`.masks.fill_holes_in_slices`) and the deep brain measured below its surface inside
+    the slab.  A field of view cropped inside the head in-plane (no brain voxel 15 mm deep,
+    and most of the array's R-L and A-P faces not air, i.e. above 0.3 x the tissue signal): a
+    T1's dark ventricles then reach the array border, so they are neither in the brain mask nor
+    holes in it.  The deep region is then the middle of the array, the voxels farther from its
+    border than half the largest such distance.  (``norm``, ``brain`` and ``depth_mm`` are in
+    canonical R, A, S order.)
     """
     import cc3d
 
     from .vesselness import bounding_box
 
     spacing = np.asarray(spacing, float)
+    si_cuts = tuple(f for f in cut_faces if f[0] == 2)
+    if si_cuts:
+        slab_brain = mk.fill_holes_in_slices(brain, axis=2)
+        depth_mm = mk.brain_depth_mm(slab_brain, spacing, open_faces=si_cuts)
     deep = depth_mm > 15.0
     if deep.sum() < 100:
         faces = [norm[0], norm[-1], norm[:, 0], norm[:, -1]]
@@ -532,16 +542,7 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         # independent of the CSF masks: run on a worker thread beside them (their filters and
         # labelling release the GIL); the T1 refusal is raised by .result() below
         if check_contrast:
-            si_cuts = tuple(f for f in open_faces if f[0] == 2)
-            if si_cuts:
-                # a slab along S-I: a T1's dark ventricles reach the cut, so they are no 3-D hole of
-                # the brain mask, but each axial slice encloses them; the deep brain is then measured
-                # below the surface inside the slab
-                slab_brain = mk.fill_holes_in_slices(brain, axis=2)
-                check_swi_contrast(norm, slab_brain, mk.brain_depth_mm(slab_brain, spacing, open_faces=si_cuts),
-                                   spacing)
-            else:
-                check_swi_contrast(norm, brain, depth, spacing)
+            check_swi_contrast(norm, brain, depth, spacing, cut_faces=open_faces)
         return mk.noise_sd(norm, depth > 5.0, spacing)
 
     with ThreadPoolExecutor(1) as pool:
