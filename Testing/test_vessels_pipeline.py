@@ -503,18 +503,19 @@ def test_t1_cropped_inside_the_head_is_refused_but_a_cropped_swi_is_not(phantom)
     run_vessel_analysis(_centre_crop(phantom.swi, slab))
 
 
-def _slab_between(vol: Volume, z_low_mm: float, z_high_mm: float) -> Volume:
-    """The slices of ``vol`` along its voxel axis nearest S-I whose centres lie between the two
-    RAS z values (mm)."""
-    axis = int(np.argmax(np.abs(vol.affine[2, :3])))
-    index = np.arange(vol.shape[axis])
-    z = vol.affine[2, axis] * index + vol.affine[2, 3]       # z of the slice centres through voxel (0, 0)
-    keep = index[(z >= z_low_mm) & (z <= z_high_mm)]
-    box = [slice(None)] * 3
-    box[axis] = slice(int(keep.min()), int(keep.max()) + 1)
-    affine = vol.affine.copy()
-    affine[:3, 3] += vol.affine[:3, axis] * keep.min()
-    return Volume(np.ascontiguousarray(np.asarray(vol.array)[tuple(box)]), affine)
+def _slab_of(vol: Volume, z_centre_mm: float, thickness_mm: float) -> Volume:
+    """``benchmarks/eval_vessels_slabs.slab_of``: the slices along the voxel axis nearest S-I
+    within ``thickness_mm`` / 2 of ``z_centre_mm`` (RAS)."""
+    import sys
+    from pathlib import Path
+
+    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, benchmarks)
+    try:
+        from eval_vessels_slabs import slab_of
+    finally:
+        sys.path.remove(benchmarks)
+    return slab_of(vol, z_centre_mm, thickness_mm)
 
 
 def test_a_slab_cutting_through_the_brain_finds_the_dmvs_inside_it(analysis, phantom, tmp_path):
@@ -529,7 +530,7 @@ def test_a_slab_cutting_through_the_brain_finds_the_dmvs_inside_it(analysis, pha
     dmvs = [v for v in phantom.vessels if v["region"] == "dmv"]
     z = float(np.median(np.concatenate([np.asarray(v["centerline_ras_mm"])[:, 2] for v in dmvs])))
     low, high = z - 5.0, z + 25.0
-    save_volume(_slab_between(phantom.swi, low, high), tmp_path / "slab.nii.gz")
+    save_volume(_slab_of(phantom.swi, (low + high) / 2, high - low), tmp_path / "slab.nii.gz")
     slab = run_vessel_analysis(load_volume(tmp_path / "slab.nii.gz"))
     assert slab.provenance["field_of_view_cuts_brain"] == ["inferior", "superior"]
     assert any("field of view cuts through the brain" in w for w in slab.summary["warnings"])

@@ -26,8 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from eval_vessels import phantom_folder  # noqa: E402
+from eval_vessels import phantom_folder     # this folder: the script's own (sys.path[0])
 
 
 def slab_of(vol, z_centre_mm: float, thickness_mm: float):
