@@ -477,6 +477,25 @@ def test_t1_instead_of_swi_is_refused(phantom):
         run_vessel_analysis(phantom.t1)
 
 
+def test_a_real_whole_head_t1_the_mni152_template_is_refused(tmp_path):
+    """A real T1 (the MNI152 2009a template that ships inside nilearn's wheel, 1 mm, uint8,
+    skull-stripped adult brain): refused as T1 by its dark deep CSF, by the library call and by
+    the command, which writes nothing."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    from NeonatalBrainLib.cli import main
+
+    path = Path(str(files("nilearn.datasets.data") / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"))
+    t1 = load_volume(path)
+    assert t1.shape == (197, 233, 189)
+    with pytest.raises(InputError, match="T1-weighted.*deep CSF is dark|deep CSF is dark.*T1-weighted"):
+        run_vessel_analysis(t1)
+    out = tmp_path / "out"
+    assert main(["vessels", str(path), "--out", str(out)]) == 2
+    assert not out.exists() or not any(out.iterdir())
+
+
 def _centre_crop(vol: Volume, mm) -> Volume:
     """The middle of ``vol``: ``mm`` (per voxel axis) around its centre voxel."""
     c = np.array(vol.shape) // 2
