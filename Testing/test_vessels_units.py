@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from NeonatalBrainLib import centerline as cl
 from NeonatalBrainLib.batch import append_row, read_rows, run_batch
-from NeonatalBrainLib.imageio import InputError
+from NeonatalBrainLib.imageio import InputError, Volume
 from NeonatalVesselsLib import measure as ms
 from NeonatalVesselsLib import pipeline as pl
 from NeonatalVesselsLib.skeleton import join_end_to_end, merge_fragments, paths_from_labels, split_vessels
@@ -683,6 +683,38 @@ def test_noise_sd_is_robust_to_structure():
     mask = np.ones(img.shape, bool)
     assert abs(noise_sd(img, mask, (0.5, 0.5, 2.0)) - 0.05) < 0.004
     assert noise_sd(img, np.zeros(img.shape, bool), (0.5, 0.5, 2.0)) == 0.0
+
+
+def test_interpolation_factors_find_zero_filled_noise_and_noise_sd_corrects_for_it():
+    # a scanner's interpolation (k-space zero-filled) makes neighbours share noise: the neighbour
+    # difference SD then reads x0.76 (1.5x) / x0.6 (2x) of the noise; the lag-2 / lag-1 ratio finds
+    # the factor, noise_sd divides by sqrt(1 - sinc(1 / F)), and the smoothing on the acquired grid
+    # gives the SD of the smoothed noise
+    from NeonatalBrainLib import filters
+    from NeonatalBrainLib.phantom import zero_filled
+    from NeonatalVesselsLib.masks import interpolation_factors, noise_sd, smoothed_noise_factor
+
+    rng = np.random.default_rng(11)
+    spacing = np.array([0.6, 0.6, 2.0])
+    white = Volume(rng.normal(10.0, 1.0, (96, 96, 30)).astype(np.float32), np.diag([*spacing, 1.0]))
+    everywhere = np.ones(white.shape, bool)
+    assert interpolation_factors(white.array, everywhere).tolist() == [1.0, 1.0, 1.0]
+    assert noise_sd(white.array, everywhere, spacing, [1.0, 1.0, 1.0]) == noise_sd(white.array, everywhere, spacing)
+    for factor in (1.5, 2.0):
+        fine = zero_filled(white, factor)
+        assert fine.shape == (int(96 * factor), int(96 * factor), 30)
+        assert np.allclose(fine.spacing_mm, spacing / [factor, factor, 1.0])
+        arr, inside = np.asarray(fine.array), np.ones(fine.shape, bool)
+        true_sd = float(arr.std())
+        assert abs(true_sd - 1.0) < 0.03                      # the noise per voxel is kept
+        found = interpolation_factors(arr, inside)
+        assert np.allclose(found[:2], factor, rtol=0.05) and found[2] == 1.0, found
+        assert noise_sd(arr, inside, fine.spacing_mm) < 0.8 * true_sd
+        assert abs(noise_sd(arr, inside, fine.spacing_mm, found) - true_sd) < 0.03 * true_sd
+        smoothed = filters.gaussian_filter(arr, 0.5 / np.asarray(fine.spacing_mm), mode="nearest")
+        measured = float(smoothed[8:-8, 8:-8, 4:-4].std())
+        assert abs(smoothed_noise_factor(fine.spacing_mm * found, 0.5) * true_sd - measured) < 0.05 * measured
+        assert smoothed_noise_factor(fine.spacing_mm, 0.5) * true_sd < 0.75 * measured   # the fine grid's, too small
 
 
 def test_smoothed_noise_factor_matches_smoothed_white_noise():

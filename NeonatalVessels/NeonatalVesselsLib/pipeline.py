@@ -468,6 +468,18 @@ def _minip_order_free(canon_affine: np.ndarray, input_affine: np.ndarray, how, s
     return perm[axis] == axis_in and n == n_in and (n % 2 == 1 or not flip[axis])
 
 
+def _in_input_order(values, how) -> list[float]:
+    """Per-axis ``values`` of the canonical grid in the input's voxel-axis order (``how`` from
+    :func:`_reorient`; canonical axis ``r`` is input axis ``perm[r]``), rounded for a summary."""
+    values = [round(float(v), 3) for v in values]
+    if how is None:
+        return values
+    out = [0.0] * 3
+    for r, a in enumerate(how[0]):
+        out[a] = values[r]
+    return out
+
+
 def _box_on_input_grid(values: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...], how) -> np.ndarray:
     """``from_canonical_order`` of a canonical array of ``shape`` that is 0 outside ``box`` and
     ``values`` inside it, built directly on the input grid (only the box is transposed / flipped)."""
@@ -505,6 +517,9 @@ class _Context:
     tracking: dict | None = None
     #: faces of the (canonical) array where the field of view cuts through the brain (:func:`.masks.cut_faces`)
     open_faces: tuple = ()
+    #: voxel size (mm) of the samples the scanner acquired, estimated from the noise: the voxel size
+    #: times :func:`.masks.interpolation_factors` (equal to it unless the image was interpolated)
+    acquired_spacing_mm: np.ndarray | None = None
 
 
 def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, prog, *,
@@ -538,12 +553,14 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
     vent = ventricles
     check_contrast = ventricles is None     # (fixed here: `vent` is reassigned below)
 
-    def side_steps() -> float:
+    def side_steps() -> tuple[float, np.ndarray]:
         # independent of the CSF masks: run on a worker thread beside them (their filters and
         # labelling release the GIL); the T1 refusal is raised by .result() below
         if check_contrast:
             check_swi_contrast(norm, brain, depth, spacing, cut_faces=open_faces)
-        return mk.noise_sd(norm, depth > 5.0, spacing)
+        deep = depth > 5.0
+        interpolation = mk.interpolation_factors(norm, deep)
+        return mk.noise_sd(norm, deep, spacing, interpolation), interpolation
 
     with ThreadPoolExecutor(1) as pool:
         midline = pool.submit(mk.midline_x_mm, brain, swi.affine)      # first: the CSF masks need it
@@ -567,9 +584,9 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         except Exception:
             side.result()   # an image refused as T1 reports that first, as when run in order
             raise
-        mid, noise = midline.result(), side.result()
+        mid, (noise, interpolation) = midline.result(), side.result()
     return _Context(swi, norm, brain, vent, depth, vdist, mid, lab, timings, csf_dist, noise,
-                    open_faces=open_faces)
+                    open_faces=open_faces, acquired_spacing_mm=np.asarray(spacing, float) * interpolation)
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -838,7 +855,10 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         "tracking": ctx.tracking, "psf": psf_info,
         # given labels with a previous run: the vessels measured on that run's centreline and region
         "kept_from_previous_run": len(kept.keys() & set(ids)) if given_ids else None,
-        "detectability": detectability(c_subj, len(ms.resolved_contrasts(fits)), ctx.noise_sd, spacing),
+        "detectability": detectability(c_subj, len(ms.resolved_contrasts(fits)), ctx.noise_sd,
+                                       ctx.acquired_spacing_mm),
+        # per voxel axis of the input: grid steps per acquired sample, from the noise (> 1: interpolated)
+        "noise_interpolation_factors": _in_input_order(ctx.acquired_spacing_mm / spacing, how),
         "field_of_view_cuts_brain": [mk.CANONICAL_FACE_NAMES[f] for f in ctx.open_faces],
         "run_time_s": round(time.perf_counter() - t_start, 3),
     }
@@ -920,7 +940,7 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
     smoothed = filters.gaussian_filter(np.asarray(ctx.norm[box], np.float32),
                                        params.contrast_smoothing_mm / swi.spacing_mm, mode="nearest")
     allowed = ctx.brain[box] & ~ctx.ventricles[box] & (ctx.depth_mm[box] > params.surface_margin_mm)
-    gate = contrast_gate(params, ctx.noise_sd, swi.spacing_mm)
+    gate = contrast_gate(params, ctx.noise_sd, ctx.acquired_spacing_mm)
     ext = track_extensions(smoothed, sub_affine, seeds, min_contrast=params.track_contrast_factor * gate,
                            max_drop=params.track_max_drop_factor * gate, max_length_mm=params.track_max_mm,
                            search_mm=params.track_search_mm, allowed=allowed)
@@ -1107,11 +1127,13 @@ def summarize(vessels: pd.DataFrame) -> dict[str, Any]:
 
 
 def segment_vessels(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, spacing,
-                    params: VesselParams, progress=None, *, noise_sd: float = 0.0) -> np.ndarray:
+                    params: VesselParams, progress=None, *, noise_sd: float = 0.0,
+                    acquired_spacing_mm=None) -> np.ndarray:
     """Binary vessel mask from the bias-normalised SWI (steps 3-4 of the module docstring).
 
     ``noise_sd``: noise SD of ``norm`` (:func:`masks.noise_sd`); the local-contrast gate is
-    :func:`contrast_gate`.
+    :func:`contrast_gate`, on ``acquired_spacing_mm`` (default ``spacing``: the voxels hold
+    independent noise).
     """
     from .vesselness import bounding_box, vesselness_in_box
 
@@ -1125,7 +1147,7 @@ def segment_vessels(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, s
     # voxels that can be vessel: in the ROI, dark, darker than their local background
     dark = roi[rbox] & (norm[rbox] < params.max_relative_intensity)
     if params.min_local_contrast > 0:
-        gate = contrast_gate(params, noise_sd, spacing)
+        gate = contrast_gate(params, noise_sd, spacing if acquired_spacing_mm is None else acquired_spacing_mm)
         cbox, contrast = _local_contrast_in_box(norm, spacing, background_mm=params.local_background_mm,
                                                 smoothing_mm=params.contrast_smoothing_mm, mask=roi)
         dark &= contrast[_inner_box(cbox, rbox)] >= gate
@@ -1153,7 +1175,9 @@ def contrast_gate(params: VesselParams, noise_sd: float, spacing) -> float:
     :func:`.masks.smoothed_noise_factor` of ``contrast_smoothing_mm`` on these voxels: the
     contrast is measured on the smoothed image, whose noise falls with the number of voxels
     the smoothing averages (a fixed multiple of the image noise SD would be ~1.7x stricter on
-    0.6 mm isotropic voxels than on 0.6 x 0.6 x 2 mm ones).
+    0.6 mm isotropic voxels than on 0.6 x 0.6 x 2 mm ones).  ``spacing``: the acquired voxel
+    size (:attr:`_Context.acquired_spacing_mm`): on an interpolated image the smoothing averages
+    fewer independent samples than voxels.
     """
     f = mk.smoothed_noise_factor(spacing, params.contrast_smoothing_mm)
     return max(params.min_local_contrast, params.local_contrast_noise_factor * float(noise_sd) * f)
@@ -1286,7 +1310,7 @@ def run_vessel_analysis(swi: Volume, *, brain_mask=None, ventricles=None, labels
     ctx = _prepare(swi, m["brain"], m["vent"], m["labels"], params, prog)
     t0 = time.perf_counter()
     seg = segment_vessels(ctx.norm, ctx.brain, ctx.depth_mm, swi.spacing_mm, params, prog.sub(0.1, 0.5),
-                          noise_sd=ctx.noise_sd)
+                          noise_sd=ctx.noise_sd, acquired_spacing_mm=ctx.acquired_spacing_mm)
     ctx.timings["segment_s"] = time.perf_counter() - t0
     return _measure(ctx, seg, params, prog, method="automatic", t_start=t_start, out_grid=(swi_in, how))
 
