@@ -43,6 +43,27 @@ def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "projec
     return folder
 
 
+def add_case_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--presets``, ``--seeds``, ``--generator``, ``--cache``, ``--jobs``, ``--out``: the cases
+    of the variant scripts (``eval_vessels_slabs.py``, ``eval_vessels_interpolated.py``)."""
+    ap.add_argument("--presets", nargs="+", default=["term_3t", "term_1p5t", "preterm", "isotropic", "oblique_low_snr"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[11, 12])
+    ap.add_argument("--generator", choices=("project", "independent"), default="project")
+    ap.add_argument("--cache", default="/tmp/neonatal_vessel_phantoms")
+    ap.add_argument("--jobs", type=int, default=1)
+    ap.add_argument("--out")
+
+
+def map_cases(function, jobs: list, n_jobs: int) -> list:
+    """``[function(job) for job in jobs]``, in ``n_jobs`` processes when > 1 (results in order)."""
+    if n_jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(n_jobs) as pool:
+            return list(pool.map(function, jobs))
+    return [function(job) for job in jobs]
+
+
 def evaluate_case(preset: str, seed: int, cache: Path, generator: str = "project") -> dict:
     from NeonatalBrainLib.imageio import load_volume
     from NeonatalVesselsLib.evaluation import evaluate, load_truth

@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
 
-from eval_vessels import phantom_folder     # this folder: the script's own (sys.path[0])
+from eval_vessels import add_case_arguments, map_cases, phantom_folder     # this folder: the script's own (sys.path[0])
 
 
 def evaluate_interpolated(job) -> dict:
@@ -51,26 +50,16 @@ def evaluate_interpolated(job) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", nargs="+", default=["term_3t", "term_1p5t", "preterm", "isotropic", "oblique_low_snr"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[11, 12])
+    add_case_arguments(ap)
     ap.add_argument("--factors", nargs="+", type=float, default=[1.0, 1.5, 2.0])
-    ap.add_argument("--generator", choices=("project", "independent"), default="project")
     ap.add_argument("--white-noise-model", action="store_true",
                     help="the engine before round 19: the noise of every voxel taken as independent")
-    ap.add_argument("--cache", default="/tmp/neonatal_vessel_phantoms")
-    ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--out")
     args = ap.parse_args(argv)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     jobs = [(p, s, cache, args.generator, f, args.white_noise_model)
             for p in args.presets for s in args.seeds for f in args.factors]
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            rows = list(pool.map(evaluate_interpolated, jobs))
-    else:
-        rows = [evaluate_interpolated(j) for j in jobs]
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(map_cases(evaluate_interpolated, jobs, args.jobs))
     cols = ["preset", "seed", "factor", "grid_mm", "sensitivity", "ppv", "n_true", "dmv_count", "count_error_left",
             "count_error_right", "width_mae_mm", "noise_sd", "interpolation"]
     print(df[cols].round(3).to_string(index=False))

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from eval_vessels import phantom_folder     # this folder: the script's own (sys.path[0])
+from eval_vessels import add_case_arguments, map_cases, phantom_folder     # this folder: the script's own (sys.path[0])
 
 
 def slab_of(vol, z_centre_mm: float, thickness_mm: float):
@@ -84,25 +83,15 @@ def evaluate_slab(job) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", nargs="+", default=["term_3t", "term_1p5t", "preterm", "isotropic", "oblique_low_snr"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[11, 12])
+    add_case_arguments(ap)
     ap.add_argument("--slabs", nargs="+", default=["30:10", "40:-12", "50:15"],
                     help="THICKNESS:OFFSET in mm (offset of the slab centre from the DMVs' median height)")
-    ap.add_argument("--generator", choices=("project", "independent"), default="project")
-    ap.add_argument("--cache", default="/tmp/neonatal_vessel_phantoms")
-    ap.add_argument("--jobs", type=int, default=1)
-    ap.add_argument("--out")
     args = ap.parse_args(argv)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     slabs = [tuple(float(x) for x in s.split(":")) for s in args.slabs]
     jobs = [(p, s, cache, args.generator, t, o) for p in args.presets for s in args.seeds for t, o in slabs]
-    if args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs) as pool:
-            rows = list(pool.map(evaluate_slab, jobs))
-    else:
-        rows = [evaluate_slab(j) for j in jobs]
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(map_cases(evaluate_slab, jobs, args.jobs))
     print(df.round(3).to_string(index=False))
     ok = df[df["refused"] == ""]
     if len(ok):
