@@ -23,6 +23,7 @@ from pathlib import Path
 import pandas as pd
 
 from eval_vessels import add_case_arguments, map_cases, phantom_folder     # this folder: the script's own (sys.path[0])
+from NeonatalVesselsLib.masks import WHITE_NOISE_MAX_LAG_RATIO     # the engine's own, before any job changes it
 
 
 def evaluate_interpolated(job) -> dict:
@@ -33,8 +34,8 @@ def evaluate_interpolated(job) -> dict:
     from NeonatalVesselsLib.evaluation import evaluate, load_truth
     from NeonatalVesselsLib.pipeline import run_vessel_analysis
 
-    if white_noise_model:
-        masks.WHITE_NOISE_MAX_LAG_RATIO = float("inf")
+    # set in every job: a pool's worker process keeps a module's state from its previous job
+    masks.WHITE_NOISE_MAX_LAG_RATIO = float("inf") if white_noise_model else WHITE_NOISE_MAX_LAG_RATIO
     folder = phantom_folder(preset, seed, cache, generator)
     swi = load_volume(folder / "swi.nii.gz")
     if factor != 1.0:
