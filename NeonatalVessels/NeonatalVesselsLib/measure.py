@@ -352,7 +352,7 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
               end_margin_mm: float = 0.75, psf_extra_sigma_mm: float = 0.0,
               cross_section_average: str = "median", solver: str = "compiled",
               exclude: np.ndarray | None = None, exclude_above: float = 0.25,
-              detrend: bool = False) -> WidthFit | None:
+              detrend: bool = False, voxel_mm=None) -> WidthFit | None:
     """Fit the blurred-disk cross-section model to one vessel (see module docstring).
 
     ``cross_section_average``: how the cross-sections along the vessel are combined,
@@ -370,7 +370,10 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
     fitted to the outer ring of the combined section (``>= patch_mm - 0.5`` mm from the
     centreline) before the fit.  Both serve veins against the ventricle wall between tissues
     of different signal (the thalamostriate vein), where a constant background reads the
-    vein too wide.  None when every pixel of the section border is left out.
+    vein too wide.  ``voxel_mm``: the voxel size per axis of ``affine`` in the point-spread
+    model (sigma = voxel / 2, plus ``psf_extra_sigma_mm``); default the grid's (an interpolated
+    scan's acquired slice thickness is larger than its slice spacing).  None when every pixel
+    of the section border is left out.
     """
     if cross_section_average not in ("median", "mean"):
         raise ValueError(f"cross_section_average: 'median' or 'mean', got {cross_section_average!r}")
@@ -393,7 +396,8 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
     idx = np.clip(np.searchsorted(s, stations), 0, len(p) - 1)
     g = np.arange(-patch_mm, patch_mm + 1e-9, grid_mm)
     uu, vv = np.meshgrid(g, g, indexing="ij")
-    psf_cov_ras = direction @ np.diag(spacing ** 2 / 4.0 + psf_extra_sigma_mm ** 2) @ direction.T
+    voxel = spacing if voxel_mm is None else np.asarray(voxel_mm, float)
+    psf_cov_ras = direction @ np.diag(voxel ** 2 / 4.0 + psf_extra_sigma_mm ** 2) @ direction.T
     # all cross-sections sampled by one map_coordinates call (linear interpolation is per point)
     inv_rot, inv_shift = inv[:3, :3].T, inv[:3, 3]
     uu3, vv3 = uu[..., None], vv[..., None]

@@ -646,9 +646,11 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         t = ms.cl.tortuosity(np.vstack([first, second]))
         return bool(t <= max(ms.cl.tortuosity(first), ms.cl.tortuosity(second)) + params.merge_max_tortuosity_gain)
 
-    slice_axis = int(np.argmax(spacing))
+    # the slice decisions follow the voxel the scanner acquired (an interpolated grid is finer)
+    acquired = ctx.acquired_spacing_mm
+    slice_axis = int(np.argmax(acquired))
     slice_dir = swi.affine[:3, slice_axis] / float(spacing[slice_axis])
-    thick_slices = bool(spacing.max() >= 1.5 * spacing.min())    # largest voxel >= 1.5 x the smallest
+    thick_slices = bool(acquired.max() >= 1.5 * acquired.min())    # largest voxel >= 1.5 x the smallest
     metric = None
     if thick_slices and params.merge_slice_weight != 1.0:
         metric = np.eye(3) - (1.0 - params.merge_slice_weight) * np.outer(slice_dir, slice_dir)
@@ -664,9 +666,9 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                                       max_gap_angle_deg=params.merge_gap_angle_deg, can_join=can_join, gap_ok=gap_ok,
                                       join_ok=not_zigzag, metric=metric)
     centrelines: dict[int, np.ndarray] = {}
-    smoothing_mm = max(params.centreline_smoothing_mm, params.centreline_smoothing_voxels * float(spacing.max()))
+    smoothing_mm = max(params.centreline_smoothing_mm, params.centreline_smoothing_voxels * float(acquired.max()))
     # thick slices: stronger smoothing across the slices
-    slice_smoothing_mm = params.centreline_slice_smoothing_voxels * float(spacing[slice_axis]) if thick_slices else 0.0
+    slice_smoothing_mm = params.centreline_slice_smoothing_voxels * float(acquired[slice_axis]) if thick_slices else 0.0
 
     def smooth(p: np.ndarray) -> np.ndarray:
         return ms.smooth_centreline(p, smoothing_mm=smoothing_mm, step_mm=params.centreline_step_mm,
@@ -763,6 +765,12 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     minip_job = pool.submit(minip_slab, np.asarray(minip_src.array, np.float32), minip_src.affine,
                             params.minip_slab_mm)
     psf_extra, psf_info = _scanner_psf(ctx, params)
+    # the width model's voxel: the grid's in-plane (the ventricle-wall estimate of the spread beyond
+    # it sees in-plane blur; the acquired in-plane voxel read widths worse, benchmarks/README.md round
+    # 19), the acquired slice thickness across thick slices (the estimate does not see across them)
+    width_voxel = np.asarray(spacing, float).copy()
+    if thick_slices:
+        width_voxel[slice_axis] = acquired[slice_axis]
     fits = []
     ids = sorted(centrelines)
     csf = None
@@ -776,7 +784,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             fits.append(ms.fit_width(ctx.norm, swi.affine, centrelines[vid], patch_mm=params.width_patch_mm,
                                      psf_extra_sigma_mm=psf_extra,
                                      cross_section_average=params.width_cross_section_average,
-                                     exclude=csf if wall_fit else None, detrend=wall_fit))
+                                     exclude=csf if wall_fit else None, detrend=wall_fit,
+                                     voxel_mm=width_voxel))
         if n % 20 == 0:
             prog.update(0.7 + 0.25 * n / max(1, len(ids)), "widths")
     c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile)
@@ -1158,7 +1167,7 @@ def segment_vessels(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, s
     candidates[rbox] = dark
     vbox, v_sub = vesselness_in_box(norm, spacing, params.scales_mm, mask=roi, alpha=params.frangi_alpha,
                                     beta=params.frangi_beta, c=params.frangi_c, dark=True, only=candidates,
-                                    progress=progress)
+                                    progress=progress, acquired_spacing_mm=acquired_spacing_mm)
     if v_sub is None:
         return seg
     v = v_sub[_inner_box(vbox, rbox)]   # 0 outside the candidates

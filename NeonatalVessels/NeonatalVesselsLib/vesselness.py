@@ -204,10 +204,12 @@ def vesselness_in_box(image: np.ndarray, spacing_mm: Sequence[float], scales_mm:
                       mask: np.ndarray | None = None, alpha: float = 0.5, beta: float = 0.5,
                       c: float = 0.08, dark: bool = True, equalise_voxel_blur: bool = True,
                       thick_slice_ratio: float = 2.5, only: np.ndarray | None = None,
-                      progress=None) -> tuple[tuple[slice, slice, slice], np.ndarray | None]:
+                      progress=None, acquired_spacing_mm=None) -> tuple[tuple[slice, slice, slice], np.ndarray | None]:
     """:func:`vesselness` as ``(box, values in box)``: the box holds every voxel of ``mask``
     (bounding box plus the smoothing margin), the response is 0 outside it.  ``None`` for the
     values when the box is too small to compute anything (the response is 0 everywhere).
+    ``acquired_spacing_mm``: the voxel the scanner sampled, when the image was interpolated
+    onto a finer grid; it decides whether the slices are thick (default ``spacing_mm``).
 
     ``only``: the response is computed only at the voxels of ``mask`` that are also in
     ``only`` (0 at the others); the box, hence the smoothing and every computed value, is
@@ -235,7 +237,8 @@ def vesselness_in_box(image: np.ndarray, spacing_mm: Sequence[float], scales_mm:
     sub_out.fill(0.0)
     smoothed = np.empty_like(sub)
     inv_sp = (1.0 / spacing).astype(np.float32)
-    thick = bool(spacing.max() >= thick_slice_ratio * spacing.min())
+    acquired = spacing if acquired_spacing_mm is None else np.asarray(acquired_spacing_mm, float)
+    thick = bool(acquired.max() >= thick_slice_ratio * acquired.min())
     # equalise the voxels' own blur (a box of width s has variance s^2 / 12): the
     # finer axes get the extra blur that makes the total isotropic
     box_var = spacing ** 2 / 12.0 if equalise_voxel_blur else np.zeros(3)
