@@ -3,12 +3,13 @@
 Usage::
 
     .venv/bin/python benchmarks/eval_vessels_interpolated.py --presets term_1p5t preterm --seeds 11 12 \
-        --factors 1 1.5 2 [--generator independent] [--white-noise-model] [--jobs 2] [--cache DIR] [--out results.csv]
+        --factors 1 1.5 2 [--axes inplane|slice|all] [--generator independent] [--white-noise-model] [--jobs 2] [--cache DIR] [--out results.csv]
 
 Scanners often reconstruct SWI on a grid finer than they sample ("interpolation", ZIP): the
 resolution and the noise per voxel stay, but neighbouring voxels share their noise.  Each case is
 the cached phantom passed through ``NeonatalBrainLib.phantom.zero_filled`` by FACTOR along its two
-finest voxel axes (1 = as generated), run fully automatically and scored with
+finest voxel axes (``--axes inplane``, the default), its coarsest (``slice``: overlapping slices)
+or all three (1 = as generated), run fully automatically and scored with
 ``NeonatalVesselsLib.evaluation.evaluate``.  ``--white-noise-model`` runs the engine as it was
 before it estimated the noise's correlation (every voxel's noise taken as independent:
 ``masks.WHITE_NOISE_MAX_LAG_RATIO`` set to infinity), for comparison.  Columns: the evaluation's
@@ -20,6 +21,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from eval_vessels import add_case_arguments, map_cases, phantom_folder     # this folder: the script's own (sys.path[0])
@@ -27,7 +29,7 @@ from NeonatalVesselsLib.masks import WHITE_NOISE_MAX_LAG_RATIO     # the engine'
 
 
 def evaluate_interpolated(job) -> dict:
-    preset, seed, cache, generator, factor, white_noise_model = job
+    preset, seed, cache, generator, factor, white_noise_model, axes = job
     from NeonatalBrainLib.imageio import load_volume
     from NeonatalBrainLib.phantom import zero_filled
     from NeonatalVesselsLib import masks
@@ -39,10 +41,12 @@ def evaluate_interpolated(job) -> dict:
     folder = phantom_folder(preset, seed, cache, generator)
     swi = load_volume(folder / "swi.nii.gz")
     if factor != 1.0:
-        swi = zero_filled(swi, factor)
+        order = np.argsort(swi.spacing_mm, kind="stable")
+        chosen = {"inplane": order[:2], "slice": order[2:], "all": order}[axes]
+        swi = zero_filled(swi, factor, axes=tuple(sorted(int(a) for a in chosen)))
     a = run_vessel_analysis(swi)
     prov = a.summary["provenance"]
-    return {"generator": generator, "preset": preset, "seed": seed, "factor": factor,
+    return {"generator": generator, "preset": preset, "seed": seed, "factor": factor, "axes": axes,
             "engine": "white_noise_model" if white_noise_model else "current",
             "grid_mm": " ".join(f"{s:.3f}" for s in swi.spacing_mm),
             **evaluate(a.vessels, a.centerlines, load_truth(folder)), "dmv_count": a.summary["dmv_count"],
@@ -53,12 +57,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_case_arguments(ap)
     ap.add_argument("--factors", nargs="+", type=float, default=[1.0, 1.5, 2.0])
+    ap.add_argument("--axes", choices=("inplane", "slice", "all"), default="inplane",
+                    help="the axes zero-filled: the two finest (in-plane), the coarsest (slices), or all three")
     ap.add_argument("--white-noise-model", action="store_true",
                     help="the engine before round 19: the noise of every voxel taken as independent")
     args = ap.parse_args(argv)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    jobs = [(p, s, cache, args.generator, f, args.white_noise_model)
+    jobs = [(p, s, cache, args.generator, f, args.white_noise_model, args.axes)
             for p in args.presets for s in args.seeds for f in args.factors]
     df = pd.DataFrame(map_cases(evaluate_interpolated, jobs, args.jobs))
     cols = ["preset", "seed", "factor", "grid_mm", "sensitivity", "ppv", "n_true", "dmv_count", "count_error_left",
