@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
+from scipy.optimize import brentq
 
 import cc3d
 import edt as edt_lib
@@ -542,14 +543,10 @@ def interpolation_factors(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if sd1 <= 0 or sd2 < WHITE_NOISE_MAX_LAG_RATIO * sd1:
             continue
         ratio = sd2 / sd1
-        lo, hi = 1.0, MAX_INTERPOLATION_FACTOR
-        if ratio >= _sinc_lag_ratio(hi):
-            out[axis] = hi
-            continue
-        for _ in range(50):    # _sinc_lag_ratio rises from 1 (F = 1) on [1, 3]
-            mid = 0.5 * (lo + hi)
-            lo, hi = (mid, hi) if _sinc_lag_ratio(mid) < ratio else (lo, mid)
-        out[axis] = 0.5 * (lo + hi)
+        if ratio >= _sinc_lag_ratio(MAX_INTERPOLATION_FACTOR):
+            out[axis] = MAX_INTERPOLATION_FACTOR
+        else:   # _sinc_lag_ratio rises from 1 (F = 1) to its value at the largest factor
+            out[axis] = brentq(lambda f: _sinc_lag_ratio(f) - ratio, 1.0, MAX_INTERPOLATION_FACTOR, xtol=1e-12)
     return out
 
 

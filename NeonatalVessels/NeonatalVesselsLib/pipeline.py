@@ -471,13 +471,10 @@ def _minip_order_free(canon_affine: np.ndarray, input_affine: np.ndarray, how, s
 def _in_input_order(values, how) -> list[float]:
     """Per-axis ``values`` of the canonical grid in the input's voxel-axis order (``how`` from
     :func:`_reorient`; canonical axis ``r`` is input axis ``perm[r]``), rounded for a summary."""
-    values = [round(float(v), 3) for v in values]
-    if how is None:
-        return values
-    out = [0.0] * 3
-    for r, a in enumerate(how[0]):
-        out[a] = values[r]
-    return out
+    values = np.asarray(values, float)
+    if how is not None:
+        values = values[np.argsort(how[0])]
+    return [round(float(v), 3) for v in values]
 
 
 def _box_on_input_grid(values: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...], how) -> np.ndarray:
