@@ -6,10 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from scipy.spatial import cKDTree
 
 from NeonatalBrainLib.anatomy import LABEL_VALUES
 from NeonatalBrainLib.imageio import InputError, load_volume
-from NeonatalBrainLib.phantom import PRESETS, InjurySpec, generate_phantom
+from NeonatalBrainLib.phantom import PRESETS, InjurySpec, generate_phantom, with_changes
 from NeonatalBrainLib.phantom.anatomy_model import build_model
 from NeonatalBrainLib.phantom.cohort import draw_subjects
 from NeonatalBrainLib.phantom.vessels import build_vessels
@@ -181,3 +182,31 @@ def test_numpy_labelling_twin_matches_the_numba_kernel(monkeypatch):
         monkeypatch.setattr(am, "_KERNEL", None)
         assert len(np.unique(fast)) >= 20
         assert np.count_nonzero(fast != twin) <= 2, preset  # rounding at an exact boundary at most
+
+
+def test_fainter_veins_change_only_the_vessel_voxels_and_are_recorded(phantom):
+    # Preset.swi_vein_signal: the lumen's SWI magnitude (0.08 by default; white matter 0.74)
+    faint = generate_phantom(seed=0, preset=with_changes(PRESETS["term_3t"], swi_vein_signal=0.3),
+                             modalities=("swi",))
+    assert faint.subject["preset_changes"] == {"swi_vein_signal": 0.3}
+    assert "preset_changes" not in phantom.subject
+    # the same veins, the same truth
+    assert faint.summary == phantom.summary
+    assert np.array_equal(faint.vessel_labels.array, phantom.vessel_labels.array)
+    before, after = np.asarray(phantom.swi.array), np.asarray(faint.swi.array)
+    vessel = np.asarray(phantom.vessel_labels.array) > 0
+    changed = np.argwhere(before != after)
+    assert len(changed)
+    # same noise and bias draws: only voxels a vein fills in part change, those whose centre lies
+    # within the vein's radius plus half the voxel's diagonal of its centreline (+ 0.1 mm: the
+    # truth's centreline points lie 0.2 mm apart)
+    points = np.vstack([np.asarray(v["centerline_ras_mm"], float) for v in phantom.vessels])
+    radius = np.concatenate([np.full(len(v["centerline_ras_mm"]), v["diameter_mm"] / 2) for v in phantom.vessels])
+    centres = changed @ phantom.swi.affine[:3, :3].T + phantom.swi.affine[:3, 3]
+    distance, nearest = cKDTree(points).query(centres)
+    half_diagonal = 0.5 * float(np.linalg.norm(phantom.swi.spacing_mm))
+    assert np.all(distance <= radius[nearest] + half_diagonal + 0.1)
+    # a voxel mostly vein (fraction >= 0.5) is brighter by 0.5-1 x (0.3 - 0.08) x the signal
+    # scale (1000), times the receive bias (the preset's amplitude 0.12), plus the noise's change
+    gain = np.median((after - before)[vessel]) / (0.22 * PRESETS["term_3t"].swi_scale)
+    assert 0.5 * 0.88 < gain < 1.12

@@ -29,7 +29,7 @@ from ..anatomy import LABELS, LABEL_VALUES, write_label_table
 from ..imageio import InputError, Volume, grid_summary, save_volume
 from ..progress import as_progress
 from .anatomy_model import SCALP, SKULL, BrainModel, build_model
-from .presets import InjurySpec, Preset, get_preset
+from .presets import InjurySpec, Preset, get_preset, preset_changes
 from .vessels import build_vessels
 
 L = LABEL_VALUES
@@ -55,7 +55,6 @@ T1_BASE = {"cortical_gm": 0.56, "white_matter": 0.40, "lateral_ventricle": 0.13,
 SWI_BASE = {"cortical_gm": 0.62, "white_matter": 0.74, "lateral_ventricle": 1.0, "third_ventricle": 1.0,
             "extracerebral_csf": 0.97, "caudate": 0.60, "putamen": 0.58, "globus_pallidus": 0.54,
             "thalamus": 0.57, "plic": 0.60, "brainstem": 0.62, "cerebellum": 0.58}
-SWI_VEIN = 0.08
 
 
 @dataclass
@@ -344,6 +343,9 @@ def generate_phantom(seed: int = 0, preset: "str | Preset" = "term_3t", injury: 
         "field_strength_t": pr.field_strength_t,
         "grids": {},
     }
+    changes = preset_changes(pr)
+    if changes:     # a variant of a named preset (presets.with_changes): what it changed
+        subject["preset_changes"] = changes
     out = dict.fromkeys(("t1", "labels", "brain_mask", "swi", "swi_labels", "swi_brain_mask",
                          "swi_ventricles", "vessel_labels"))
     vessels: list[dict] = []
@@ -380,7 +382,7 @@ def generate_phantom(seed: int = 0, preset: "str | Preset" = "term_3t", injury: 
         codes, signal = render_tissue(model, grid, pose_inv, table)
         prog.update(0.75, "SWI veins")
         frac, ids = render_vessels(vessels, grid, pose_inv)
-        signal = signal * (1.0 - frac) + SWI_VEIN * frac
+        signal = signal * (1.0 - frac) + np.float32(pr.swi_vein_signal) * frac
         signal *= bias_field(grid, rng_swi, pr.bias_amplitude)
         img = rician(signal, float(table[L["white_matter_left"]]) / pr.swi_snr, rng_swi) * pr.swi_scale
         labels = np.where(codes > 100, 0, codes).astype(np.uint8)

@@ -1,7 +1,7 @@
 """Phantom presets (subject type + acquisition) and injury specification."""
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from ..imageio import InputError
 
@@ -34,6 +34,10 @@ class Preset:
     swi_orientation: str = "LAS"
     swi_fov_mm: tuple[float, float, float] = (128.0, 150.0, 96.0)
     swi_snr: float = 28.0
+    #: SWI magnitude of venous blood, same units as the tissue signals (white matter 0.74): 0.08 is a
+    #: lumen dephased almost to the noise floor; a higher value gives fainter veins at the same noise
+    #: (benchmarks/eval_vessels_contrast.py)
+    swi_vein_signal: float = 0.08
     t1_spacing_mm: tuple[float, float, float] = (0.9, 0.9, 0.9)
     t1_orientation: str = "RAS"
     t1_fov_mm: tuple[float, float, float] = (126.0, 148.0, 112.0)
@@ -122,3 +126,17 @@ def get_preset(preset: "str | Preset") -> Preset:
 
 def with_changes(preset: Preset, **changes) -> Preset:
     return replace(preset, **changes)
+
+
+def preset_changes(preset: Preset) -> dict:
+    """The fields in which ``preset`` differs from the named preset of its name (``{}``: none, or
+    a preset not in :data:`PRESETS`), as JSON values."""
+    named = PRESETS.get(preset.name)
+    if named is None:
+        return {}
+    out = {}
+    for f in fields(Preset):
+        value = getattr(preset, f.name)
+        if value != getattr(named, f.name):
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
