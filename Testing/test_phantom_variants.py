@@ -9,9 +9,10 @@ import pytest
 from scipy.spatial import cKDTree
 
 from NeonatalBrainLib.anatomy import LABEL_VALUES
-from NeonatalBrainLib.imageio import InputError, load_volume
+from NeonatalBrainLib.imageio import InputError, Volume, load_volume
 from NeonatalBrainLib.phantom import PRESETS, InjurySpec, generate_phantom, with_changes
 from NeonatalBrainLib.phantom.anatomy_model import build_model
+from NeonatalBrainLib.phantom.generator import noise_gain_map, rician
 from NeonatalBrainLib.phantom.cohort import draw_subjects
 from NeonatalBrainLib.phantom.vessels import build_vessels
 
@@ -210,3 +211,19 @@ def test_fainter_veins_change_only_the_vessel_voxels_and_are_recorded(phantom):
     # scale (1000), times the receive bias (the preset's amplitude 0.12), plus the noise's change
     gain = np.median((after - before)[vessel]) / (0.22 * PRESETS["term_3t"].swi_scale)
     assert 0.5 * 0.88 < gain < 1.12
+
+
+def test_noise_gain_map_and_rician_noise_that_varies_across_the_image():
+    # parallel imaging's g-factor: the noise SD is amplified most in the middle of the field of view
+    grid = Volume(np.zeros((61, 81, 21), np.uint8), np.diag([0.5, 0.5, 2.0, 1.0]))
+    gain = noise_gain_map(grid, 1.6, width_mm=20.0)
+    assert gain.shape == grid.shape and gain.dtype == np.float32
+    assert gain[30, 40, 10] == pytest.approx(1.6) and gain.max() == pytest.approx(1.6)
+    r_mm = 15.0     # 30 voxels of 0.5 mm along j
+    assert gain[30, 10, 10] == pytest.approx(1 + 0.6 * np.exp(-r_mm ** 2 / (2 * 20.0 ** 2)), rel=1e-6)
+    assert np.allclose(gain, gain[::-1, ::-1, ::-1])
+    # Rician noise of zero signal: Rayleigh magnitudes of mean sigma sqrt(pi / 2) wherever sigma is
+    sigma = np.broadcast_to(np.where(np.arange(61) < 30, 1.0, 3.0)[:, None, None], grid.shape)
+    noise = rician(np.zeros(grid.shape, np.float32), sigma, np.random.default_rng(0))
+    for half, s in ((noise[:30], 1.0), (noise[31:], 3.0)):
+        assert half.mean() == pytest.approx(s * np.sqrt(np.pi / 2), rel=0.01)

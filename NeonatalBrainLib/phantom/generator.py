@@ -214,14 +214,34 @@ def bias_field(grid: Volume, rng: np.random.Generator, amplitude: float) -> np.n
     return np.exp(g, out=g)
 
 
-def rician(signal: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
-    """Magnitude of the complex signal plus complex Gaussian noise of std ``sigma`` per channel."""
+def rician(signal: np.ndarray, sigma, rng: np.random.Generator) -> np.ndarray:
+    """Magnitude of the complex signal plus complex Gaussian noise of std ``sigma`` per channel
+    (a number, or an array of ``signal``'s shape: noise that varies across the image)."""
+    sigma = np.asarray(sigma, np.float32)
     n1 = rng.standard_normal(signal.shape, dtype=np.float32)
-    n1 *= np.float32(sigma)
+    n1 *= sigma
     n1 += signal
     n2 = rng.standard_normal(signal.shape, dtype=np.float32)
-    n2 *= np.float32(sigma)
+    n2 *= sigma
     return np.hypot(n1, n2)
+
+
+#: width (Gaussian sigma, mm) of the noise amplification of :func:`noise_gain_map`
+NOISE_GAIN_WIDTH_MM = 35.0
+
+
+def noise_gain_map(grid: Volume, centre_gain: float, width_mm: float = NOISE_GAIN_WIDTH_MM) -> np.ndarray:
+    """Noise SD amplification over ``grid``, as parallel imaging's g-factor amplifies the noise
+    most in the middle of the field of view, far from the receive coils:
+    ``1 + (centre_gain - 1) exp(-r^2 / (2 width_mm^2))``, ``r`` the distance (mm) from the grid's
+    centre (float32, the grid's shape)."""
+    gauss = np.ones((1, 1, 1))
+    for axis, (n, step) in enumerate(zip(grid.shape, grid.spacing_mm)):
+        offset_mm = (np.arange(n) - (n - 1) / 2.0) * float(step)
+        shape = [1, 1, 1]
+        shape[axis] = n
+        gauss = gauss * np.exp(-offset_mm ** 2 / (2.0 * width_mm ** 2)).reshape(shape)
+    return (1.0 + (float(centre_gain) - 1.0) * gauss).astype(np.float32)
 
 
 def zero_filled(volume: Volume, factor: float, axes=None) -> Volume:
@@ -384,7 +404,10 @@ def generate_phantom(seed: int = 0, preset: "str | Preset" = "term_3t", injury: 
         frac, ids = render_vessels(vessels, grid, pose_inv)
         signal = signal * (1.0 - frac) + np.float32(pr.swi_vein_signal) * frac
         signal *= bias_field(grid, rng_swi, pr.bias_amplitude)
-        img = rician(signal, float(table[L["white_matter_left"]]) / pr.swi_snr, rng_swi) * pr.swi_scale
+        sigma = float(table[L["white_matter_left"]]) / pr.swi_snr
+        if pr.swi_noise_centre_gain != 1.0:
+            sigma = sigma * noise_gain_map(grid, pr.swi_noise_centre_gain)
+        img = rician(signal, sigma, rng_swi) * pr.swi_scale
         labels = np.where(codes > 100, 0, codes).astype(np.uint8)
         out["swi"] = grid.with_array(img.astype(np.float32))
         out["swi_labels"] = grid.with_array(labels)

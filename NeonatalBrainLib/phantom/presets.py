@@ -36,8 +36,11 @@ class Preset:
     swi_snr: float = 28.0
     #: SWI magnitude of venous blood, same units as the tissue signals (white matter 0.74): 0.08 is a
     #: lumen dephased almost to the noise floor; a higher value gives fainter veins at the same noise
-    #: (benchmarks/eval_vessels_contrast.py)
+    #: (benchmarks/eval_vessels_variants.py)
     swi_vein_signal: float = 0.08
+    #: SWI noise SD in the middle of the field of view relative to its edges (parallel imaging's
+    #: g-factor; ``generator.noise_gain_map``); ``swi_snr`` holds at the edges.  1: uniform noise
+    swi_noise_centre_gain: float = 1.0
     t1_spacing_mm: tuple[float, float, float] = (0.9, 0.9, 0.9)
     t1_orientation: str = "RAS"
     t1_fov_mm: tuple[float, float, float] = (126.0, 148.0, 112.0)
