@@ -211,6 +211,10 @@ def test_fainter_veins_change_only_the_vessel_voxels_and_are_recorded(phantom):
     # scale (1000), times the receive bias (the preset's amplitude 0.12), plus the noise's change
     gain = np.median((after - before)[vessel]) / (0.22 * PRESETS["term_3t"].swi_scale)
     assert 0.5 * 0.88 < gain < 1.12
+    with pytest.raises(InputError, match="swi_vein_signal"):
+        with_changes(PRESETS["term_3t"], swi_vein_signal=-0.1)
+    with pytest.raises(InputError, match="swi_noise_centre_gain"):
+        with_changes(PRESETS["term_3t"], swi_noise_centre_gain=0.5)
 
 
 def test_noise_gain_map_and_rician_noise_that_varies_across_the_image():

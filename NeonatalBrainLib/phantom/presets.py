@@ -54,6 +54,14 @@ class Preset:
     grid_obliquity_deg: float = 0.0      #: rotation of both acquisition grids (oblique planning)
     supersampling: int = 4               #: max sub-samples per voxel edge at tissue boundaries
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= float(self.swi_vein_signal) <= 1.0:
+            raise InputError(f"phantom preset {self.name}: swi_vein_signal {self.swi_vein_signal} must lie in "
+                             "0..1 (white matter is 0.74)")
+        if not float(self.swi_noise_centre_gain) >= 1.0:
+            raise InputError(f"phantom preset {self.name}: swi_noise_centre_gain {self.swi_noise_centre_gain} "
+                             "must be at least 1 (parallel imaging only amplifies the noise)")
+
 
 PRESETS: dict[str, Preset] = {
     "term_3t": Preset(
