@@ -715,6 +715,33 @@ def test_noisy_scan_is_flagged_by_the_detectability_index(phantom, tmp_path):
     assert detectability(0.6, 2, 0.05, (0.5, 0.5, 2.0))["index"] is None
 
 
+def test_faint_veins_near_the_threshold_are_flagged_above_the_detectability_index(analysis):
+    # the preterm phantom with fainter veins (lumen 0.4 instead of 0.08: vein contrast 0.46 instead of
+    # 0.89) at the same noise finds 0.39 of its DMVs, but its index (3.3) is above 2.3: most DMVs it
+    # finds are barely darker than the darkness threshold, and the run says so
+    from NeonatalBrainLib.phantom import PRESETS, generate_phantom, with_changes
+    from NeonatalVesselsLib.pipeline import (MAX_NEAR_THRESHOLD_FRACTION, MIN_DMV_DETECTABILITY, detection_warnings,
+                                             near_threshold_fraction)
+
+    faint = generate_phantom(seed=3, preset=with_changes(PRESETS["preterm"], swi_vein_signal=0.4), modalities=("swi",))
+    result = run_vessel_analysis(faint.swi)
+    det = result.summary["provenance"]["detectability"]
+    res = evaluate(result.vessels, result.centerlines, {"vessels": faint.vessels})
+    assert res["sensitivity"] < 0.6
+    assert det["index"] > MIN_DMV_DETECTABILITY
+    assert det["dmvs"] == result.summary["dmv_count"] >= 5
+    assert det["dmv_near_threshold_fraction"] >= MAX_NEAR_THRESHOLD_FRACTION
+    assert len(result.summary["warnings"]) == 1 and "barely darker" in result.summary["warnings"][0]
+    # the test phantom (veins as dark as the preset makes them): no warning
+    usual = analysis.summary["provenance"]["detectability"]
+    assert usual["dmv_near_threshold_fraction"] < 0.1 and analysis.summary["warnings"] == []
+    # the fraction and its warning
+    assert near_threshold_fraction(np.array([0.1, 0.14, 0.16, 0.5]), 0.1) == 0.5    # < 1.5 x 0.1: two of four
+    assert near_threshold_fraction(np.array([]), 0.1) is None
+    below = {**usual, "dmvs": 4, "dmv_near_threshold_fraction": 0.9}
+    assert detection_warnings(below) == []      # too few DMVs to judge
+
+
 def test_cli_batch_cohort_point_spread(phantom, tmp_path, capsys, monkeypatch):
     # two scans of one protocol whose images are blurred beyond the voxel: --psf cohort estimates the
     # point-spread of each, runs every case with their median and keeps that value when resuming
