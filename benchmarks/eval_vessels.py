@@ -24,10 +24,12 @@ from pathlib import Path
 import pandas as pd
 
 
-def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "project") -> Path:
+def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "project",
+                   changes: dict | None = None) -> Path:
     """The folder of one phantom case (``swi.nii.gz``, ``vessels.json``), generated into
-    ``cache`` the first time."""
-    from NeonatalBrainLib.phantom import write_phantom
+    ``cache`` the first time.  ``changes``: fields of the project preset to change
+    (``NeonatalBrainLib.phantom.with_changes``), cached under ``<cache>/<field>_<value>/``."""
+    from NeonatalBrainLib.phantom import PRESETS, with_changes, write_phantom
 
     if generator == "independent":
         folder = cache / "independent" / f"{preset}_{seed}"
@@ -36,6 +38,10 @@ def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "projec
             import independent_swi_phantom
 
             independent_swi_phantom.generate(folder, preset, seed)
+    elif changes:
+        folder = cache.joinpath(*(f"{field}_{value:g}" for field, value in changes.items())) / f"{preset}_{seed}"
+        if not (folder / "vessels.json").exists():
+            write_phantom(folder, seed=seed, preset=with_changes(PRESETS[preset], **changes), modalities=("swi",))
     else:
         folder = cache / f"{preset}_{seed}"
         if not (folder / "vessels.json").exists():
@@ -45,7 +51,8 @@ def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "projec
 
 def add_case_arguments(ap: argparse.ArgumentParser) -> None:
     """``--presets``, ``--seeds``, ``--generator``, ``--cache``, ``--jobs``, ``--out``: the cases
-    of the variant scripts (``eval_vessels_slabs.py``, ``eval_vessels_interpolated.py``)."""
+    of the variant scripts (``eval_vessels_slabs.py``, ``eval_vessels_interpolated.py``,
+    ``eval_vessels_variants.py``)."""
     ap.add_argument("--presets", nargs="+", default=["term_3t", "term_1p5t", "preterm", "isotropic", "oblique_low_snr"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[11, 12])
     ap.add_argument("--generator", choices=("project", "independent"), default="project")

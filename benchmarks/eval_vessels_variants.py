@@ -28,18 +28,14 @@ from pathlib import Path
 import pandas as pd
 
 from eval_vessels import add_case_arguments, map_cases, phantom_folder     # this folder: the script's own (sys.path[0])
-from NeonatalBrainLib.phantom import PRESETS, with_changes, write_phantom
+from NeonatalBrainLib.phantom import PRESETS
 from NeonatalBrainLib.phantom.generator import SWI_BASE
 
 
 def variant_folder(preset: str, seed: int, cache: Path, field: str, value: float) -> Path:
-    """The folder of one case, generated into ``cache`` the first time."""
-    if value == getattr(PRESETS[preset], field):
-        return phantom_folder(preset, seed, cache)
-    folder = cache / f"{field}_{value:g}" / f"{preset}_{seed}"
-    if not (folder / "vessels.json").exists():
-        write_phantom(folder, seed=seed, preset=with_changes(PRESETS[preset], **{field: value}), modalities=("swi",))
-    return folder
+    """The folder of one case (the preset's own value: the phantom as it is)."""
+    changes = {} if value == getattr(PRESETS[preset], field) else {field: value}
+    return phantom_folder(preset, seed, cache, changes=changes)
 
 
 def evaluate_variant(job) -> dict:
