@@ -646,6 +646,16 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         paths = split_vessels(vessel_mask > 0, spacing, min_spur_mm=params.min_spur_mm,
                               min_path_mm=params.min_vessel_length_mm, junction_angle_deg=params.junction_angle_deg)
     ctx.timings["split_s"] = time.perf_counter() - t0
+    # the minIP needs only the SWI, the point-spread estimate only the normalised image and the
+    # ventricles: on a thread (filter passes, interpolation and BLAS, which release the GIL) beside
+    # the centreline work below (single-threaded Python for the most part)
+    pool = ThreadPoolExecutor(1)
+    swi_in, how = out_grid if out_grid is not None else (swi, None)
+    minip_in_order = _minip_order_free(swi.affine, swi_in.affine, how, params.minip_slab_mm)
+    minip_src = swi_in if minip_in_order else swi
+    minip_job = pool.submit(minip_slab, np.asarray(minip_src.array, np.float32), minip_src.affine,
+                            params.minip_slab_mm)
+    psf_job = pool.submit(_scanner_psf, ctx, params)
     prog.update(0.6, "centrelines")
     t0 = time.perf_counter()
     raw = {vid: np.asarray(p, float) @ swi.affine[:3, :3].T + swi.affine[:3, 3]
@@ -783,38 +793,34 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                 centrelines[vid] = ms.trim_end_hooks(centrelines[vid], max_trim_mm=params.hook_length_mm,
                                                      min_angle_deg=params.hook_angle_deg)
     prog.update(0.7, "widths")
-    # the minIP needs only the SWI: its filter passes (C loops that release the GIL) run on a
-    # thread beside the width fits (single-threaded Python for the most part)
-    pool = ThreadPoolExecutor(1)
-    swi_in, how = out_grid if out_grid is not None else (swi, None)
-    minip_in_order = _minip_order_free(swi.affine, swi_in.affine, how, params.minip_slab_mm)
-    minip_src = swi_in if minip_in_order else swi
-    minip_job = pool.submit(minip_slab, np.asarray(minip_src.array, np.float32), minip_src.affine,
-                            params.minip_slab_mm)
-    psf_extra, psf_info = _scanner_psf(ctx, params)
+    psf_extra, psf_info = psf_job.result()
     # the width model's voxel: the grid's in-plane (the ventricle-wall estimate of the spread beyond
     # it sees in-plane blur; the acquired in-plane voxel read widths worse, benchmarks/README.md round
     # 19), the acquired slice thickness across thick slices (the estimate does not see across them)
     width_voxel = np.asarray(spacing, float).copy()
     if thick_slices:
         width_voxel[slice_axis] = acquired[slice_axis]
-    fits = []
     ids = sorted(centrelines)
-    csf = None
-    for n, vid in enumerate(ids):
+    # 0 / 1 bytes, interpolated in float by fit_width (no copy)
+    csf = np.ascontiguousarray(ctx.ventricles).view(np.uint8)
+
+    def fit(vid: int):
         if classes[vid][0] == "other":
-            fits.append(None)   # not fitted: width from volume / length (below)
-        else:
-            wall_fit = classes[vid][0] in params.wall_fit_regions
-            if wall_fit and csf is None:     # 0 / 1 bytes, interpolated in float by fit_width (no copy)
-                csf = np.ascontiguousarray(ctx.ventricles).view(np.uint8)
-            fits.append(ms.fit_width(ctx.norm, swi.affine, centrelines[vid], patch_mm=params.width_patch_mm,
-                                     psf_extra_sigma_mm=psf_extra,
-                                     cross_section_average=params.width_cross_section_average,
-                                     exclude=csf if wall_fit else None, detrend=wall_fit,
-                                     voxel_mm=width_voxel))
-        if n % 20 == 0:
-            prog.update(0.7 + 0.25 * n / max(1, len(ids)), "widths")
+            return None     # not fitted: width from volume / length (below)
+        wall_fit = classes[vid][0] in params.wall_fit_regions
+        return ms.fit_width(ctx.norm, swi.affine, centrelines[vid], patch_mm=params.width_patch_mm,
+                            psf_extra_sigma_mm=psf_extra, cross_section_average=params.width_cross_section_average,
+                            exclude=csf if wall_fit else None, detrend=wall_fit, voxel_mm=width_voxel)
+
+    # the fits are independent; their compiled optimiser and the sampling release the GIL: on threads
+    t_fits = time.perf_counter()
+    fits = []
+    with ThreadPoolExecutor(filters.THREADS) as fit_pool:
+        for n, f in enumerate(fit_pool.map(fit, ids)):
+            fits.append(f)
+            if n % 20 == 0:
+                prog.update(0.7 + 0.25 * n / max(1, len(ids)), "widths")
+    ctx.timings["widths_s"] = time.perf_counter() - t_fits
     c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile)
     # the rules below judge the structure by its fit (a broad or faint dark band is no vein; the
     # DMV width limit on the reported widths let faint wide dark lines through on the independent

@@ -357,7 +357,7 @@ def _strictly_feasible(x, lb, ub, rstep):
     return x_new
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def fit_blurred_disk(target, mean_p, dev_p, single, g, h, kernel, x0, lb, ub, x_scale, max_nfev):
     """Least-squares fit of ``b - c M(d, u0, v0)`` to ``target`` (see the module docstring).
 
