@@ -2,7 +2,10 @@
 batched cross-section sampling, row-pruned FFT model rendering, batched finite-difference
 Jacobian) give exactly the numbers of straightforward reference implementations (the
 engine's earlier code): every comparison below is bit for bit, except the compiled width-fit
-optimiser (``solver="compiled"``, the default), compared with stated tolerances."""
+optimiser (``solver="compiled"``, the default), compared with stated tolerances, and the
+compiled centreline geometry's chord and cube (:mod:`NeonatalBrainLib.centerline`): a
+sequential sum of squares and libm's ``pow``, where ``np.linalg.norm`` calls the BLAS dot and
+numpy may use a SIMD power, so tortuosity and curvature agree to a few units in the last place."""
 from __future__ import annotations
 
 import numpy as np
@@ -219,25 +222,35 @@ def _same(a, b):
     return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(a, b, equal_nan=True)
 
 
+#: relative tolerance of the values that go through the chord or the cube (module docstring)
+_ULPS = 8 * np.finfo(float).eps
+
+
+def _close(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return (a.shape == b.shape and a.dtype == b.dtype
+            and np.allclose(a, b, rtol=_ULPS, atol=0.0, equal_nan=True))
+
+
 # ----------------------------------------------------------------------------- centreline geometry
-def test_centreline_geometry_is_bit_identical_to_numpy_reference():
+def test_centreline_geometry_matches_numpy_reference():
     for p in _polylines():
         assert _same(cl.segment_lengths_mm(p), _ref_seg(p))
         assert _same(cl.arc_length_mm(p), _ref_arc(p))
-        assert _same(cl.tortuosity(p), _ref_tortuosity(p))
+        assert _close(cl.tortuosity(p), _ref_tortuosity(p))
         if len(p):
-            assert _same(cl.chord_length_mm(p), float(np.linalg.norm(p[-1] - p[0])))
+            assert _close(cl.chord_length_mm(p), float(np.linalg.norm(p[-1] - p[0])))
         for step in (0.25, 0.1, 0.5):
             assert _same(cl.resample_polyline(p, step), _ref_resample(p, step))
             for smoothing in (0.0, 0.3, 0.6, 1.125):
                 assert _same(cl.smooth_polyline(p, smoothing, step), _ref_smooth(p, smoothing, step))
                 if len(p) >= 1:
-                    assert _same(cl.curvature_per_mm(p, step, smoothing), _ref_curvature(p, step, smoothing))
-                assert _same(cl.mean_curvature_per_mm(p, step, smoothing), _ref_mean_curvature(p, step, smoothing))
+                    assert _close(cl.curvature_per_mm(p, step, smoothing), _ref_curvature(p, step, smoothing))
+                assert _close(cl.mean_curvature_per_mm(p, step, smoothing), _ref_mean_curvature(p, step, smoothing))
                 d = cl.describe(p, step, smoothing)
                 assert _same(d["length_mm"], _ref_arc(p))
-                assert _same(d["tortuosity"], _ref_shape_tortuosity(p, step, smoothing))
-                assert _same(d["curvature_per_mm"], _ref_mean_curvature(p, step, smoothing))
+                assert _close(d["tortuosity"], _ref_shape_tortuosity(p, step, smoothing))
+                assert _close(d["curvature_per_mm"], _ref_mean_curvature(p, step, smoothing))
 
 
 def test_centreline_errors_unchanged():
@@ -247,7 +260,7 @@ def test_centreline_errors_unchanged():
         cl.describe(np.zeros(3))
 
 
-def test_smooth_centreline_and_shape_metrics_are_bit_identical_to_reference():
+def test_smooth_centreline_and_shape_metrics_match_reference():
     for p in _polylines():
         for kw in ({"smoothing_mm": 0.6}, {"smoothing_mm": 0.45, "step_mm": 0.2},
                    {"smoothing_mm": 0.6, "slice_direction": np.array([0.0, 0.0, 1.0]), "slice_smoothing_mm": 1.125},
@@ -262,8 +275,8 @@ def test_smooth_centreline_and_shape_metrics_are_bit_identical_to_reference():
                 assert shp["length_mm"] == 0.0 and np.isnan(shp["tortuosity"])
                 continue
             assert _same(shp["length_mm"], _ref_arc(got))
-            assert _same(shp["tortuosity"], _ref_tortuosity(got))
-            assert _same(shp["curvature_per_mm"], _ref_mean_curvature(got, step, 0.0))
+            assert _close(shp["tortuosity"], _ref_tortuosity(got))
+            assert _close(shp["curvature_per_mm"], _ref_mean_curvature(got, step, 0.0))
 
 
 # ----------------------------------------------------------------------------- width model
