@@ -649,13 +649,14 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     # the minIP needs only the SWI, the point-spread estimate only the normalised image and the
     # ventricles: on a thread (filter passes, interpolation and BLAS, which release the GIL) beside
     # the centreline work below (single-threaded Python for the most part)
+    # (the estimate first: the widths need it, the minIP waits until the end)
     pool = ThreadPoolExecutor(1)
+    psf_job = pool.submit(_scanner_psf, ctx, params)
     swi_in, how = out_grid if out_grid is not None else (swi, None)
     minip_in_order = _minip_order_free(swi.affine, swi_in.affine, how, params.minip_slab_mm)
     minip_src = swi_in if minip_in_order else swi
     minip_job = pool.submit(minip_slab, np.asarray(minip_src.array, np.float32), minip_src.affine,
                             params.minip_slab_mm)
-    psf_job = pool.submit(_scanner_psf, ctx, params)
     prog.update(0.6, "centrelines")
     t0 = time.perf_counter()
     raw = {vid: np.asarray(p, float) @ swi.affine[:3, :3].T + swi.affine[:3, 3]
@@ -805,21 +806,23 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     csf = np.ascontiguousarray(ctx.ventricles).view(np.uint8)
 
     def fit(vid: int):
-        if classes[vid][0] == "other":
-            return None     # not fitted: width from volume / length (below)
         wall_fit = classes[vid][0] in params.wall_fit_regions
         return ms.fit_width(ctx.norm, swi.affine, centrelines[vid], patch_mm=params.width_patch_mm,
                             psf_extra_sigma_mm=psf_extra, cross_section_average=params.width_cross_section_average,
                             exclude=csf if wall_fit else None, detrend=wall_fit, voxel_mm=width_voxel)
 
-    # the fits are independent; their compiled optimiser and the sampling release the GIL: on threads
+    # the named veins and the DMVs are fitted, the `other` vessels not (their width: volume / length,
+    # below); the fits are independent, and their compiled optimiser and the sampling release the
+    # GIL: on threads
     t_fits = time.perf_counter()
-    fits = []
+    fitted = [vid for vid in ids if classes[vid][0] != "other"]
+    fit_of: dict[int, Any] = {}
     with ThreadPoolExecutor(filters.THREADS) as fit_pool:
-        for n, f in enumerate(fit_pool.map(fit, ids)):
-            fits.append(f)
-            if n % 20 == 0:
-                prog.update(0.7 + 0.25 * n / max(1, len(ids)), "widths")
+        for n, (vid, f) in enumerate(zip(fitted, fit_pool.map(fit, fitted))):
+            fit_of[vid] = f
+            if n % 10 == 0:
+                prog.update(0.7 + 0.25 * n / max(1, len(fitted)), "widths")
+    fits = [fit_of.get(vid) for vid in ids]
     ctx.timings["widths_s"] = time.perf_counter() - t_fits
     c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile)
     # the rules below judge the structure by its fit (a broad or faint dark band is no vein; the
