@@ -567,6 +567,11 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         raise InputError("SWI: no brain found (brain mask has fewer than 100 voxels)")
     timings["brain_mask_s"] = time.perf_counter() - t0
     prog.update(0.05, "brain mask")
+    # the midline needs only the brain mask (the CSF masks below need it): on a thread beside the
+    # normalisation
+    midline_pool = ThreadPoolExecutor(1)
+    midline = midline_pool.submit(mk.midline_x_mm, brain, swi.affine)
+    midline_pool.shutdown(wait=False)       # the thread ends with the job; its result stays in `midline`
     t0 = time.perf_counter()
     norm = mk.normalise_intensity(image, brain, spacing)
     # the depth of the vessel rules counts every face of the array as brain surface (a vein at the
@@ -590,7 +595,6 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         return mk.noise_sd(norm, deep, spacing, interpolation), interpolation
 
     with ThreadPoolExecutor(1) as pool:
-        midline = pool.submit(mk.midline_x_mm, brain, swi.affine)      # first: the CSF masks need it
         side = pool.submit(side_steps)
         try:
             auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=vent_depth, affine=swi.affine,
