@@ -106,7 +106,7 @@ def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
     result = 0.0
     while top > 0:
         f = top - 1
-        if f_n[f] > 128 and f_stage[f] < 2:
+        if f_n[f] > 128:        # a run to split: push its left half (stage 0), then its right (1)
             half = f_n[f] // 2
             half -= half % 8
             if f_stage[f] == 0:
@@ -117,8 +117,8 @@ def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
             f_stage[top] = 0
             top += 1
             continue
-        # a finished frame: a block, or both halves summed
-        value = _block_sum(a, f_lo[f], f_n[f]) if f_n[f] <= 128 else f_left[f]
+        # a block (a frame with two halves is finished, and popped, when its right half is)
+        value = _block_sum(a, f_lo[f], f_n[f])
         top -= 1
         while top > 0:
             parent = top - 1
