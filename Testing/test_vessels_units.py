@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -135,6 +137,17 @@ def test_width_fit_of_a_wall_vein_leaves_out_the_ventricle_and_the_sloping_backg
     assert abs(wall - diameter) < 0.1
     # nothing left to fit: no width
     assert ms.fit_width(img, affine, pts, exclude=np.ones_like(img)) is None
+    # the pipeline fits on threads: pixels left out of every section (beyond the wall) raise no
+    # warning and leave the process's warning filters as they were (warnings.catch_warnings is
+    # not thread-safe), and every thread gets the same width
+    filters_before = list(warnings.filters)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with ThreadPoolExecutor(4) as pool:
+            widths = list(pool.map(lambda _: ms.fit_width(img, affine, pts, exclude=ventricle,
+                                                          detrend=True).diameter_mm, range(16)))
+    assert widths == [wall] * 16
+    assert warnings.filters == filters_before
 
 
 def test_flank_contrast_of_a_vein_beside_the_ventricle_and_of_a_grey_matter_edge():

@@ -38,7 +38,6 @@ resolved veins of the same scan (see :func:`finalize_widths`).
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -419,10 +418,15 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
         # of the combined cross-section; pixels left out of every section take the background
         out = ndimage.map_coordinates(exclude, coords, order=1, mode="nearest", output=np.float32) > exclude_above
         vals = np.where(out, np.nan, vals)
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            stack = vals.reshape(n, *uu.shape)
-            prof = np.nanmedian(stack, axis=0) if cross_section_average == "median" else np.nanmean(stack, axis=0)
+        # combined over the pixels sampled at least once (no all-NaN warning, hence no
+        # warnings.catch_warnings: it is not thread-safe, and the fits run on threads)
+        stack = vals.reshape(n, npix)
+        seen = ~np.isnan(stack).all(axis=0)
+        prof = np.full(npix, np.nan, stack.dtype)
+        if seen.any():
+            prof[seen] = (np.nanmedian(stack[:, seen], axis=0) if cross_section_average == "median"
+                          else np.nanmean(stack[:, seen], axis=0))
+        prof = prof.reshape(uu.shape)
         border = _border(prof)
         if not np.isfinite(border).any():
             return None
