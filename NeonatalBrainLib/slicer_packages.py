@@ -18,6 +18,7 @@ _IMPORT_NAMES = {
     "simpleitk": "SimpleITK",
     "connected-components-3d": "cc3d",
     "pyside6-essentials": "PySide6",
+    "pillow": "PIL",
 }
 
 

@@ -56,6 +56,7 @@ REQUIREMENTS = (
     "connected-components-3d>=3.12",
     "tqdm>=4.66",
     "matplotlib>=3.7",
+    "pillow>=10.1",
 )
 
 #: Name of the phantom in the Sample Data module.

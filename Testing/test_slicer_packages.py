@@ -28,3 +28,16 @@ def test_installer_asks_before_installing_and_modules_use_it():
     for module in ("NeonatalVessels/NeonatalVessels.py", "NeonatalClassify/NeonatalClassify.py"):
         text = (REPO / module).read_text()
         assert "ensure_packages(" in text and "pip_install(" not in text, module
+
+
+def test_every_module_requirement_maps_to_an_installed_import_name():
+    # the test environment holds every requirement: one listed missing has a wrong import name,
+    # and Slicer would offer to install it at every Apply (pillow imports as PIL)
+    import re
+
+    for module, name in (("NeonatalVessels/NeonatalVessels.py", "REQUIREMENTS"),
+                         ("NeonatalClassify/NeonatalClassify.py", "BASE_REQUIREMENTS")):
+        text = (REPO / module).read_text()
+        requirements = ast.literal_eval(re.search(rf"^{name} = (\(.*?\))$", text, re.S | re.M).group(1))
+        assert requirements and slicer_packages.missing_requirements(requirements) == [], module
+    assert slicer_packages.import_name("pillow>=10.1") == "PIL"

@@ -445,6 +445,38 @@ def test_report_pictures_are_radiological_whatever_the_storage_order(analysis, a
         assert np.array_equal(a.regions, b.regions) and np.allclose(a.minip, b.minip)
 
 
+def test_report_pngs_show_the_slabs_in_square_millimetres_with_their_captions(analysis, out_dir):
+    """The report's PNGs (Pillow): one per slab, the minIP in grey and the veins in their region
+    colours, OVERLAY_WIDTH_PX wide and as high as the slab's extent in mm makes it, each under
+    its caption in report.html."""
+    import re
+
+    from PIL import Image
+
+    from NeonatalVesselsLib.report import OVERLAY_WIDTH_PX, overlay_caption, overlay_rgb, overlay_slabs
+
+    slabs = overlay_slabs(analysis)
+    report = (out_dir / "report.html").read_text()
+    assert re.findall(r"<img src='(overlay_\d+\.png)'", report) == [f"overlay_{n + 1}.png" for n in range(len(slabs))]
+    colour = {value: [round(255 * c) for c in rgb] for value, _name, rgb in analysis.region_table}
+    for n, slab in enumerate(slabs):
+        assert f"<figcaption style='font-size:12px'>{overlay_caption(slab)}</figcaption>" in report
+        rgb = overlay_rgb(slab, analysis.region_table)
+        for value in set(np.unique(slab.regions).tolist()) - {0}:
+            assert (rgb[slab.regions == value] == colour[value]).all()
+        tissue = rgb[slab.regions == 0]
+        assert (tissue[:, 0] == tissue[:, 1]).all() and (tissue[:, 1] == tissue[:, 2]).all()
+        assert tissue.min() == 0 and tissue.max() == 255       # windowed to the slab's range
+        picture = np.asarray(Image.open(out_dir / f"overlay_{n + 1}.png").convert("RGB"))
+        h, w = picture.shape[:2]
+        aspect = slab.minip.shape[0] * slab.spacing_mm[0] / (slab.minip.shape[1] * slab.spacing_mm[1])
+        assert w == OVERLAY_WIDTH_PX and abs(h - w * aspect) <= 1
+        # nearest-neighbour enlargement of the slab's pixels; only the four letters differ
+        rows = ((np.arange(h) + 0.5) * rgb.shape[0] / h).astype(int)
+        cols = ((np.arange(w) + 0.5) * rgb.shape[1] / w).astype(int)
+        assert np.any(picture != rgb[rows][:, cols], axis=2).mean() < 0.01
+
+
 # ----------------------------------------------------------------------------- bad input
 def _vol(arr, spacing=(0.5, 0.5, 2.0)):
     return Volume(arr, np.diag([*spacing, 1.0]))
