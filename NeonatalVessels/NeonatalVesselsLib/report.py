@@ -144,8 +144,8 @@ def overlay_caption(slab: OverlaySlab) -> str:
 
 def _overlay_pngs(analysis, folder: Path, n_slices: int = 4) -> list[tuple[str, str]]:
     """:func:`overlay_slabs` written as PNGs (:func:`overlay_rgb`, resized to square millimetres,
-    R / L / A / P marked): ``[(file name, caption)]``.  Pillow alone (matplotlib's import and
-    figures took 1.5 s of the command on the benchmark volume)."""
+    R / L / A / P marked): ``[(file name, caption)]``.  Drawn with Pillow alone: matplotlib's
+    import and figures took about 1 s of the command on the benchmark volume."""
     from PIL import Image, ImageDraw, ImageFont
 
     try:
@@ -209,7 +209,7 @@ def _html_report(analysis, pngs: list[tuple[str, str]], input_path) -> str:
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{'null' if v is None else (f'{v:.4g}' if isinstance(v, float) else v)}</td></tr>"
                    for k, v in s.items())
     legend = "".join(
-        f"<span style='display:inline-block;width:12px;height:12px;background:rgb({int(255*r)},{int(255*g)},{int(255*b)})'></span> {reg} &nbsp; "
+        f"<span style='display:inline-block;width:12px;height:12px;background:rgb({round(255*r)},{round(255*g)},{round(255*b)})'></span> {reg} &nbsp; "
         for reg, (r, g, b) in anatomy.VESSEL_REGION_COLORS.items())
     imgs = "".join(f"<figure style='display:inline-block;margin:4px'><img src='{name}' alt='{html.escape(caption)}'>"
                    f"<figcaption style='font-size:12px'>{html.escape(caption)}</figcaption></figure>"
