@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy import ndimage
-from scipy.optimize import brentq
 
 import cc3d
 import edt as edt_lib
@@ -546,6 +545,8 @@ def interpolation_factors(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
         if ratio >= _sinc_lag_ratio(MAX_INTERPOLATION_FACTOR):
             out[axis] = MAX_INTERPOLATION_FACTOR
         else:   # _sinc_lag_ratio rises from 1 (F = 1) to its value at the largest factor
+            from scipy.optimize import brentq     # imported here: 0.2 s, needed for interpolated scans only
+
             out[axis] = brentq(lambda f: _sinc_lag_ratio(f) - ratio, 1.0, MAX_INTERPOLATION_FACTOR, xtol=1e-12)
     return out
 

@@ -41,7 +41,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage, optimize
+from scipy import ndimage
 
 from NeonatalBrainLib import centerline as cl
 
@@ -482,6 +482,8 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
         except ValueError:      # where scipy raises (a degenerate trust-region step)
             return None
         return None if status == -1 else result(float(x[0]), float(b), float(c))
+
+    from scipy import optimize      # the reference solver only (0.2 s to import)
 
     render = _BlurredDisk(uu, vv, grid_mm, kernel)
     target = prof.ravel()
