@@ -567,34 +567,32 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         raise InputError("SWI: no brain found (brain mask has fewer than 100 voxels)")
     timings["brain_mask_s"] = time.perf_counter() - t0
     prog.update(0.05, "brain mask")
-    # the midline needs only the brain mask (the CSF masks below need it): on a thread beside the
-    # normalisation
-    midline_pool = ThreadPoolExecutor(1)
-    midline = midline_pool.submit(mk.midline_x_mm, brain, swi.affine)
-    midline_pool.shutdown(wait=False)       # the thread ends with the job; its result stays in `midline`
-    t0 = time.perf_counter()
-    norm = mk.normalise_intensity(image, brain, spacing)
-    # the depth of the vessel rules counts every face of the array as brain surface (a vein at the
-    # edge of a field of view that cuts the brain is judged as one at the surface: what lies beyond
-    # is not seen); the ventricles are judged on the depth below the brain surface inside the field
-    # of view, or a slab that cuts them finds none (benchmarks/README.md, round 18)
-    open_faces = mk.cut_faces(brain)
-    depth = mk.brain_depth_mm(brain, spacing, open_faces=())
-    vent_depth = depth if not open_faces else mk.brain_depth_mm(brain, spacing, open_faces=open_faces)
-    timings["normalise_s"] = time.perf_counter() - t0
-    vent = ventricles
-    check_contrast = ventricles is None     # (fixed here: `vent` is reassigned below)
-
-    def side_steps() -> tuple[float, np.ndarray]:
-        # independent of the CSF masks: run on a worker thread beside them (their filters and
-        # labelling release the GIL); the T1 refusal is raised by .result() below
-        if check_contrast:
-            check_swi_contrast(norm, brain, depth, spacing, cut_faces=open_faces)
-        deep = depth > 5.0
-        interpolation = mk.interpolation_factors(norm, deep)
-        return mk.noise_sd(norm, deep, spacing, interpolation), interpolation
-
+    # one worker thread beside this one: the midline (from the brain mask alone; the CSF masks need
+    # it) beside the normalisation, then the side steps beside the CSF masks
     with ThreadPoolExecutor(1) as pool:
+        midline = pool.submit(mk.midline_x_mm, brain, swi.affine)
+        t0 = time.perf_counter()
+        norm = mk.normalise_intensity(image, brain, spacing)
+        # the depth of the vessel rules counts every face of the array as brain surface (a vein at the
+        # edge of a field of view that cuts the brain is judged as one at the surface: what lies beyond
+        # is not seen); the ventricles are judged on the depth below the brain surface inside the field
+        # of view, or a slab that cuts them finds none (benchmarks/README.md, round 18)
+        open_faces = mk.cut_faces(brain)
+        depth = mk.brain_depth_mm(brain, spacing, open_faces=())
+        vent_depth = depth if not open_faces else mk.brain_depth_mm(brain, spacing, open_faces=open_faces)
+        timings["normalise_s"] = time.perf_counter() - t0
+        vent = ventricles
+        check_contrast = ventricles is None     # (fixed here: `vent` is reassigned below)
+
+        def side_steps() -> tuple[float, np.ndarray]:
+            # independent of the CSF masks: run on the worker thread beside them (their filters and
+            # labelling release the GIL); the T1 refusal is raised by .result() below
+            if check_contrast:
+                check_swi_contrast(norm, brain, depth, spacing, cut_faces=open_faces)
+            deep = depth > 5.0
+            interpolation = mk.interpolation_factors(norm, deep)
+            return mk.noise_sd(norm, deep, spacing, interpolation), interpolation
+
         side = pool.submit(side_steps)
         try:
             auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=vent_depth, affine=swi.affine,
