@@ -88,20 +88,21 @@ def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
 
 
 @njit(cache=True)
-def _pairwise_sum(a: np.ndarray, lo: int, n: int) -> float:
-    """``np.sum(a[lo:lo + n])`` of a float64 array, by numpy's pairwise summation: blocks of
-    up to 128 values (:func:`_block_sum`), larger runs split in two at a multiple of 8 below
-    the middle and the halves' sums added (the recursion unrolled on an explicit stack)."""
+def _pairwise_sum(a: np.ndarray) -> float:
+    """``np.sum(a)`` of a 1-D float64 array, by numpy's pairwise summation: blocks of up to 128
+    values (:func:`_block_sum`), larger runs split in two at a multiple of 8 below the middle
+    and the halves' sums added (the recursion unrolled on an explicit stack)."""
+    n = a.size
     if n == 0:
         return 0.0
     if n <= 128:
-        return _block_sum(a, lo, n)
+        return _block_sum(a, 0, n)
     depth = 64
     f_lo = np.empty(depth, np.int64)
     f_n = np.empty(depth, np.int64)
     f_stage = np.zeros(depth, np.int64)
     f_left = np.empty(depth)
-    f_lo[0], f_n[0], f_stage[0] = lo, n, 0
+    f_lo[0], f_n[0], f_stage[0] = 0, n, 0
     top = 1
     result = 0.0
     while top > 0:
@@ -174,7 +175,7 @@ def cumulative_arc_mm(points) -> np.ndarray:
 def arc_length_mm(points) -> float:
     """Polyline length in mm."""
     seg = _segments(_as_points(points))
-    return float(_pairwise_sum(seg, 0, seg.size))
+    return float(_pairwise_sum(seg))
 
 
 def chord_length_mm(points) -> float:
@@ -196,7 +197,7 @@ def tortuosity(points) -> float:
     """Arc length / chord length (>= 1).  NaN for fewer than 2 points or a closed loop."""
     p = _as_points(points)
     seg = _segments(p)
-    return float(_tortuosity(p, _pairwise_sum(seg, 0, seg.size)))
+    return float(_tortuosity(p, _pairwise_sum(seg)))
 
 
 @njit(cache=True)
@@ -357,7 +358,7 @@ def _arc_mean(kappa: np.ndarray) -> float:
     weighted = np.empty(n)
     for i in range(n):
         weighted[i] = weights[i] * kappa[i]
-    return _pairwise_sum(weighted, 0, n) / _pairwise_sum(weights, 0, n)
+    return _pairwise_sum(weighted) / _pairwise_sum(weights)
 
 
 def _shape_line(p: np.ndarray, step_mm: float, smoothing_mm: float) -> np.ndarray:
@@ -388,7 +389,7 @@ def _describe(p: np.ndarray, step_mm: float, weights: np.ndarray, smoothed: bool
     """(length, tortuosity, mean curvature) of :func:`describe`; ``weights``: the smoothing
     kernel when ``smoothed``."""
     seg = _segments(p)
-    arc = _pairwise_sum(seg, 0, seg.size)
+    arc = _pairwise_sum(seg)
     if p.shape[0] < 2:
         return arc, np.nan, np.nan
     if arc <= 1e-9:
@@ -402,7 +403,7 @@ def _describe(p: np.ndarray, step_mm: float, weights: np.ndarray, smoothed: bool
     if not smoothed:
         return arc, _tortuosity(p, arc), curvature
     shape_seg = _segments(q)
-    return arc, _tortuosity(q, _pairwise_sum(shape_seg, 0, shape_seg.size)), curvature
+    return arc, _tortuosity(q, _pairwise_sum(shape_seg)), curvature
 
 
 def describe(points, step_mm: float = DEFAULT_STEP_MM, smoothing_mm: float = 0.0) -> dict:
