@@ -172,6 +172,9 @@ def load_volume(path: str | os.PathLike, name: str | None = None) -> Volume:
     except RuntimeError as exc:  # SimpleITK reports corrupt/unknown files this way
         first = str(exc).strip().splitlines()
         detail = next((ln for ln in first if "ERROR" in ln or "rror" in ln), first[-1] if first else "")
+        if "orthonormal direction cosines" in detail:
+            raise InputError(f"{label}: the image axes are not orthogonal (a sheared affine, e.g. a gantry-tilted "
+                             "acquisition); resample it onto an orthogonal grid first") from exc
         raise InputError(f"{label}: cannot be read as an image (corrupt or unsupported file): {detail[:200]}") from exc
     if image.GetDimension() == 4 and image.GetSize()[3] == 1:
         image = image[:, :, :, 0]

@@ -89,6 +89,17 @@ def test_corrupt_and_missing_files_raise_input_error(tmp_path):
         load_volume(tmp_path / "missing.nii.gz", "SWI")
 
 
+def test_sheared_nifti_is_refused_naming_the_shear(tmp_path):
+    import nibabel as nib
+
+    affine = np.diag([0.5, 0.5, 2.0, 1.0])
+    affine[0, 1] = 0.05     # the first axis leans on the second: not a rotation times spacings
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((6, 7, 8)).astype(np.float32), affine),
+             tmp_path / "sheared.nii.gz")
+    with pytest.raises(InputError, match="axes are not orthogonal"):
+        load_volume(tmp_path / "sheared.nii.gz", "SWI")
+
+
 def test_grid_mismatch_is_reported():
     a = Volume(np.zeros((4, 4, 4)), np.eye(4))
     with pytest.raises(InputError, match="shape"):
