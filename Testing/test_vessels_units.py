@@ -247,6 +247,50 @@ def test_split_vessels_works_in_the_mask_box_with_whole_array_indices():
     assert split_vessels(np.zeros((5, 6, 7), bool), sp).labels.shape == (5, 6, 7)
 
 
+def test_split_vessels_gives_each_voxel_to_a_nearest_path_of_its_component():
+    import cc3d
+
+    rng = np.random.default_rng(7)
+    mask = np.zeros((36, 30, 14), bool)
+    mask[4:32, 12:15, 5:8] = True                   # a trunk ...
+    mask[15:18, 15:28, 5:8] = True                  # ... with a branch: one component, several paths
+    mask[6:26, 3:5, 9:12] = True
+    mask |= ndimage.binary_dilation(rng.random(mask.shape) < 0.006)
+    sp = np.array([0.5, 0.4, 1.0])
+    res = split_vessels(mask, sp, min_spur_mm=1.5, min_path_mm=1.0, junction_angle_deg=40.0)
+    comps = cc3d.connected_components(mask.astype(np.uint8), connectivity=26)
+    several = [c for c in np.unique(comps[res.labels > 0])
+               if len(set(np.unique(res.labels[comps == c])) - {0}) > 1]
+    assert several                                  # the check below is about those
+    for c in several:
+        ids = [vid for vid, p in res.paths_ijk.items() if comps[tuple(p[0])] == c]
+        vox = np.argwhere(comps == c)
+        dist = np.stack([np.min(np.linalg.norm((vox[:, None, :] - res.paths_ijk[vid][None]) * sp, axis=2), axis=1)
+                         for vid in ids], axis=1)
+        got = res.labels[tuple(vox.T)]
+        own = dist[np.arange(len(vox)), [ids.index(int(v)) for v in got]]
+        assert np.all(own <= dist.min(axis=1) + 1e-9)
+
+
+def test_voxels_by_label_and_branch_geometry_kernels():
+    from NeonatalVesselsLib.skeleton import _branch_geometry, _voxels_by_label
+
+    labels = np.random.default_rng(3).integers(0, 6, 500).astype(np.uint16)
+    wanted = np.array([False, True, False, True, True, False])
+    flat, starts = _voxels_by_label(labels, wanted)
+    for c in range(6):
+        expected = np.flatnonzero(labels == c) if wanted[c] else np.zeros(0, np.int64)
+        assert np.array_equal(flat[starts[c]:starts[c + 1]], expected)
+    # an L-shaped branch: 3 mm along x, then 3 mm along y (points every 1 mm), and a one-point branch
+    xyz = np.array([[0, 0, 0], [1, 0, 0], [2, 0, 0], [3, 0, 0], [3, 1, 0], [3, 2, 0], [3, 3, 0], [9, 9, 9]], float)
+    length, direction = _branch_geometry(xyz, np.arange(8, dtype=np.int64), np.array([0, 7, 8], np.int64), 2.0)
+    assert np.allclose(length, [6.0, 0.0])
+    assert np.allclose(direction[0, 0], [1, 0, 0]) and np.allclose(direction[0, 1], [0, -1, 0])
+    _, long_span = _branch_geometry(xyz, np.arange(8, dtype=np.int64), np.array([0, 7, 8], np.int64), 4.0)
+    assert np.allclose(long_span[0, 0], np.array([3, 1, 0]) / np.sqrt(10))   # 4 mm along: the corner passed
+    assert np.all(direction[1] == 0)
+
+
 def test_skeleton_graph_nodes_branches_and_loops():
     from NeonatalVesselsLib.skeleton import skeleton_graph, trace_vessels
 

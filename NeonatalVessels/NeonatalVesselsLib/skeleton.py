@@ -23,6 +23,7 @@
 """
 from __future__ import annotations
 
+import math
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -240,13 +241,39 @@ def _unit(d: np.ndarray) -> np.ndarray:
     return d / n if n > 1e-9 else np.zeros(3)
 
 
-def _direction_out(xyz: np.ndarray, span_mm: float) -> np.ndarray:
-    """Unit vector from a branch's first point along the branch (over ``span_mm`` of arc length)."""
-    if len(xyz) < 2:
-        return np.zeros(3)
-    s = cl.cumulative_arc_mm(xyz)
-    k = min(max(int(s.searchsorted(span_mm)), 1), len(xyz) - 1)
-    return _unit(xyz[k] - xyz[0])
+@njit(cache=True)
+def _branch_geometry(xyz, flat, starts, span_mm):
+    """Per branch (its points ``xyz[flat[starts[b]:starts[b + 1]]]``): the arc length (mm) and the
+    unit directions out of its first and out of its last point into the branch: from that end to
+    the first point at least ``span_mm`` of arc length away (the far end if the branch is shorter);
+    zero for fewer than two points."""
+    n_b = starts.size - 1
+    length = np.zeros(n_b)
+    out = np.zeros((n_b, 2, 3))
+    for b in range(n_b):
+        n = starts[b + 1] - starts[b]
+        if n == 0:
+            continue
+        p = np.empty((n, 3))
+        for i in range(n):
+            p[i] = xyz[flat[starts[b] + i]]
+        seg = cl._segments(p)
+        length[b] = cl._pairwise_sum(seg)
+        if n < 2:
+            continue
+        for slot in range(2):
+            # the cumulative arc from the end the direction leaves (as on the reversed points)
+            s = np.empty(n)
+            s[0] = 0.0
+            for i in range(n - 1):
+                s[i + 1] = s[i] + (seg[i] if slot == 0 else seg[n - 2 - i])
+            k = min(max(np.searchsorted(s, span_mm), 1), n - 1)
+            a, c = (0, k) if slot == 0 else (n - 1, n - 1 - k)
+            d0, d1, d2 = p[c, 0] - p[a, 0], p[c, 1] - p[a, 1], p[c, 2] - p[a, 2]
+            norm = math.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+            if norm > 1e-9:
+                out[b, slot, 0], out[b, slot, 1], out[b, slot, 2] = d0 / norm, d1 / norm, d2 / norm
+    return length, out
 
 
 def trace_vessels(graph: SkeletonGraph, spacing_mm, *, min_spur_mm: float = 1.5,
@@ -256,7 +283,12 @@ def trace_vessels(graph: SkeletonGraph, spacing_mm, *, min_spur_mm: float = 1.5,
     spacing = np.asarray(spacing_mm, float)
     xyz = graph.points * spacing
     alive = [len(b) > 0 for b in graph.branches]
-    length = [cl.arc_length_mm(xyz[b]) for b in graph.branches]
+    sizes = np.array([len(b) for b in graph.branches], np.int64)
+    starts = np.zeros(len(sizes) + 1, np.int64)
+    np.cumsum(sizes, out=starts[1:])
+    flat = np.concatenate(graph.branches).astype(np.int64) if len(sizes) else np.zeros(0, np.int64)
+    length, direction = _branch_geometry(xyz, flat, starts, float(direction_span_mm))
+    length = length.tolist()
     ends = graph.ends
 
     def incident():
@@ -288,10 +320,7 @@ def trace_vessels(graph: SkeletonGraph, spacing_mm, *, min_spur_mm: float = 1.5,
     for node_id, items in incident().items():
         if len(items) < 2:
             continue
-        dirs = []
-        for b, slot in items:
-            pts = xyz[graph.branches[b]]
-            dirs.append(_direction_out(pts if slot == 0 else pts[::-1], direction_span_mm))
+        dirs = [direction[b, slot] for b, slot in items]
         cand = []
         for a in range(len(items)):
             for c in range(a + 1, len(items)):
@@ -387,26 +416,61 @@ def split_vessels(mask: np.ndarray, spacing_mm, *, min_spur_mm: float = 1.5, min
         if len(pts) >= 2 and cl.arc_length_mm(pts * spacing) < min_path_mm:
             continue
         by_comp.setdefault(int(comps[tuple(pts[0] - corner)]), []).append(pts)
-    labels = labels_out[crop]
+    # ids in component order; a component with one path is labelled with it through a lookup table
+    single = np.zeros(n + 1, np.int32)
+    several: list[tuple[int, int]] = []     # (component, id of its first path)
     next_id = 1
     for comp_id in sorted(by_comp):
-        box = boxes[comp_id - 1]
-        origin = np.array([s.start for s in box]) + corner
-        comp = comps[box] == comp_id
-        seeds = np.zeros(comp.shape, np.int32)
+        first = next_id
         for pts in by_comp[comp_id]:
-            seeds[tuple((pts - origin).T)] = next_id
             paths_out[next_id] = pts
             next_id += 1
         if len(by_comp[comp_id]) == 1:
-            labels[box][comp] = seeds.max()
-            continue
-        # nearest path voxel in mm (exact Euclidean nearest neighbour, k-d tree)
-        seed_idx = np.argwhere(seeds)
-        vox = np.argwhere(comp)
-        _, nn = cKDTree(seed_idx * spacing).query(vox * spacing, workers=THREADS if len(vox) > 20000 else 1)
-        labels[box][comp] = seeds[tuple(seed_idx[nn].T)]
+            single[comp_id] = first
+        else:
+            several.append((comp_id, first))
+    labels = single[comps]
+    if several:
+        wanted = np.zeros(n + 1, np.bool_)
+        wanted[[c for c, _ in several]] = True
+        flat, starts = _voxels_by_label(comps.reshape(-1), wanted)
+        flat_labels = labels.reshape(-1)
+        for comp_id, first in several:
+            box = boxes[comp_id - 1]
+            box_start = np.array([s.start for s in box], np.int64)
+            seeds = np.zeros(tuple(s.stop - s.start for s in box), np.int32)
+            for k, pts in enumerate(by_comp[comp_id]):     # later paths win their shared (junction) voxels
+                seeds[tuple((pts - corner - box_start).T)] = first + k
+            # the component's voxels in C order, as indices in its box: nearest path voxel in mm
+            # (exact Euclidean nearest neighbour, k-d tree)
+            at = flat[starts[comp_id]:starts[comp_id + 1]]
+            vox = np.stack(np.unravel_index(at, comps.shape), axis=1) - box_start
+            seed_idx = np.argwhere(seeds)
+            _, nn = cKDTree(seed_idx * spacing).query(vox * spacing, workers=THREADS if len(vox) > 20000 else 1)
+            flat_labels[at] = seeds[tuple(seed_idx[nn].T)]
+    labels_out[crop] = labels
     return VesselPaths(labels_out, paths_out)
+
+
+@njit(cache=True)
+def _voxels_by_label(labels_flat, wanted):
+    """Flat indices of the voxels of each wanted label, grouped by label, ascending within it:
+    those of label ``c`` are ``flat[starts[c]:starts[c + 1]]`` (a counting sort, one pass to count,
+    one to place)."""
+    counts = np.zeros(wanted.size + 1, np.int64)
+    for i in range(labels_flat.size):
+        c = labels_flat[i]
+        if wanted[c]:
+            counts[c + 1] += 1
+    starts = np.cumsum(counts)
+    flat = np.empty(starts[-1], np.int64)
+    fill = starts[:-1].copy()
+    for i in range(labels_flat.size):
+        c = labels_flat[i]
+        if wanted[c]:
+            flat[fill[c]] = i
+            fill[c] += 1
+    return flat, starts
 
 
 def paths_from_labels(labels: np.ndarray, spacing_mm, *, junction_angle_deg: float | None = 40.0,
