@@ -468,7 +468,7 @@ def test_fit_width_short_inputs():
     assert ms.fit_width(img, np.eye(4), np.zeros((0, 3))) is None
 
 
-def test_skeleton_direction_helpers_are_bit_identical_to_numpy_reference():
+def test_skeleton_direction_helpers_match_the_numpy_reference():
     from NeonatalVesselsLib import skeleton as sk
 
     def ref_length(xyz):
@@ -502,8 +502,12 @@ def test_skeleton_direction_helpers_are_bit_identical_to_numpy_reference():
             xyz[1] = xyz[0]   # a repeated point
         assert _same(cl.arc_length_mm(xyz), ref_length(xyz))     # the branch lengths of skeleton
         assert _same(cl.cumulative_arc_mm(xyz), np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(xyz, axis=0), axis=1))]))
-        for span in (0.5, 2.0, 50.0):
-            assert _same(sk._direction_out(xyz, span), ref_direction_out(xyz, span))
+        for span in (0.5, 2.0, 50.0):     # one branch: its length and the directions out of both ends
+            length, direction = sk._branch_geometry(xyz, np.arange(n, dtype=np.int64), np.array([0, n], np.int64), span)
+            assert _same(length[0], ref_length(xyz))
+            # the kernel normalises by a sequential sum of squares, numpy by the BLAS dot: last bits
+            assert _close(direction[0, 0], ref_direction_out(xyz, span))
+            assert _close(direction[0, 1], ref_direction_out(xyz[::-1], span))
         if n >= 2:
             for at_end in (False, True):
                 assert _same(sk._end_direction(xyz, at_end), ref_end_direction(xyz, at_end))
