@@ -282,7 +282,7 @@ def _ref_drop_short_components(mask, spacing, min_extent_mm):
 
 def _ref_segment_vessels(norm, brain, depth, spacing, params, noise_sd):
     # the engine's earlier code: every step on the whole volume
-    from NeonatalVesselsLib.pipeline import contrast_gate, hysteresis_threshold, local_contrast
+    from NeonatalVesselsLib.segmentation import contrast_gate, hysteresis_threshold, local_contrast
     from NeonatalVesselsLib.vesselness import vesselness
 
     roi = brain & (depth > params.surface_margin_mm)
@@ -300,7 +300,8 @@ def _ref_segment_vessels(norm, brain, depth, spacing, params, noise_sd):
 
 
 def test_segment_vessels_in_roi_box_equals_full_volume(prepared):
-    from NeonatalVesselsLib.pipeline import VesselParams, segment_vessels
+    from NeonatalVesselsLib.params import VesselParams
+    from NeonatalVesselsLib.segmentation import segment_vessels
 
     _, sp, brain, norm, depth = prepared
     params = VesselParams()
@@ -312,7 +313,7 @@ def test_segment_vessels_in_roi_box_equals_full_volume(prepared):
 
 
 def test_drop_small_components_equals_dust_then_drop_short():
-    from NeonatalVesselsLib.pipeline import drop_short_components, drop_small_components
+    from NeonatalVesselsLib.segmentation import drop_short_components, drop_small_components
 
     rng = np.random.default_rng(8)
     for trial in range(8):

@@ -327,7 +327,7 @@ def test_skeleton_graph_nodes_branches_and_loops():
 
 
 def test_local_contrast_is_vein_darkness_not_edges_or_wide_regions():
-    from NeonatalVesselsLib.pipeline import local_contrast
+    from NeonatalVesselsLib.segmentation import local_contrast
 
     sp = (0.5, 0.5, 0.5)
     img = tube_image((40, 40, 30), sp, (2, 10, 7.5), (18, 10, 7.5), 1.0, contrast=0.5)
@@ -597,7 +597,7 @@ def test_merge_across_a_slice_jog_uses_the_slice_metric():
 
 
 def test_drop_short_components_uses_physical_extent():
-    from NeonatalVesselsLib.pipeline import drop_short_components
+    from NeonatalVesselsLib.segmentation import drop_short_components
 
     mask = np.zeros((20, 20, 10), bool)
     mask[2:4, 2, 2] = True          # 2 voxels in-plane: 0.5 mm between centres
@@ -721,7 +721,7 @@ def test_hysteresis_threshold_equals_scikit_image():
     from scipy import ndimage
     from skimage.filters import apply_hysteresis_threshold
 
-    from NeonatalVesselsLib.pipeline import hysteresis_threshold
+    from NeonatalVesselsLib.segmentation import hysteresis_threshold
 
     x = ndimage.gaussian_filter(np.random.default_rng(1).random((60, 50, 40)), 1.5).astype(np.float32)
     for low, high in ((0.5, 0.55), (0.45, 0.6), (0.9, 0.95)):
@@ -793,12 +793,14 @@ def test_smoothed_noise_factor_matches_smoothed_white_noise():
 def test_contrast_gate_counts_the_smoothed_noise():
     # the gate is in units of the noise of the image it is measured on: the same image noise
     # gives a lower gate on fine voxels (more averaging) than on thick slices, never below the floor
+    from NeonatalVesselsLib.segmentation import contrast_gate
+
     params = pl.VesselParams()
-    thick = pl.contrast_gate(params, 0.09, (0.6, 0.6, 2.0))
-    fine = pl.contrast_gate(params, 0.09, (0.6, 0.6, 0.6))
+    thick = contrast_gate(params, 0.09, (0.6, 0.6, 2.0))
+    fine = contrast_gate(params, 0.09, (0.6, 0.6, 0.6))
     assert thick > fine >= params.min_local_contrast
     assert abs(thick - 1.2 * 0.09) < 0.01          # on 0.6 x 0.6 x 2 mm voxels: 1.2 x the image noise SD
-    assert pl.contrast_gate(params, 0.0, (0.6, 0.6, 2.0)) == params.min_local_contrast
+    assert contrast_gate(params, 0.0, (0.6, 0.6, 2.0)) == params.min_local_contrast
 
 
 def test_trim_end_hooks_cuts_a_hook_but_not_a_gentle_bend():

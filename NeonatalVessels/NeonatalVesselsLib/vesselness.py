@@ -176,6 +176,11 @@ def bounding_box(mask: np.ndarray, margin: int | Sequence[int] = 0) -> tuple[sli
                  for x, m, n in zip(idx, margin, mask.shape))
 
 
+def inner_box(outer: tuple[slice, ...], inner: tuple[slice, ...]) -> tuple[slice, ...]:
+    """Box ``inner`` (array coordinates, inside box ``outer``) in the coordinates of ``outer``."""
+    return tuple(slice(i.start - o.start, i.stop - o.start) for o, i in zip(outer, inner))
+
+
 def vesselness(image: np.ndarray, spacing_mm: Sequence[float], scales_mm: Sequence[float], *,
                mask: np.ndarray | None = None, alpha: float = 0.5, beta: float = 0.5,
                c: float = 0.08, dark: bool = True, equalise_voxel_blur: bool = True,
