@@ -242,11 +242,13 @@ def _resample(p: np.ndarray, step_mm: float) -> np.ndarray:
             n_kept += 1
     q = np.empty((n_kept, 3))
     kept_seg = np.empty(n_kept - 1)
-    q[0] = p[0]
+    for d in range(3):     # rows copied element by element (a row assignment compiles numba's shape-error path)
+        q[0, d] = p[0, d]
     k = 1
     for i in range(n_in - 1):
         if seg[i] > 1e-12:
-            q[k] = p[i + 1]
+            for d in range(3):
+                q[k, d] = p[i + 1, d]
             kept_seg[k - 1] = seg[i]
             k += 1
     if n_kept < 2:
@@ -296,8 +298,9 @@ def _smooth_kernel(p: np.ndarray, w: np.ndarray) -> np.ndarray:
                 hi = min(i - k, n - 1)
                 acc += (p[lo, d] + p[hi, d]) * w[r + k]
             out[i, d] = acc
-    out[0] = p[0]
-    out[n - 1] = p[n - 1]
+    for d in range(3):
+        out[0, d] = p[0, d]
+        out[n - 1, d] = p[n - 1, d]
     return out
 
 

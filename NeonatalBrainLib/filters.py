@@ -138,7 +138,8 @@ def _correlate_axis1(src, dst, w, reflect):
     acc = np.empty(nc)
     for a in range(na):
         for i in range(n):
-            ring[i % (r + 1)] = src[a, i]
+            for c in range(nc):         # element by element: a row assignment compiles numba's shape-error path
+                ring[i % (r + 1), c] = src[a, i, c]
             w0 = w[r]
             for c in range(nc):
                 acc[c] = np.float64(src[a, i, c]) * w0
@@ -257,7 +258,9 @@ def _extremum_axis0(src, dst, n, minimum):
         for q in range(i - size1, i + size2 + 1):
             plane = ring[min(max(q, 0), na - 1) % size]
             if first:
-                acc[:, :] = plane
+                for b in range(nb):
+                    for c in range(nc):
+                        acc[b, c] = plane[b, c]
                 first = False
             elif minimum:
                 for b in range(nb):
@@ -285,13 +288,15 @@ def _extremum_axis1(src, dst, n, minimum):
     acc = np.empty(nc, np.float32)
     for a in range(na):
         for i in range(nr):
-            ring[i % (size1 + 1)] = src[a, i]
+            for c in range(nc):
+                ring[i % (size1 + 1), c] = src[a, i, c]
             first = True
             for q in range(i - size1, i + size2 + 1):
                 e = min(max(q, 0), nr - 1)
                 row = ring[e % (size1 + 1)] if e < i else src[a, e]
                 if first:
-                    acc[:] = row
+                    for c in range(nc):
+                        acc[c] = row[c]
                     first = False
                 elif minimum:
                     for c in range(nc):
@@ -299,7 +304,8 @@ def _extremum_axis1(src, dst, n, minimum):
                 else:
                     for c in range(nc):
                         acc[c] = max(acc[c], row[c])
-            dst[a, i] = acc
+            for c in range(nc):
+                dst[a, i, c] = acc[c]
     return True
 
 
@@ -317,7 +323,8 @@ def _extremum_axis2(src, dst, n, minimum):
         for b in range(nb):
             for e in range(nc + n - 1):
                 buf[e] = src[a, b, min(max(e - size1, 0), nc - 1)]
-            acc[:] = buf[:nc]
+            for k in range(nc):
+                acc[k] = buf[k]
             for q in range(1, n):
                 if minimum:
                     for k in range(nc):
@@ -325,7 +332,8 @@ def _extremum_axis2(src, dst, n, minimum):
                 else:
                     for k in range(nc):
                         acc[k] = max(acc[k], buf[k + q])
-            dst[a, b] = acc
+            for k in range(nc):
+                dst[a, b, k] = acc[k]
     return True
 
 

@@ -137,7 +137,8 @@ def _room(flat, used):
     if used < flat.shape[0]:
         return flat
     grown = np.empty(2 * flat.shape[0], np.int64)
-    grown[:used] = flat[:used]
+    for i in range(used):       # element by element: a slice assignment compiles numba's shape-error path
+        grown[i] = flat[i]
     return grown
 
 
@@ -256,7 +257,8 @@ def _branch_geometry(xyz, flat, starts, span_mm):
             continue
         p = np.empty((n, 3))
         for i in range(n):
-            p[i] = xyz[flat[starts[b] + i]]
+            for d in range(3):     # element by element (a row assignment compiles numba's shape-error path)
+                p[i, d] = xyz[flat[starts[b] + i], d]
         seg = cl._segments(p)
         length[b] = cl._pairwise_sum(seg)
         if n < 2:

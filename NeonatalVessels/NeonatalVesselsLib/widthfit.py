@@ -70,7 +70,9 @@ def render_blurred_disk(d, u0, v0, g, h, kernel, full, out):
                 krow = kernel[ki]
                 for kj in range(k):
                     row[q + kj] += w * krow[kj]
-    out[:, :] = full[half:half + n, half:half + n]
+    for i in range(n):          # element by element: a slice assignment compiles numba's shape-error path
+        for j in range(n):
+            out[i, j] = full[half + i, half + j]
 
 
 @njit(cache=True)
@@ -133,7 +135,8 @@ def _jacobian(x, f0, g, h, kernel, target, mean_p, dev_p, single, lb, ub, work, 
     xs = x.copy()
     for k in range(x.size):
         step = _forward_step(x[k], lb[k], ub[k])
-        xs[:] = x
+        for q in range(x.size):
+            xs[q] = x[q]
         xs[k] = x[k] + step
         _residual(xs, g, h, kernel, target, mean_p, dev_p, single, work, f1)
         dx = xs[k] - x[k]
@@ -419,14 +422,17 @@ def fit_blurred_disk(target, mean_p, dev_p, single, g, h, kernel, x0, lb, ub, x_
         d = v ** 0.5 * scale
         diag_h = grad * dv * scale
         g_h = d * grad
-        f_aug[:m] = f
+        for i in range(m):         # element by element (slice assignments compile numba's shape-error path)
+            f_aug[i] = f[i]
         for i in range(m):
             for k in range(n):
                 j_aug[i, k] = jac[i, k] * d[k]
         j_aug[m:, :] = 0.0
         for k in range(n):
             j_aug[m + k, k] = diag_h[k] ** 0.5
-        jh[:, :] = j_aug[:m]
+        for i in range(m):
+            for k in range(n):
+                jh[i, k] = j_aug[i, k]
         u_svd, s_svd, vt = np.linalg.svd(j_aug, full_matrices=False)
         v_svd = np.ascontiguousarray(vt.T)
         uf = u_svd.T @ f_aug
@@ -473,7 +479,8 @@ def fit_blurred_disk(target, mean_p, dev_p, single, g, h, kernel, x0, lb, ub, x_
             delta = delta_new
         if actual_reduction > 0:
             x = x_new
-            f[:] = f_new
+            for i in range(m):
+                f[i] = f_new[i]
             b, c, cost = b_new, c_new, cost_new
             if status != -2:
                 break       # scipy computes the Jacobian here too, but only to stop at once
