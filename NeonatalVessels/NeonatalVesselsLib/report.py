@@ -119,13 +119,18 @@ def overlay_slabs(analysis, n_slices: int = 4) -> list[OverlaySlab]:
 OVERLAY_WIDTH_PX = 480
 
 
+def rgb_255(rgb) -> tuple[int, int, int]:
+    """A colour given as fractions 0-1 in 8-bit channels (rounded), as the pictures and the legend show it."""
+    return tuple(int(c) for c in np.rint(np.asarray(rgb, float) * 255))
+
+
 def overlay_rgb(slab: OverlaySlab, region_table) -> np.ndarray:
     """uint8 RGB picture of a slab (``[row, column, channel]``, the slab's layout): the minIP
     in grey, windowed linearly from the 1st to the 99th percentile of its non-zero pixels, the
     veins in the colours of their region and side (``region_table``: (value, name, rgb 0-1))."""
     lut = np.zeros((256, 3), np.uint8)
     for value, _name, rgb in region_table:
-        lut[value] = np.rint(np.asarray(rgb, float) * 255)
+        lut[value] = rgb_255(rgb)
     img = np.asarray(slab.minip, float)
     inside = img[img > 0]
     lo, hi = np.percentile(inside, [1, 99]) if inside.size else (0.0, 1.0)
@@ -209,8 +214,8 @@ def _html_report(analysis, pngs: list[tuple[str, str]], input_path) -> str:
     rows = "".join(f"<tr><td>{html.escape(k)}</td><td>{'null' if v is None else (f'{v:.4g}' if isinstance(v, float) else v)}</td></tr>"
                    for k, v in s.items())
     legend = "".join(
-        f"<span style='display:inline-block;width:12px;height:12px;background:rgb({round(255*r)},{round(255*g)},{round(255*b)})'></span> {reg} &nbsp; "
-        for reg, (r, g, b) in anatomy.VESSEL_REGION_COLORS.items())
+        f"<span style='display:inline-block;width:12px;height:12px;background:{'rgb(%d,%d,%d)' % rgb_255(rgb)}'></span> {reg} &nbsp; "
+        for reg, rgb in anatomy.VESSEL_REGION_COLORS.items())
     imgs = "".join(f"<figure style='display:inline-block;margin:4px'><img src='{name}' alt='{html.escape(caption)}'>"
                    f"<figcaption style='font-size:12px'>{html.escape(caption)}</figcaption></figure>"
                    for name, caption in pngs)
