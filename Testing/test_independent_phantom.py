@@ -66,3 +66,29 @@ def test_preterm_case_files_truth_and_vein_darkness(generator, tmp_path):
     digest = [hashlib.sha256((d / "vessels.json").read_bytes()).hexdigest() for d in (out, again)]
     assert digest[0] == digest[1]
     assert np.array_equal(load_volume(again / "swi.nii.gz").array, swi.array)
+
+
+def test_detectability_of_the_phantom_dmvs(generator, tmp_path):
+    """benchmarks/vessel_detectability.py: render() is the image generate() writes, and the
+    matched-filter z of each DMV (its own template at its place against vein-free white matter)
+    follows the ideal observer's d' (a template off the vein would give z ~ 0 whatever d')."""
+    from scipy.stats import spearmanr
+
+    from NeonatalBrainLib.imageio import load_volume
+
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import vessel_detectability
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    rendered = generator.render("preterm", 2)
+    generator.generate(tmp_path / "preterm_2", "preterm", 2, verbose=False)
+    assert np.array_equal(load_volume(tmp_path / "preterm_2" / "swi.nii.gz").array, rendered["mag"])
+    df = vessel_detectability.case_detectability(rendered, n_null=100)
+    assert len(df) == sum(v["region"] == "dmv" for v in rendered["case"]["vessels"]) > 20
+    assert (df["n_null"] >= 30).all() and np.isfinite(df[["dprime", "z"]].to_numpy()).all()
+    # white noise alone would give a null SD of 1 x noise; the texture and the high-pass add to it
+    assert 0.9 < df["null_sd_over_noise"].median() < 2.0
+    assert df["z"].median() > 4.0 and df["z"].median() < df["dprime"].median()
+    assert spearmanr(df["z"], df["dprime"]).statistic > 0.4
+    assert ((df["ideal_search"] >= 0) & (df["ideal_search"] <= 1)).all()

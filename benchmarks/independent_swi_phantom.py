@@ -1185,10 +1185,13 @@ def render_vessels(case, tissue):
     return (F * Sb + (1.0 - F) * tissue * (1.0 - Ev)).astype(np.float32), F
 
 
-def generate(out_dir, preset, seed, check=False, verbose=True):
-    """Generate one phantom case into out_dir; returns a small info dict."""
+def render(preset: str, seed: int) -> dict:
+    """One case rendered in memory, every stage kept: ``case`` (:func:`build_case`), ``tissue``
+    (vessel-free, WM = 1), ``labels``, ``veins`` (tissue with the veins, WM = 1), ``bias``, the
+    point-spread sigmas ``psf_sigma_vox`` (voxels), the noise ``sigma`` (image units, each of the
+    real and imaginary channels), ``obj`` (noise-free image: veins x bias x WM level, blurred) and
+    ``mag`` (the magnitude image written as swi.nii.gz), with ``timings_s``."""
     t0 = time.time()
-    os.makedirs(out_dir, exist_ok=True)
     case = build_case(preset, int(seed))
     t_geom = time.time() - t0
     P = case["P"]
@@ -1202,16 +1205,29 @@ def generate(out_dir, preset, seed, check=False, verbose=True):
     bh = braw[head]
     amp = rng.uniform(0.10, 0.25)
     lo_, hi_ = np.percentile(bh, [0.5, 99.5])
-    bias = 1.0 + amp * (braw - bh.mean()) / max(hi_ - lo_, 1e-6)
-    obj = img * bias.astype(np.float32) * np.float32(WM_LEVEL)
+    bias = (1.0 + amp * (braw - bh.mean()) / max(hi_ - lo_, 1e-6)).astype(np.float32)
+    del braw
     vox = np.linalg.norm(case["affine"][:3, :3], axis=0)
     sig = [0.42, 0.42, 0.3 if vox[2] > 1.5 * min(vox[:2]) else 0.42]
-    obj = ndimage.gaussian_filter(obj, sig, mode="nearest")
+    obj = ndimage.gaussian_filter(img * bias * np.float32(WM_LEVEL), sig, mode="nearest")
     sigma = WM_LEVEL / P["snr"]
     nr = rng.standard_normal(obj.shape, dtype=np.float32) * np.float32(sigma)
     ni_ = rng.standard_normal(obj.shape, dtype=np.float32) * np.float32(sigma)
     mag = np.sqrt((obj + nr) ** 2 + ni_ ** 2).astype(np.float32)
     del nr, ni_
+    return dict(case=case, tissue=tissue, labels=labels, veins=img, bias=bias, psf_sigma_vox=sig,
+                sigma=float(sigma), obj=obj, mag=mag, bias_amp=float(amp),
+                timings_s=dict(total=time.time() - t0, geometry=t_geom, tissue=t_tis, vessels=t_ves))
+
+
+def generate(out_dir, preset, seed, check=False, verbose=True):
+    """Generate one phantom case into out_dir; returns a small info dict."""
+    os.makedirs(out_dir, exist_ok=True)
+    r = render(preset, seed)
+    case, mag, amp = r["case"], r["mag"], r["bias_amp"]
+    t = r["timings_s"]
+    t_geom, t_tis, t_ves = t["geometry"], t["tissue"], t["vessels"]
+    t0 = time.time() - t["total"]
     nii = nib.Nifti1Image(mag, case["affine"])
     nii.header.set_xyzt_units("mm", "sec")
     nii.set_qform(case["affine"], code=1)
