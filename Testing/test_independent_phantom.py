@@ -25,6 +25,16 @@ def generator():
     return independent_swi_phantom
 
 
+@pytest.fixture(scope="module")
+def detectability():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import vessel_detectability
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    return vessel_detectability
+
+
 def test_preterm_case_files_truth_and_vein_darkness(generator, tmp_path):
     from NeonatalBrainLib.imageio import load_volume
     from NeonatalVesselsLib.evaluation import evaluate, load_truth
@@ -68,7 +78,7 @@ def test_preterm_case_files_truth_and_vein_darkness(generator, tmp_path):
     assert np.array_equal(load_volume(again / "swi.nii.gz").array, swi.array)
 
 
-def test_detectability_of_the_phantom_dmvs(generator, tmp_path):
+def test_detectability_of_the_phantom_dmvs(generator, detectability, tmp_path):
     """benchmarks/vessel_detectability.py: render() is the image generate() writes, and the
     matched-filter z of each DMV (its own template at its place against vein-free white matter)
     follows the ideal observer's d' (a template off the vein would give z ~ 0 whatever d')."""
@@ -76,15 +86,10 @@ def test_detectability_of_the_phantom_dmvs(generator, tmp_path):
 
     from NeonatalBrainLib.imageio import load_volume
 
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import vessel_detectability
-    finally:
-        sys.path.remove(str(BENCHMARKS))
     rendered = generator.render("preterm", 2)
     generator.generate(tmp_path / "preterm_2", "preterm", 2, verbose=False)
     assert np.array_equal(load_volume(tmp_path / "preterm_2" / "swi.nii.gz").array, rendered["mag"])
-    df = vessel_detectability.case_detectability(rendered, n_null=100)
+    df = detectability.case_detectability(rendered, n_null=100)
     assert len(df) == sum(v["region"] == "dmv" for v in rendered["case"]["vessels"]) > 20
     assert (df["n_null"] >= 30).all() and np.isfinite(df[["dprime", "z"]].to_numpy()).all()
     # white noise alone would give a null SD of 1 x noise; the texture and the high-pass add to it
@@ -92,3 +97,24 @@ def test_detectability_of_the_phantom_dmvs(generator, tmp_path):
     assert df["z"].median() > 4.0 and df["z"].median() < df["dprime"].median()
     assert spearmanr(df["z"], df["dprime"]).statistic > 0.4
     assert ((df["ideal_search"] >= 0) & (df["ideal_search"] <= 1)).all()
+
+
+def test_detectability_of_the_project_phantom_dmvs(detectability, tmp_path, monkeypatch):
+    """benchmarks/vessel_detectability.py on the project's phantom (from its files): each DMV's
+    voxel-fraction template at its place stands out of the white matter; moved off the vein it
+    does not."""
+    from NeonatalBrainLib.phantom import write_phantom
+
+    folder = write_phantom(tmp_path / "case", seed=5, preset="term_1p5t", modalities=("swi",))
+    df = detectability.project_case_detectability(folder, n_null=100)
+    # a few DMVs among dense veins find too few vein-free places for a null: no z
+    assert len(df) > 20 and (df["n_null"] >= 30).mean() > 0.8 and df["z"].isna().equals(df["n_null"] < 30)
+    assert df["z"].median() > 6.0 and 0.9 < df["null_sd_over_noise"].median() < 2.0
+    # the same templates 6 voxels off their veins: no signal left
+    real = detectability.matched_filter_z
+
+    def off_vein(residual, box, deficit, hp_sigma, **kw):
+        return real(residual, tuple(slice(b.start + 6, b.stop + 6) for b in box), deficit, hp_sigma, **kw)
+    monkeypatch.setattr(detectability, "matched_filter_z", off_vein)
+    off = detectability.project_case_detectability(folder, n_null=100)
+    assert abs(np.nanmedian(off["z"])) < 2.0
