@@ -5,6 +5,7 @@ deterministic.  (The accuracy itself is measured in benchmarks/, not asserted he
 from __future__ import annotations
 
 import hashlib
+import importlib
 import sys
 from pathlib import Path
 
@@ -15,24 +16,22 @@ from scipy import ndimage
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def generator():
+def _benchmark_module(name: str):
     sys.path.insert(0, str(BENCHMARKS))
     try:
-        import independent_swi_phantom
+        return importlib.import_module(name)
     finally:
         sys.path.remove(str(BENCHMARKS))
-    return independent_swi_phantom
+
+
+@pytest.fixture(scope="module")
+def generator():
+    return _benchmark_module("independent_swi_phantom")
 
 
 @pytest.fixture(scope="module")
 def detectability():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import vessel_detectability
-    finally:
-        sys.path.remove(str(BENCHMARKS))
-    return vessel_detectability
+    return _benchmark_module("vessel_detectability")
 
 
 def test_preterm_case_files_truth_and_vein_darkness(generator, tmp_path):

@@ -175,6 +175,7 @@ def project_case_detectability(folder: Path, *, highpass_mm: float = 2.0, n_null
     vein_zone = ndimage.binary_dilation(frac_all > 0, iterations=3)
     free_wm = np.isin(labels, [LABEL_VALUES["white_matter_left"], LABEL_VALUES["white_matter_right"]]) & ~vein_zone
     contrast = 1.0 - preset.swi_vein_signal / project.SWI_BASE["white_matter"]
+    sigma_wm = project.SWI_BASE["white_matter"] / preset.swi_snr * preset.swi_scale
     rng = np.random.default_rng(seed)
     margin = [int(np.ceil(3 * h)) + 4 for h in hp_sigma]
     rows = []
@@ -187,7 +188,6 @@ def project_case_detectability(folder: Path, *, highpass_mm: float = 2.0, n_null
                     for a, n, m in zip(nz, frac.shape, margin))
         mf = matched_filter_z(residual, box, frac[box], hp_sigma, vein_zone=vein_zone, free_wm=free_wm, rng=rng,
                               n_null=n_null, span_vox=_span_vox(spacing))
-        sigma_wm = project.SWI_BASE["white_matter"] / preset.swi_snr * preset.swi_scale
         rows.append({
             "vessel_id": int(v["vessel_id"]), "side": v["side"], "diameter_mm": float(v["diameter_mm"]),
             "length_mm": float(v["length_mm"]),
