@@ -108,7 +108,8 @@ def matched_filter_z(residual: np.ndarray, box: tuple[slice, ...], deficit: np.n
 
 
 def _span_vox(spacing) -> tuple[int, int, int]:
-    """How far a template is moved for the null: 40 voxels in-plane, about 16 mm across slices."""
+    """How far a template is moved for the null: 40 voxels along the first two axes, about 16 mm
+    along the third (both generators store their slices along it)."""
     return 40, 40, max(3, int(round(16.0 / float(spacing[2]))))
 
 
