@@ -49,6 +49,7 @@ from .params import VesselParams, checked_params
 from .regions import classify_vessels, foramen_y_mm, region_label_table, region_value
 from .segmentation import contrast_gate, segment_vessels
 from .skeleton import merge_fragments, paths_from_labels, relabel_pieces, relabelled, split_vessels, voxel_counts
+from .vesselness import bounding_box, inner_box
 
 #: Columns of vessels.csv (and of VesselAnalysis.vessels), in order.
 VESSEL_COLUMNS = ("vessel_id", "region", "side", "length_mm", "width_mm", "tortuosity", "curvature_per_mm",
@@ -212,8 +213,6 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
     canonical R, A, S order.)
     """
     import cc3d
-
-    from .vesselness import bounding_box, inner_box
 
     spacing = np.asarray(spacing, float)
     si_cuts = tuple(f for f in cut_faces if f[0] == 2)
@@ -422,8 +421,6 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     as it is instead of one traced through its voxels, and its region and side are not judged
     again.  An edited vessel keeps the stretches of its centreline still on its voxels
     (:func:`.skeleton.paths_from_labels`)."""
-    from .vesselness import bounding_box
-
     swi = ctx.swi
     spacing = swi.spacing_mm
     t0 = time.perf_counter()

@@ -9,7 +9,7 @@ from NeonatalBrainLib import filters
 
 from . import masks as mk
 from .params import VesselParams
-from .vesselness import inner_box
+from .vesselness import bounding_box, inner_box, vesselness_in_box
 
 
 def segment_vessels(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, spacing,
@@ -21,8 +21,6 @@ def segment_vessels(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, s
     :func:`contrast_gate`, on ``acquired_spacing_mm`` (default ``spacing``: the voxels hold
     independent noise).
     """
-    from .vesselness import bounding_box, vesselness_in_box
-
     roi = brain & (depth_mm > params.surface_margin_mm)
     seg = np.zeros(roi.shape, bool)
     # the vesselness only counts in the ROI, so every step after it (thresholds, connected
@@ -91,8 +89,6 @@ def local_contrast(image: np.ndarray, spacing, *, background_mm: float = 3.0, sm
 def _local_contrast_in_box(image: np.ndarray, spacing, *, background_mm: float = 3.0, smoothing_mm: float = 0.5,
                            mask: np.ndarray | None = None) -> tuple[tuple[slice, ...], np.ndarray | None]:
     """:func:`local_contrast` as ``(box, values in box)`` (0 outside the box; values None: 0 everywhere)."""
-    from .vesselness import bounding_box
-
     spacing = np.asarray(spacing, float)
     size = [max(1, int(2 * round(background_mm / 2 / s) + 1)) for s in spacing]
     if mask is None:
