@@ -131,9 +131,13 @@ def radial_lines(norm: np.ndarray, spacing, brain: np.ndarray, ventricles: np.nd
         voxels = tuple(np.clip(np.round(p).astype(int), 0, upper).T)
         if near[voxels].mean() > 0.3:
             continue
-        line = np.zeros(e.shape, bool)
-        line[voxels] = True
-        near |= ndimage.binary_dilation(line, iterations=2)
+        # the line's voxels dilated twice (6-neighbours), in its box padded by the 2 voxels it can grow
+        lo = np.maximum(np.min(voxels, axis=1) - 2, 0)
+        hi = np.minimum(np.max(voxels, axis=1) + 3, e.shape)
+        box = tuple(slice(a, b) for a, b in zip(lo, hi))
+        line = np.zeros(hi - lo, bool)
+        line[tuple(v - a for v, a in zip(voxels, lo))] = True
+        near[box] |= ndimage.binary_dilation(line, iterations=2)
         direction = sphere[dir_idx[int(row)]]
         taken.append({"points_vox": p, "length_mm": (n - 1) * STEP_MM, "score": float(score),
                       "lateral_z": lateral_z(e, p, direction, spacing)})
