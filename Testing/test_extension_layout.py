@@ -155,6 +155,9 @@ def test_configured_modules_package_every_lib_file(configured):
         for resource in resources.split(";"):
             assert (source / resource).is_file(), f"{name}: resource {resource} does not exist"
         assert {f"Resources/Icons/{name}.png", f"Resources/UI/{name}.ui"} <= set(resources.split(";"))
+        # data files of the Lib package (the vessel engine's DMV line scorer) travel with its scripts
+        lib_data = {p.relative_to(source).as_posix() for p in (source / f"{name}Lib").glob("*.json")}
+        assert lib_data <= set(resources.split(";")), f"{name}: not packaged {sorted(lib_data)}"
     unittests = {(Path(c[2]).name, c[1]) for c in configured if c[0] == "unittest"}
     assert {(m, f"{m}.py") for m in MODULES} <= unittests
 

@@ -322,8 +322,10 @@ def test_remeasuring_with_the_previous_run_keeps_the_vessels_left_alone(analysis
     assert analysis.provenance["kept_from_previous_run"] is None
     # traced anew through the labelmap's voxels, the tracked and joined veins are not found again
     # (labelled only where no other vessel was): the reason for keeping the previous run
+    # (the count can come out equal: the DMVs the run's scorer refused count again in a given mask)
     anew = measure_vessel_mask(swi, labels, **masks)
-    assert anew.summary["dmv_count"] < analysis.summary["dmv_count"]
+    run_dmvs = set(analysis.vessels.loc[analysis.vessels["region"] == "dmv", "vessel_id"])
+    assert run_dmvs - set(anew.vessels.loc[anew.vessels["region"] == "dmv", "vessel_id"])
     # erase one DMV: one fewer, the others as they were
     v = analysis.vessels
     vid = int(v[v["region"] == "dmv"].sort_values("length_mm")["vessel_id"].iloc[-1])

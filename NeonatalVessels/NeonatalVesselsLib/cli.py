@@ -178,7 +178,7 @@ def load_previous_run(folder, swi):
 
     from NeonatalBrainLib.imageio import InputError, check_same_grid, load_volume
 
-    from .pipeline import PreviousRun
+    from .pipeline import PreviousRun, fitted_ids
 
     folder = Path(folder)
     names = ("vessel_labels.nii.gz", "centerlines.csv", "vessels.csv")
@@ -192,9 +192,10 @@ def load_previous_run(folder, swi):
         rows = pd.read_csv(folder / names[2])
         centrelines = {int(vid): g[["x", "y", "z"]].to_numpy(float) for vid, g in points.groupby("vessel_id", sort=False)}
         regions = {int(r.vessel_id): (str(r.region), str(r.side)) for r in rows.itertuples()}
+        fitted = fitted_ids(rows)
     except (ValueError, KeyError, AttributeError, pd.errors.ParserError) as exc:
         raise InputError(f"--previous {folder}: unreadable centerlines.csv / vessels.csv ({exc})") from None
-    return PreviousRun(np.asarray(labels.array), centrelines, regions)
+    return PreviousRun(np.asarray(labels.array), centrelines, regions, fitted)
 
 
 def _cmd_measure(args) -> int:

@@ -30,6 +30,12 @@ VESSEL_COLUMN_DEFINITIONS: dict[str, str] = {
     "width_method": ("how width_mm was measured: model_fit (fitted diameter) | dark_area (sqrt(4 A / (pi c)), A the "
                      "fitted dark area, c the scan's vein contrast: unresolved or faint fits) | volume "
                      "(2 sqrt(volume / (pi length)), 'other' vessels)"),
+    "dmv_probability": ("automatic runs: probability (0-1) that the line is a DMV, from a logistic model of 15 "
+                        "features of its centreline (darkness and flank contrast in noise SDs, radial course, "
+                        "distances to the ventricles, midline and surface; fitted on phantoms only, see "
+                        "docs/vessels.md); a DMV below the run's dmv_min_probability is reported as 'other'; "
+                        "empty for lines not judged (wall veins, short, superficial or midline lines) and for "
+                        "given masks"),
 }
 
 #: Per-subject keys (summary.json, the Slicer summary table): definition (unit); null = not measured.

@@ -702,9 +702,10 @@ def _previous_run(outputs: VesselsOutputNodes):
         return None
     ids = nbmrml.volume_from_node(outputs.vessel_ids)
     centrelines = {vid: nbmrml.points_from_curve_node(node) for vid, node in outputs.curves.items()}
-    regions = {int(r["vessel_id"]): (str(r["region"]), str(r["side"]))
-               for r in nbmrml.rows_from_table_node(outputs.vessel_table)}
-    return _engine().PreviousRun(np.asarray(ids.array), centrelines, regions)
+    rows = nbmrml.rows_from_table_node(outputs.vessel_table)
+    regions = {int(r["vessel_id"]): (str(r["region"]), str(r["side"])) for r in rows}
+    engine = _engine()
+    return engine.PreviousRun(np.asarray(ids.array), centrelines, regions, engine.fitted_ids(rows))
 
 
 def _apply_segment_regions(result: _Result, seg_values: Volume) -> _Result:

@@ -132,6 +132,10 @@ class VesselParams:
     #: least-cost path along the ventricle wall (:mod:`.wallveins`; cost = clip(norm, 0.05, 2) ** this
     #: per mm, in the band within ``rules.wall_mm`` of the ventricles); 0: off
     wall_path_cost_power: float = 4.0
+    #: automatic runs: a DMV whose probability of being a vein (:mod:`.dmvscore`, a logistic model of
+    #: 15 features of its centreline fitted on the project phantom) is below this is reported as
+    #: ``other``; 0: off (the probability is still reported)
+    dmv_min_probability: float = 0.2
     rules: RegionRules = field(default_factory=RegionRules)
 
     def as_dict(self) -> dict:
@@ -156,6 +160,8 @@ def checked_params(params: VesselParams | None) -> VesselParams:
     if params.psf_extra_sigma_mm is not None and not params.psf_extra_sigma_mm >= 0:
         raise InputError(f"psf_extra_sigma_mm: a sigma in mm, >= 0 (or None to estimate it), "
                          f"got {params.psf_extra_sigma_mm}")
+    if not 0 <= params.dmv_min_probability < 1:
+        raise InputError(f"dmv_min_probability: a probability in [0, 1), got {params.dmv_min_probability}")
     return params
 
 

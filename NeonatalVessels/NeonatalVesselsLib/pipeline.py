@@ -43,6 +43,7 @@ from NeonatalBrainLib.imageio import (InputError, Volume, from_canonical_order, 
 from NeonatalBrainLib.progress import as_progress
 from NeonatalBrainLib.runtime import without_numpy_hugepage_advice
 
+from . import dmvscore as ds
 from . import masks as mk
 from . import measure as ms
 from .params import VesselParams, checked_params
@@ -53,7 +54,8 @@ from .vesselness import bounding_box, inner_box
 
 #: Columns of vessels.csv (and of VesselAnalysis.vessels), in order.
 VESSEL_COLUMNS = ("vessel_id", "region", "side", "length_mm", "width_mm", "tortuosity", "curvature_per_mm",
-                  "n_voxels", "volume_mm3", "mean_x_mm", "mean_y_mm", "mean_z_mm", "width_method")
+                  "n_voxels", "volume_mm3", "mean_x_mm", "mean_y_mm", "mean_z_mm", "width_method",
+                  "dmv_probability")
 #: Keys of summary.json required by the output contract (provenance is added beside them).
 SUMMARY_KEYS = ("dmv_count", "dmv_count_left", "dmv_count_right", "dmv_width_mm", "dmv_tortuosity",
                 "dmv_curvature_per_mm", "thalamic_vein_width_mm_left", "thalamic_vein_width_mm_right",
@@ -172,6 +174,9 @@ class VesselAnalysis:
     region_table: list[tuple[int, str, tuple[float, float, float]]]
     provenance: dict[str, Any]
     swi: Volume | None = None                  #: the input (for overlays)
+    #: automatic runs: the lines the DMV scorer judged (:mod:`.dmvscore`), one row per vessel id:
+    #: its FEATURES, ``region_before`` (the rules' region before the veto) and ``dmv_probability``
+    dmv_scores: pd.DataFrame | None = None
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -553,11 +558,13 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             need = dmv_min_darkness(p, radial[vid]) if region == "dmv" else min_darkness
             if too_short or darkness(p) < need:
                 classes[vid] = ("other", side)
+    prev_fitted = previous.fitted if previous is not None else None
     for vid in kept.keys() & classes.keys():
         # a kept named vein is fitted whatever the rules now say (its kept class is set again
-        # after the width rules below); a kept `other` is fitted when the rules make it a
-        # candidate, as it was (its fit then counts in the scan's vein contrast, as it did)
-        if kept[vid][1][0] != "other":
+        # after the width rules below); a kept `other` is fitted when that run fitted it (a DMV it
+        # refused after the fit), or without that record when the rules make it a candidate (its
+        # fit then counts in the scan's vein contrast, as it did)
+        if kept[vid][1][0] != "other" or (prev_fitted is not None and vid not in prev_fitted):
             classes[vid] = kept[vid][1]
     if params.track_max_mm > 0 and method == "automatic":
         # not for a given mask: what the user drew (or corrected) is measured as drawn
@@ -606,7 +613,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     # below); the fits are independent, and their compiled optimiser and the sampling release the
     # GIL: on threads
     t_fits = time.perf_counter()
-    fitted = [vid for vid in ids if classes[vid][0] != "other"]
+    fitted = [vid for vid in ids if classes[vid][0] != "other"
+              or (prev_fitted is not None and vid in kept and vid in prev_fitted)]
     fit_of: dict[int, Any] = {}
     with ThreadPoolExecutor(filters.THREADS) as fit_pool:
         for n, (vid, f) in enumerate(zip(fitted, fit_pool.map(fit, fitted))):
@@ -646,6 +654,9 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             classes[vid] = ("other", classes[vid][1])
     for vid in kept.keys() & classes.keys():
         classes[vid] = kept[vid][1]
+    scores, scorer_info = (_score_dmvs(ctx, centrelines, classes, params) if method == "automatic"
+                           else (None, None))
+    probability = {} if scores is None else scores["dmv_probability"].to_dict()
     ctx.timings["measure_s"] = time.perf_counter() - t0
     counts = voxel_counts(labels, minlength=max(ids, default=0) + 1)
     voxel_mm3 = float(np.prod(spacing))
@@ -666,6 +677,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             "volume_mm3": counts[vid] * voxel_mm3, "mean_x_mm": mean[0], "mean_y_mm": mean[1],
             "mean_z_mm": mean[2],
             "width_method": "volume" if f is None else ms.width_method(f, c_subj, params.faint_fit_relative_contrast),
+            "dmv_probability": probability.get(vid, np.nan),
         })
     df = pd.DataFrame(rows, columns=list(VESSEL_COLUMNS))
     # DMV rows must have finite length, width and tortuosity: otherwise they are not measurable DMVs
@@ -690,7 +702,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         "midline_x_mm": round(float(ctx.midline_x), 3), "vein_contrast": round(float(c_subj), 4),
         "noise_sd": round(float(ctx.noise_sd), 4), "min_dmv_darkness": round(float(min_darkness), 4),
         "timings_s": {k: round(v, 3) for k, v in ctx.timings.items()},
-        "tracking": ctx.tracking, "psf": psf_info,
+        "tracking": ctx.tracking, "psf": psf_info, "dmv_scorer": scorer_info,
         # given labels with a previous run: the vessels measured on that run's centreline and region
         "kept_from_previous_run": len(kept.keys() & set(ids)) if given_ids else None,
         "detectability": detectability(c_subj, len(ms.resolved_contrasts(fits)), ctx.noise_sd,
@@ -718,7 +730,39 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         vessel_labels=swi_in.with_array(labels_out), vessels=df, centerlines=centrelines,
         summary=summary_out, minip=swi_in.with_array(minip), brain_mask=swi_in.with_array(brain_out),
         ventricles=swi_in.with_array(vent_out), region_labels=swi_in.with_array(region_arr),
-        region_table=region_label_table(), provenance=provenance, swi=swi_in)
+        region_table=region_label_table(), provenance=provenance, swi=swi_in, dmv_scores=scores)
+
+
+def _score_dmvs(ctx: _Context, centrelines: dict[int, np.ndarray], classes: dict[int, tuple[str, str]],
+                params: VesselParams) -> tuple[pd.DataFrame, dict]:
+    """Features and DMV probability (:mod:`.dmvscore`) of every DMV and of the `other` lines within
+    the candidate bounds; a DMV below ``params.dmv_min_probability`` becomes `other` (``classes``
+    changed in place).  Returns the table (:attr:`VesselAnalysis.dmv_scores`) and the provenance entry."""
+    lines = {vid: p for vid, p in centrelines.items() if classes[vid][0] in ("dmv", "other") and len(p) >= 2
+             and ms.cl.arc_length_mm(p) >= ds.CANDIDATE_MIN_LENGTH_MM}
+    feats = ds.line_features(lines, norm=ctx.norm, inv_affine=np.linalg.inv(ctx.swi.affine),
+                             vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm, csf_dist_mm=ctx.csf_dist_mm,
+                             midline_x=ctx.midline_x, noise_sd=ctx.noise_sd)
+    judged = set(ds.candidates(feats)) | {vid for vid in feats.index if classes[vid][0] == "dmv"}
+    feats = feats.loc[sorted(judged)].copy()
+    feats["region_before"] = [classes[vid][0] for vid in feats.index]
+    info: dict[str, Any] = {"min_probability": params.dmv_min_probability, "lines_scored": len(feats)}
+    try:
+        scorer = ds.load_scorer()
+    except InputError:
+        if params.dmv_min_probability > 0:
+            raise
+        scorer = None       # veto off and no model (e.g. while fitting one): no probabilities
+    feats["dmv_probability"] = scorer.probability(feats) if scorer is not None and len(feats) else np.nan
+    vetoed = []
+    if params.dmv_min_probability > 0:
+        for vid, prob in feats["dmv_probability"].items():
+            if classes[vid][0] == "dmv" and prob < params.dmv_min_probability:
+                classes[vid] = ("other", classes[vid][1])
+                vetoed.append(int(vid))
+    info.update({"model": ds.SCORER_PATH.name if scorer is not None else None,
+                 "sha256": scorer.sha256 if scorer is not None else None, "dmvs_vetoed": vetoed})
+    return feats, info
 
 
 def _darkness_needed(params: VesselParams, noise_sd: float, noise_factor: float) -> float:
@@ -992,6 +1036,8 @@ def run_vessel_analysis(swi: Volume, *, brain_mask=None, ventricles=None, labels
     """
     t_start = time.perf_counter()
     params = checked_params(params)
+    if params.dmv_min_probability > 0:
+        ds.load_scorer()        # InputError now, before any work, when the model is missing or corrupt
     prog = as_progress(progress)
     swi_in = _to_volume(swi)
     swi, m, how = _reorient(swi_in, {"brain": (brain_mask, "brain mask"), "vent": (ventricles, "ventricle mask"),
@@ -1011,12 +1057,17 @@ class PreviousRun:
     labels: np.ndarray                          #: its vessel_labels (vessel id per voxel, SWI grid)
     centerlines: dict[int, np.ndarray]          #: vessel id -> centreline, RAS mm
     regions: dict[int, tuple[str, str]]         #: vessel id -> (region, side)
+    #: ids of the vessels whose width that run fitted (``width_method`` not ``volume``): a kept one is
+    #: fitted again, the others not, so the scan's vein contrast is that run's.  None (a table
+    #: without ``width_method``): a kept ``other`` is fitted when the region rules make it a candidate
+    fitted: frozenset[int] | None = None
 
     @classmethod
     def from_analysis(cls, analysis: VesselAnalysis) -> "PreviousRun":
         rows = analysis.vessels
         return cls(np.asarray(analysis.vessel_labels.array), dict(analysis.centerlines),
-                   {int(r.vessel_id): (str(r.region), str(r.side)) for r in rows.itertuples()})
+                   {int(r.vessel_id): (str(r.region), str(r.side)) for r in rows.itertuples()},
+                   fitted_ids(rows))
 
     def split(self, labels: np.ndarray) -> tuple[dict[int, tuple[np.ndarray, tuple[str, str]]], dict[int, np.ndarray]]:
         """``(kept, guides)`` for a labelmap edited from this run (same grid).  ``kept``: ``{id:
@@ -1035,6 +1086,15 @@ class PreviousRun:
         kept = {vid: (p, self.regions[vid]) for vid, p in lines.items() if vid not in changed and vid in self.regions}
         guides = {vid: p for vid, p in lines.items() if vid in changed}
         return kept, guides
+
+
+def fitted_ids(rows) -> frozenset[int] | None:
+    """Ids of the rows (a vessel table: DataFrame or list of dicts) whose ``width_method`` is a fit
+    (not ``volume``); None when the table has no ``width_method``."""
+    rows = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
+    if not rows or any("width_method" not in r for r in rows):
+        return None
+    return frozenset(int(r["vessel_id"]) for r in rows if str(r["width_method"]) != "volume")
 
 
 def edited_vessel_ids(previous_ids: np.ndarray, edited_mask: np.ndarray) -> np.ndarray:
