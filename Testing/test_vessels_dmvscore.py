@@ -177,3 +177,15 @@ def test_the_veto_turns_a_faint_oblique_piece_to_other_and_keeps_the_vein():
             assert classes[1] == classes[4] == ("dmv", "right") and classes[3] == ("other", "right")
         else:
             assert classes[2] == ("dmv", "right") and info["dmvs_vetoed"] == []
+
+
+def test_flank_contrasts_of_many_lines_are_those_of_each_line_alone():
+    from NeonatalVesselsLib.measure import flank_contrast, flank_contrasts
+
+    image, affine, _, _, lines = _scene(seed=2)
+    lines[8] = lines[1][:1]                 # one point: 0
+    inv = np.linalg.inv(affine)
+    together = flank_contrasts(image, inv, lines, (1.0, 2.5))
+    for r in (1.0, 2.5):
+        assert together[r] == {vid: flank_contrast(image, inv, p, radius_mm=r) for vid, p in lines.items()}
+    assert together[1.0][8] == 0.0 and together[1.0][1] > 0.25 > abs(together[1.0][2])

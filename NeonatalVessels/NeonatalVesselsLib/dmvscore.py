@@ -43,7 +43,7 @@ import pandas as pd
 from NeonatalBrainLib import centerline as cl
 from NeonatalBrainLib.imageio import InputError
 
-from .measure import flank_contrast, sample_along_lines
+from .measure import flank_contrasts, sample_along_lines
 
 #: The model's inputs, in order (definitions: module docstring).
 FEATURES = ("log_length", "tortuosity", "darkness", "darkness_z", "flank_1mm_z", "flank_1p5mm_z",
@@ -70,6 +70,7 @@ def line_features(lines: dict[int, np.ndarray], *, norm: np.ndarray, inv_affine:
     if csf_dist_mm is not None:
         fields["csf"] = csf_dist_mm
     s = sample_along_lines(fields, inv_affine, lines)
+    flanks = flank_contrasts(norm, inv_affine, lines, (1.0, 1.5, 2.5))
     noise = max(float(noise_sd), 1e-6)
     rows = {}
     for vid, p in lines.items():
@@ -78,7 +79,7 @@ def line_features(lines: dict[int, np.ndarray], *, norm: np.ndarray, inv_affine:
         csf = s["csf"][vid] if "csf" in s else dp
         tort = cl.tortuosity(p)
         darkness = 1.0 - float(np.mean(s["norm"][vid]))
-        flank = {r: flank_contrast(norm, inv_affine, p, radius_mm=r) for r in (1.0, 1.5, 2.5)}
+        flank = {r: flanks[r][vid] for r in (1.0, 1.5, 2.5)}
         rows[vid] = (np.log(max(length, 1e-3)), tort if np.isfinite(tort) else 1.0, darkness, darkness / noise,
                      flank[1.0] / noise, flank[1.5] / noise, flank[2.5] / noise, flank[1.5],
                      abs(float(vd[-1] - vd[0])) / max(length, 1e-9), float(vd.min()), float(np.median(vd)),
@@ -87,13 +88,25 @@ def line_features(lines: dict[int, np.ndarray], *, norm: np.ndarray, inv_affine:
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(FEATURES))
 
 
-def candidates(features: pd.DataFrame) -> pd.Index:
-    """Ids of the lines within the candidate bounds (:data:`CANDIDATE_MIN_LENGTH_MM` ...)."""
-    f = features
-    keep = ((np.exp(f["log_length"]) >= CANDIDATE_MIN_LENGTH_MM) & (f["abs_dx_median_mm"] >= CANDIDATE_MIN_ABS_DX_MM)
-            & (f["tissue_depth_median_mm"] >= CANDIDATE_MIN_TISSUE_DEPTH_MM)
-            & (f["vent_dist_min_mm"] <= CANDIDATE_MAX_VENT_DIST_MM))
-    return f.index[keep.to_numpy()]
+def candidate_ids(lines: dict[int, np.ndarray], *, inv_affine: np.ndarray, vent_dist_mm: np.ndarray,
+                  depth_mm: np.ndarray, csf_dist_mm: np.ndarray | None, midline_x: float) -> list[int]:
+    """Ids of the lines within the candidate bounds (:data:`CANDIDATE_MIN_LENGTH_MM` ...), judged
+    on the same samples as :func:`line_features` (without its costlier features)."""
+    lines = {vid: np.asarray(p, float) for vid, p in lines.items()
+             if len(p) >= 2 and cl.arc_length_mm(p) >= CANDIDATE_MIN_LENGTH_MM}
+    fields = {"vd": vent_dist_mm, "dp": depth_mm}
+    if csf_dist_mm is not None:
+        fields["csf"] = csf_dist_mm
+    s = sample_along_lines(fields, inv_affine, lines)
+    out = []
+    for vid, p in lines.items():
+        dp = s["dp"][vid]
+        csf = s["csf"][vid] if "csf" in s else dp
+        if (np.median(np.abs(p[:, 0] - midline_x)) >= CANDIDATE_MIN_ABS_DX_MM
+                and np.median(np.minimum(dp, csf)) >= CANDIDATE_MIN_TISSUE_DEPTH_MM
+                and s["vd"][vid].min() <= CANDIDATE_MAX_VENT_DIST_MM):
+            out.append(vid)
+    return out
 
 
 @dataclass(frozen=True)

@@ -138,17 +138,40 @@ def flank_contrast(image: np.ndarray, inv_affine: np.ndarray, points_ras: np.nda
     or the thalamus' border with white matter, the grey rim of a ventricle) has that
     region on one side, and its flank contrast is ~0.  A line of fewer than 2 points: 0.
     """
-    p = np.asarray(points_ras, float)
-    if len(p) < 2:
-        return 0.0
-    t = np.gradient(p, axis=0)
-    t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
-    u, v = normal_bases(t)
-    pts = np.concatenate([p[:, None, :], plane_points(p, u, v, ring_offsets(radius_mm, n_ring))],
-                         axis=1)        # (n, 1 + n_ring, 3)
-    ijk = pts.reshape(-1, 3) @ inv_affine[:3, :3].T + inv_affine[:3, 3]
-    vals = ndimage.map_coordinates(image, ijk.T, order=1, mode="nearest").reshape(pts.shape[:2])
-    return float(np.median(np.quantile(vals[:, 1:], quantile, axis=1) - vals[:, 0]))
+    return flank_contrasts(image, inv_affine, {0: points_ras}, (radius_mm,), quantile=quantile,
+                           n_ring=n_ring)[radius_mm][0]
+
+
+def flank_contrasts(image: np.ndarray, inv_affine: np.ndarray, lines: dict[int, np.ndarray],
+                    radii_mm, *, quantile: float = 0.25, n_ring: int = 12) -> dict[float, dict[int, float]]:
+    """``{radius: {line id: flank_contrast}}`` of every polyline at every radius, with one
+    interpolation call (each line's values are those of :func:`flank_contrast` on it alone)."""
+    rot, shift = inv_affine[:3, :3].T, inv_affine[:3, 3]
+    rings = {r: ring_offsets(r, n_ring) for r in radii_mm}
+    out: dict[float, dict[int, float]] = {r: {} for r in radii_mm}
+    chunks, owners = [], []
+    for vid, points in lines.items():
+        p = np.asarray(points, float)
+        if len(p) < 2:
+            for r in radii_mm:
+                out[r][vid] = 0.0
+            continue
+        t = np.gradient(p, axis=0)
+        t /= np.maximum(np.linalg.norm(t, axis=1, keepdims=True), 1e-12)
+        u, v = normal_bases(t)
+        for r in radii_mm:
+            pts = np.concatenate([p[:, None, :], plane_points(p, u, v, rings[r])], axis=1)   # (n, 1 + n_ring, 3)
+            chunks.append(pts.reshape(-1, 3) @ rot + shift)     # per line: a matrix product's rounding can depend on its rows
+            owners.append((r, vid, len(p)))
+    if not chunks:
+        return out
+    vals = ndimage.map_coordinates(image, np.concatenate(chunks).T, order=1, mode="nearest").reshape(-1, 1 + n_ring)
+    contrast = np.quantile(vals[:, 1:], quantile, axis=1) - vals[:, 0]
+    start = 0
+    for r, vid, n in owners:
+        out[r][vid] = float(np.median(contrast[start:start + n]))
+        start += n
+    return out
 
 
 def _normal_basis(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

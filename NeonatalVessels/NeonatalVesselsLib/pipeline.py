@@ -738,13 +738,14 @@ def _score_dmvs(ctx: _Context, centrelines: dict[int, np.ndarray], classes: dict
     """Features and DMV probability (:mod:`.dmvscore`) of every DMV and of the `other` lines within
     the candidate bounds; a DMV below ``params.dmv_min_probability`` becomes `other` (``classes``
     changed in place).  Returns the table (:attr:`VesselAnalysis.dmv_scores`) and the provenance entry."""
-    lines = {vid: p for vid, p in centrelines.items() if classes[vid][0] in ("dmv", "other") and len(p) >= 2
-             and ms.cl.arc_length_mm(p) >= ds.CANDIDATE_MIN_LENGTH_MM}
-    feats = ds.line_features(lines, norm=ctx.norm, inv_affine=np.linalg.inv(ctx.swi.affine),
+    inv = np.linalg.inv(ctx.swi.affine)
+    others = {vid: p for vid, p in centrelines.items() if classes[vid][0] == "other"}
+    judged = set(ds.candidate_ids(others, inv_affine=inv, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
+                                  csf_dist_mm=ctx.csf_dist_mm, midline_x=ctx.midline_x))
+    judged |= {vid for vid, (region, _) in classes.items() if region == "dmv" and len(centrelines[vid]) >= 2}
+    feats = ds.line_features({vid: centrelines[vid] for vid in sorted(judged)}, norm=ctx.norm, inv_affine=inv,
                              vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm, csf_dist_mm=ctx.csf_dist_mm,
                              midline_x=ctx.midline_x, noise_sd=ctx.noise_sd)
-    judged = set(ds.candidates(feats)) | {vid for vid in feats.index if classes[vid][0] == "dmv"}
-    feats = feats.loc[sorted(judged)].copy()
     feats["region_before"] = [classes[vid][0] for vid in feats.index]
     info: dict[str, Any] = {"min_probability": params.dmv_min_probability, "lines_scored": len(feats)}
     try:
