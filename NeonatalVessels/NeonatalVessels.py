@@ -159,6 +159,7 @@ class NeonatalVesselsParameterNode:
     vesselnessThresholdHigh, vesselnessThresholdLow - hysteresis thresholds of the vesselness (0..1).
     minDmvLengthMm - shorter vessels (centreline arc length, mm) are not counted as DMVs.
     dmvTrackingMm - DMV pieces too short to count are grown by tracking at most this far (mm) from each end (0: off).
+    minDmvProbability - DMVs the DMV scorer (a model fitted on phantoms) rates below this are reported as other (0: off).
     minipSlabMm - thickness (mm) of the minimum-intensity-projection slab.
     outputSegmentation, outputVesselTable, outputSummaryTable, outputMinip - the current result.
     exportDirectory - folder for Export.
@@ -175,6 +176,7 @@ class NeonatalVesselsParameterNode:
     vesselnessThresholdLow: Annotated[float, WithinRange(0.005, 1.0)] = 0.03
     minDmvLengthMm: Annotated[float, WithinRange(0.0, 30.0)] = 4.5
     dmvTrackingMm: Annotated[float, WithinRange(0.0, 50.0)] = 25.0
+    minDmvProbability: Annotated[float, WithinRange(0.0, 0.95)] = 0.2
     minipSlabMm: Annotated[float, WithinRange(1.0, 40.0)] = 8.0
     outputSegmentation: vtkMRMLSegmentationNode
     outputVesselTable: vtkMRMLTableNode
@@ -534,6 +536,7 @@ class NeonatalVesselsLogic(ScriptedLoadableModuleLogic):
             threshold_low=parameterNode.vesselnessThresholdLow,
             min_dmv_length_mm=parameterNode.minDmvLengthMm,
             track_max_mm=parameterNode.dmvTrackingMm,
+            dmv_min_probability=parameterNode.minDmvProbability,
             minip_slab_mm=parameterNode.minipSlabMm)
 
     def process(self, inputVolume, brainMask=None, ventricles=None, params=None, progress=None, runner=None):

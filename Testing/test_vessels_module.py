@@ -98,7 +98,8 @@ def test_module_defaults_are_the_engine_defaults():
     expected = {"vesselnessScaleMinMm": engine.scales_mm[0], "vesselnessScaleMaxMm": engine.scales_mm[-1],
                 "vesselnessScaleCount": len(engine.scales_mm), "vesselnessThresholdHigh": engine.threshold_high,
                 "vesselnessThresholdLow": engine.threshold_low, "minDmvLengthMm": engine.rules.min_dmv_length_mm,
-                "minipSlabMm": engine.minip_slab_mm, "dmvTrackingMm": engine.track_max_mm}
+                "minipSlabMm": engine.minip_slab_mm, "dmvTrackingMm": engine.track_max_mm,
+                "minDmvProbability": engine.dmv_min_probability}
     for name, value in expected.items():
         assert defaults[name] == pytest.approx(value), name
         assert ui_values[name] == pytest.approx(value), name
@@ -106,7 +107,8 @@ def test_module_defaults_are_the_engine_defaults():
         ("scale_min_mm", "vesselnessScaleMinMm"), ("scale_max_mm", "vesselnessScaleMaxMm"),
         ("scale_count", "vesselnessScaleCount"), ("min_dmv_length_mm", "minDmvLengthMm"),
         ("minip_slab_mm", "minipSlabMm"), ("threshold_high", "vesselnessThresholdHigh"),
-        ("threshold_low", "vesselnessThresholdLow"), ("track_max_mm", "dmvTrackingMm"))}) == engine
+        ("threshold_low", "vesselnessThresholdLow"), ("track_max_mm", "dmvTrackingMm"),
+        ("dmv_min_probability", "minDmvProbability"))}) == engine
 
 
 def test_module_file_follows_the_scripted_module_template():
@@ -122,7 +124,8 @@ def test_module_file_follows_the_scripted_module_template():
     fields = {n.target.id: ast.unparse(n.annotation) for n in classes["NeonatalVesselsParameterNode"].body
               if isinstance(n, ast.AnnAssign)}
     assert fields["inputVolume"] == "vtkMRMLScalarVolumeNode"
-    for name in ("vesselnessScaleMinMm", "vesselnessScaleMaxMm", "minDmvLengthMm", "minipSlabMm", "dmvTrackingMm"):
+    for name in ("vesselnessScaleMinMm", "vesselnessScaleMaxMm", "minDmvLengthMm", "minipSlabMm", "dmvTrackingMm",
+                 "minDmvProbability"):
         assert fields[name].startswith("Annotated[float, WithinRange("), name
     # module metadata
     init = next(f for f in classes["NeonatalVessels"].body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
@@ -198,6 +201,9 @@ def test_vessel_params_from_module_settings():
         ml.vessel_params(scale_min_mm=1.0, scale_max_mm=0.5)
     with pytest.raises(InputError, match="threshold"):
         ml.vessel_params(threshold_high=0.05, threshold_low=0.1)
+    assert ml.vessel_params(dmv_min_probability=0.0).dmv_min_probability == 0.0
+    with pytest.raises(InputError, match="dmv_min_probability"):
+        ml.vessel_params(dmv_min_probability=1.0)
 
 
 # ----------------------------------------------------------------------------- Apply: result nodes

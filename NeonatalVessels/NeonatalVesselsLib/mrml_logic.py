@@ -139,13 +139,14 @@ def scales_mm(scale_min_mm: float, scale_max_mm: float, scale_count: int) -> tup
 def vessel_params(scale_min_mm: float | None = None, scale_max_mm: float | None = None,
                   scale_count: int | None = None, min_dmv_length_mm: float | None = None,
                   minip_slab_mm: float | None = None, threshold_high: float | None = None,
-                  threshold_low: float | None = None, track_max_mm: float | None = None):
+                  threshold_low: float | None = None, track_max_mm: float | None = None,
+                  dmv_min_probability: float | None = None):
     """The engine's ``VesselParams`` with the module's settings (None keeps the engine default).
 
     The scales are :func:`scales_mm` of (min, max, count), except that settings equal to
     the engine's default set's smallest, largest and number of scales keep that default
     set as it is.  Raises :class:`InputError` for inconsistent settings (min > max, low
-    threshold above the high one).
+    threshold above the high one, a DMV probability outside [0, 1)).
     """
     params = _engine().VesselParams()
     changes: dict[str, Any] = {}
@@ -158,7 +159,8 @@ def vessel_params(scale_min_mm: float | None = None, scale_max_mm: float | None 
         if not (count == len(default) and math.isclose(lo, default[0]) and math.isclose(hi, default[-1])):
             changes["scales_mm"] = wanted
     for name, value in (("minip_slab_mm", minip_slab_mm), ("threshold_high", threshold_high),
-                        ("threshold_low", threshold_low), ("track_max_mm", track_max_mm)):
+                        ("threshold_low", threshold_low), ("track_max_mm", track_max_mm),
+                        ("dmv_min_probability", dmv_min_probability)):
         if value is not None:
             changes[name] = float(value)
     if min_dmv_length_mm is not None and float(min_dmv_length_mm) != params.rules.min_dmv_length_mm:
@@ -167,7 +169,7 @@ def vessel_params(scale_min_mm: float | None = None, scale_max_mm: float | None 
     low = changes.get("threshold_low", params.threshold_low)
     if low > high:
         raise InputError(f"vesselness thresholds: low ({low}) is above high ({high})")
-    return replace(params, **changes) if changes else params
+    return _engine().checked_params(replace(params, **changes) if changes else params)
 
 
 def params_to_json(params) -> str:
