@@ -319,6 +319,10 @@ def test_remeasuring_with_the_previous_run_keeps_the_vessels_left_alone(analysis
     for k in keys:
         assert same.summary[k] == pytest.approx(analysis.summary[k], abs=1e-9), k
     assert same.provenance["kept_from_previous_run"] == len(analysis.vessels)
+    # every vessel kept: the DMV scorer's probabilities are that run's (a given mask is not judged)
+    np.testing.assert_array_equal(same.vessels.set_index("vessel_id")["dmv_probability"],
+                                  analysis.vessels.set_index("vessel_id").loc[same.vessels["vessel_id"], "dmv_probability"])
+    assert analysis.vessels["dmv_probability"].notna().sum() >= (analysis.vessels["region"] == "dmv").sum() > 0
     assert analysis.provenance["kept_from_previous_run"] is None
     # traced anew through the labelmap's voxels, the tracked and joined veins are not found again
     # (labelled only where no other vessel was): the reason for keeping the previous run
@@ -334,6 +338,8 @@ def test_remeasuring_with_the_previous_run_keeps_the_vessels_left_alone(analysis
     assert after.summary["dmv_count"] == analysis.summary["dmv_count"] - 1
     a, b = v.set_index("vessel_id"), after.vessels.set_index("vessel_id")
     kept = a.index[(a["region"] == "dmv") & (a.index != vid)]
+    assert vid not in b.index and np.array_equal(b.loc[kept, "dmv_probability"], a.loc[kept, "dmv_probability"])
+    assert anew.vessels["dmv_probability"].isna().all()
     assert (b.loc[kept, "region"] == "dmv").all()
     assert np.allclose(b.loc[kept, "length_mm"], a.loc[kept, "length_mm"], atol=1e-9)
     assert np.abs(b.loc[kept, "width_mm"] - a.loc[kept, "width_mm"]).max() < 0.01
@@ -651,6 +657,11 @@ def test_cli_measure_an_edited_seg_nrrd_with_and_without_the_previous_run(analys
     assert s["dmv_count"] == n      # the unedited segmentation measures as the run did
     assert s["dmv_width_mm"] == pytest.approx(analysis.summary["dmv_width_mm"], abs=1e-3)
     assert s["thalamic_vein_width_mm_left"] == pytest.approx(analysis.summary["thalamic_vein_width_mm_left"], abs=1e-3)
+    # the kept vessels keep the run's DMV probabilities (read back from its vessels.csv)
+    run = pd.read_csv(out_dir / "vessels.csv").set_index("vessel_id")
+    again = pd.read_csv(kept / "vessels.csv").set_index("vessel_id")
+    judged = run.index[run["dmv_probability"].notna()]
+    assert len(judged) > 0 and np.array_equal(again.loc[judged, "dmv_probability"], run.loc[judged, "dmv_probability"])
     # without it the segments (regions and sides, not vessels) are one mask, split into vessels
     anew = tmp_path / "anew"
     anew.mkdir()

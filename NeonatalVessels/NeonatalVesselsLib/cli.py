@@ -173,12 +173,11 @@ def load_edited_mask(path, swi, previous=None):
 def load_previous_run(folder, swi):
     """:class:`.pipeline.PreviousRun` of an earlier output folder of ``vessels`` /
     ``vessels-measure`` (its ``vessel_labels.nii.gz``, ``centerlines.csv`` and ``vessels.csv``)."""
-    import numpy as np
     import pandas as pd
 
     from NeonatalBrainLib.imageio import InputError, check_same_grid, load_volume
 
-    from .pipeline import PreviousRun, fitted_ids
+    from .pipeline import PreviousRun
 
     folder = Path(folder)
     names = ("vessel_labels.nii.gz", "centerlines.csv", "vessels.csv")
@@ -191,11 +190,9 @@ def load_previous_run(folder, swi):
         points = pd.read_csv(folder / names[1])
         rows = pd.read_csv(folder / names[2])
         centrelines = {int(vid): g[["x", "y", "z"]].to_numpy(float) for vid, g in points.groupby("vessel_id", sort=False)}
-        regions = {int(r.vessel_id): (str(r.region), str(r.side)) for r in rows.itertuples()}
-        fitted = fitted_ids(rows)
+        return PreviousRun.from_rows(labels.array, centrelines, rows)
     except (ValueError, KeyError, AttributeError, pd.errors.ParserError) as exc:
         raise InputError(f"--previous {folder}: unreadable centerlines.csv / vessels.csv ({exc})") from None
-    return PreviousRun(np.asarray(labels.array), centrelines, regions, fitted)
 
 
 def _cmd_measure(args) -> int:

@@ -35,7 +35,8 @@ VESSEL_COLUMN_DEFINITIONS: dict[str, str] = {
                         "distances to the ventricles, midline and surface; fitted on phantoms only, see "
                         "docs/vessels.md); a DMV below the run's dmv_min_probability is reported as 'other'; "
                         "empty for lines not judged (wall veins, short, superficial or midline lines) and for "
-                        "given masks"),
+                        "given masks, except that a re-measurement with the previous run keeps the probability "
+                        "of every vessel it keeps"),
 }
 
 #: Per-subject keys (summary.json, the Slicer summary table): definition (unit); null = not measured.

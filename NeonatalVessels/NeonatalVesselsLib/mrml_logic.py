@@ -704,10 +704,7 @@ def _previous_run(outputs: VesselsOutputNodes):
         return None
     ids = nbmrml.volume_from_node(outputs.vessel_ids)
     centrelines = {vid: nbmrml.points_from_curve_node(node) for vid, node in outputs.curves.items()}
-    rows = nbmrml.rows_from_table_node(outputs.vessel_table)
-    regions = {int(r["vessel_id"]): (str(r["region"]), str(r["side"])) for r in rows}
-    engine = _engine()
-    return engine.PreviousRun(np.asarray(ids.array), centrelines, regions, engine.fitted_ids(rows))
+    return _engine().PreviousRun.from_rows(ids.array, centrelines, nbmrml.rows_from_table_node(outputs.vessel_table))
 
 
 def _apply_segment_regions(result: _Result, seg_values: Volume) -> _Result:

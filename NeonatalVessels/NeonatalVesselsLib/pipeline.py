@@ -657,6 +657,9 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     scores, scorer_info = (_score_dmvs(ctx, centrelines, classes, params) if method == "automatic"
                            else (None, None))
     probability = {} if scores is None else scores["dmv_probability"].to_dict()
+    if previous is not None and previous.dmv_probability is not None:
+        # a kept vessel is the same line: its probability is that run's (an edited one is not judged)
+        probability = {vid: p for vid, p in previous.dmv_probability.items() if vid in kept}
     ctx.timings["measure_s"] = time.perf_counter() - t0
     counts = voxel_counts(labels, minlength=max(ids, default=0) + 1)
     voxel_mm3 = float(np.prod(spacing))
@@ -1062,13 +1065,21 @@ class PreviousRun:
     #: fitted again, the others not, so the scan's vein contrast is that run's.  None (a table
     #: without ``width_method``): a kept ``other`` is fitted when the region rules make it a candidate
     fitted: frozenset[int] | None = None
+    #: its ``dmv_probability`` per vessel id (finite values only): a kept vessel keeps it; None: no such column
+    dmv_probability: dict[int, float] | None = None
+
+    @classmethod
+    def from_rows(cls, labels: np.ndarray, centerlines: dict[int, np.ndarray], rows) -> "PreviousRun":
+        """From that run's labels, centrelines and vessel table (a DataFrame or a list of dicts
+        with ``vessel_id``, ``region``, ``side`` and, when present, ``width_method`` and
+        ``dmv_probability``: ``vessels.csv``, :attr:`VesselAnalysis.vessels`, the Slicer table)."""
+        records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
+        regions = {int(r["vessel_id"]): (str(r["region"]), str(r["side"])) for r in records}
+        return cls(np.asarray(labels), dict(centerlines), regions, fitted_ids(records), _probabilities(records))
 
     @classmethod
     def from_analysis(cls, analysis: VesselAnalysis) -> "PreviousRun":
-        rows = analysis.vessels
-        return cls(np.asarray(analysis.vessel_labels.array), dict(analysis.centerlines),
-                   {int(r.vessel_id): (str(r.region), str(r.side)) for r in rows.itertuples()},
-                   fitted_ids(rows))
+        return cls.from_rows(analysis.vessel_labels.array, analysis.centerlines, analysis.vessels)
 
     def split(self, labels: np.ndarray) -> tuple[dict[int, tuple[np.ndarray, tuple[str, str]]], dict[int, np.ndarray]]:
         """``(kept, guides)`` for a labelmap edited from this run (same grid).  ``kept``: ``{id:
@@ -1089,13 +1100,27 @@ class PreviousRun:
         return kept, guides
 
 
-def fitted_ids(rows) -> frozenset[int] | None:
-    """Ids of the rows (a vessel table: DataFrame or list of dicts) whose ``width_method`` is a fit
-    (not ``volume``); None when the table has no ``width_method``."""
-    rows = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
-    if not rows or any("width_method" not in r for r in rows):
+def fitted_ids(records: list[dict]) -> frozenset[int] | None:
+    """Ids of the rows of a vessel table whose ``width_method`` is a fit (not ``volume``); None
+    when the table has no ``width_method``."""
+    if not records or any("width_method" not in r for r in records):
         return None
-    return frozenset(int(r["vessel_id"]) for r in rows if str(r["width_method"]) != "volume")
+    return frozenset(int(r["vessel_id"]) for r in records if str(r["width_method"]) != "volume")
+
+
+def _probabilities(records: list[dict]) -> dict[int, float] | None:
+    """``{vessel id: dmv_probability}`` of the rows holding a finite one; None without the column."""
+    if not records or any("dmv_probability" not in r for r in records):
+        return None
+    out = {}
+    for r in records:
+        try:
+            value = float(r["dmv_probability"])
+        except (TypeError, ValueError):     # empty cell of a string column
+            continue
+        if np.isfinite(value):
+            out[int(r["vessel_id"])] = value
+    return out
 
 
 def edited_vessel_ids(previous_ids: np.ndarray, edited_mask: np.ndarray) -> np.ndarray:
