@@ -1075,7 +1075,7 @@ class PreviousRun:
         ``dmv_probability``: ``vessels.csv``, :attr:`VesselAnalysis.vessels`, the Slicer table)."""
         records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
         regions = {int(r["vessel_id"]): (str(r["region"]), str(r["side"])) for r in records}
-        return cls(np.asarray(labels), dict(centerlines), regions, fitted_ids(records), _probabilities(records))
+        return cls(np.asarray(labels), dict(centerlines), regions, _fitted_ids(records), _probabilities(records))
 
     @classmethod
     def from_analysis(cls, analysis: VesselAnalysis) -> "PreviousRun":
@@ -1100,7 +1100,7 @@ class PreviousRun:
         return kept, guides
 
 
-def fitted_ids(records: list[dict]) -> frozenset[int] | None:
+def _fitted_ids(records: list[dict]) -> frozenset[int] | None:
     """Ids of the rows of a vessel table whose ``width_method`` is a fit (not ``volume``); None
     when the table has no ``width_method``."""
     if not records or any("width_method" not in r for r in records):
