@@ -24,10 +24,12 @@ at the centreline points):
 * ``noise_sd``: noise SD of the normalised image (fraction of tissue signal).
 
 The shipped model (``dmv_line_scorer.json``, beside this file) is fitted by
-``benchmarks/train_dmv_scorer.py`` on the project phantom only (its development seeds); the
-file records the cases, the number of lines and the scikit-learn version.  It has not seen real
-neonatal SWI: the veto is a phantom-trained judgement, reported per vessel so that a reader can
-see it and a user can turn it off (``dmv_min_probability = 0``).
+``benchmarks/train_dmv_scorer.py`` on the development seeds of both phantom generators (the
+project's and ``benchmarks/independent_swi_phantom.py``); the file records the cases, the number
+of lines and the scikit-learn version.  It has not seen real neonatal SWI: the veto is a
+phantom-trained judgement, reported per vessel so that a reader can see it and a user can turn
+it off (``dmv_min_probability = 0``).  Fitted on one generator alone it carried over badly to the
+other (benchmarks/README.md, round 26).
 """
 from __future__ import annotations
 

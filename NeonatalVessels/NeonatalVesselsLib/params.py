@@ -133,7 +133,7 @@ class VesselParams:
     #: per mm, in the band within ``rules.wall_mm`` of the ventricles); 0: off
     wall_path_cost_power: float = 4.0
     #: automatic runs: a DMV whose probability of being a vein (:mod:`.dmvscore`, a logistic model of
-    #: 15 features of its centreline fitted on the project phantom) is below this is reported as
+    #: 15 features of its centreline fitted on phantoms of two generators) is below this is reported as
     #: ``other``; 0: off (the probability is still reported)
     dmv_min_probability: float = 0.2
     rules: RegionRules = field(default_factory=RegionRules)
