@@ -5,33 +5,21 @@ deterministic.  (The accuracy itself is measured in benchmarks/, not asserted he
 from __future__ import annotations
 
 import hashlib
-import importlib
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_modules import benchmark_module
 from scipy import ndimage
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _benchmark_module(name: str):
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 @pytest.fixture(scope="module")
 def generator():
-    return _benchmark_module("independent_swi_phantom")
+    return benchmark_module("independent_swi_phantom")
 
 
 @pytest.fixture(scope="module")
 def detectability():
-    return _benchmark_module("vessel_detectability")
+    return benchmark_module("vessel_detectability")
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +118,7 @@ def test_radial_line_search_finds_a_thin_radial_vein_in_noise():
     ventricle, the line with the highest lateral z lies on the one thin dark radial vein and
     stands out of the noise lines and of a darker band 4 mm wide (no vein: its sides are as
     dark); the same line moved 3 mm sideways has no lateral contrast."""
-    search = _benchmark_module("radial_line_search")
+    search = benchmark_module("radial_line_search")
     spacing = np.array([0.5, 0.5, 2.0])
     shape = (120, 120, 16)
     rng = np.random.default_rng(3)

@@ -1,33 +1,22 @@
 """The DMV line scorer (NeonatalVesselsLib.dmvscore): its features measure what they say, the
 shipped model card loads and was fitted on development phantoms only, its numpy evaluation is
-scikit-learn's, and the pipeline's veto turns a dark-less 'DMV' into 'other' while keeping a vein."""
+scikit-learn's, and the pipeline's veto turns a faint oblique 'DMV' into 'other' while keeping a vein."""
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from benchmark_modules import benchmark_module
 
 from NeonatalBrainLib.imageio import InputError, Volume
 from NeonatalVesselsLib import dmvscore as ds
 from NeonatalVesselsLib.params import VesselParams, checked_params
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 SPACING = 0.5
 NOISE_SD = 0.04
-
-
-def _train_module():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        return importlib.import_module("train_dmv_scorer")
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def _tube(grid, start, direction, length_mm, contrast, sigma_mm=0.34):
@@ -118,7 +107,7 @@ def test_shipped_scorer_loads_and_was_fitted_on_development_seeds_only():
 def test_scorer_card_is_evaluated_as_scikit_learn_predicts(tmp_path):
     from sklearn.linear_model import LogisticRegression
 
-    train = _train_module()
+    train = benchmark_module("train_dmv_scorer")
     rng = np.random.default_rng(3)
     x = rng.normal(size=(400, len(ds.FEATURES))) * rng.uniform(0.1, 5, len(ds.FEATURES)) + rng.normal(
         size=len(ds.FEATURES))

@@ -15,7 +15,7 @@ at the centreline points):
 * ``flank_1mm_z``, ``flank_1p5mm_z``, ``flank_2p5mm_z``: :func:`.measure.flank_contrast` (the
   darker quarter of a ring of that radius in the normal plane, minus the line; median along
   the line) / the noise SD; ``flank_1p5mm``: the 1.5 mm one in units of tissue signal;
-* ``radial``: ``|vent_dist(end) - vent_dist(start)| / arc length`` (:mod:`.regions`);
+* ``radial``: :func:`.regions.radial_course`, ``|vent_dist(end) - vent_dist(start)| / arc length``;
 * ``vent_dist_min_mm``, ``vent_dist_median_mm``: distance to the ventricle surface;
 * ``tissue_depth_median_mm``: median of the nearer of brain surface and CSF outside the ventricles;
 * ``csf_dist_median_mm``: median distance to CSF outside the ventricles (the brain-surface depth
@@ -46,6 +46,7 @@ from NeonatalBrainLib import centerline as cl
 from NeonatalBrainLib.imageio import InputError
 
 from .measure import flank_contrasts, sample_along_lines
+from .regions import radial_course
 
 #: The model's inputs, in order (definitions: module docstring).
 FEATURES = ("log_length", "tortuosity", "darkness", "darkness_z", "flank_1mm_z", "flank_1p5mm_z",
@@ -68,26 +69,41 @@ def line_features(lines: dict[int, np.ndarray], *, norm: np.ndarray, inv_affine:
                   midline_x: float, noise_sd: float) -> pd.DataFrame:
     """One row per line of at least 2 points (index: line id), the columns :data:`FEATURES`."""
     lines = {vid: np.asarray(p, float) for vid, p in lines.items() if len(p) >= 2}
-    fields = {"norm": norm, "vd": vent_dist_mm, "dp": depth_mm}
-    if csf_dist_mm is not None:
-        fields["csf"] = csf_dist_mm
-    s = sample_along_lines(fields, inv_affine, lines)
+    intensity = sample_along_lines({"norm": norm}, inv_affine, lines)["norm"]
+    distances = _distance_samples(lines, inv_affine, vent_dist_mm, depth_mm, csf_dist_mm)
     flanks = flank_contrasts(norm, inv_affine, lines, (1.0, 1.5, 2.5))
     noise = max(float(noise_sd), 1e-6)
     rows = {}
     for vid, p in lines.items():
         length = cl.arc_length_mm(p)
-        vd, dp = s["vd"][vid], s["dp"][vid]
-        csf = s["csf"][vid] if "csf" in s else dp
+        vd, tissue_depth, csf = distances[vid]
         tort = cl.tortuosity(p)
-        darkness = 1.0 - float(np.mean(s["norm"][vid]))
+        darkness = 1.0 - float(np.mean(intensity[vid]))
         flank = {r: flanks[r][vid] for r in (1.0, 1.5, 2.5)}
         rows[vid] = (np.log(max(length, 1e-3)), tort if np.isfinite(tort) else 1.0, darkness, darkness / noise,
                      flank[1.0] / noise, flank[1.5] / noise, flank[2.5] / noise, flank[1.5],
-                     abs(float(vd[-1] - vd[0])) / max(length, 1e-9), float(vd.min()), float(np.median(vd)),
-                     float(np.median(np.minimum(dp, csf))), float(np.median(csf)),
+                     radial_course(vd, length), float(vd.min()), float(np.median(vd)),
+                     float(np.median(tissue_depth)), float(np.median(csf)),
                      float(np.median(np.abs(p[:, 0] - midline_x))), float(noise_sd))
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(FEATURES))
+
+
+def _distance_samples(lines: dict[int, np.ndarray], inv_affine: np.ndarray, vent_dist_mm: np.ndarray,
+                      depth_mm: np.ndarray, csf_dist_mm: np.ndarray | None
+                      ) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``{id: (ventricle distance, tissue depth, CSF distance)}`` at each line's points (mm); the
+    tissue depth is the nearer of brain surface and CSF, the CSF distance the surface depth
+    when there is no CSF map."""
+    fields = {"vd": vent_dist_mm, "dp": depth_mm}
+    if csf_dist_mm is not None:
+        fields["csf"] = csf_dist_mm
+    s = sample_along_lines(fields, inv_affine, lines)
+    out = {}
+    for vid in lines:
+        dp = s["dp"][vid]
+        csf = s["csf"][vid] if "csf" in s else dp
+        out[vid] = (s["vd"][vid], np.minimum(dp, csf), csf)
+    return out
 
 
 def candidate_ids(lines: dict[int, np.ndarray], *, inv_affine: np.ndarray, vent_dist_mm: np.ndarray,
@@ -96,19 +112,11 @@ def candidate_ids(lines: dict[int, np.ndarray], *, inv_affine: np.ndarray, vent_
     on the same samples as :func:`line_features` (without its costlier features)."""
     lines = {vid: np.asarray(p, float) for vid, p in lines.items()
              if len(p) >= 2 and cl.arc_length_mm(p) >= CANDIDATE_MIN_LENGTH_MM}
-    fields = {"vd": vent_dist_mm, "dp": depth_mm}
-    if csf_dist_mm is not None:
-        fields["csf"] = csf_dist_mm
-    s = sample_along_lines(fields, inv_affine, lines)
-    out = []
-    for vid, p in lines.items():
-        dp = s["dp"][vid]
-        csf = s["csf"][vid] if "csf" in s else dp
-        if (np.median(np.abs(p[:, 0] - midline_x)) >= CANDIDATE_MIN_ABS_DX_MM
-                and np.median(np.minimum(dp, csf)) >= CANDIDATE_MIN_TISSUE_DEPTH_MM
-                and s["vd"][vid].min() <= CANDIDATE_MAX_VENT_DIST_MM):
-            out.append(vid)
-    return out
+    distances = _distance_samples(lines, inv_affine, vent_dist_mm, depth_mm, csf_dist_mm)
+    return [vid for vid, p in lines.items()
+            if np.median(np.abs(p[:, 0] - midline_x)) >= CANDIDATE_MIN_ABS_DX_MM
+            and np.median(distances[vid][1]) >= CANDIDATE_MIN_TISSUE_DEPTH_MM
+            and distances[vid][0].min() <= CANDIDATE_MAX_VENT_DIST_MM]
 
 
 @dataclass(frozen=True)
@@ -120,7 +128,6 @@ class LineScorer:
     coef: np.ndarray
     intercept: float
     sha256: str
-    training: dict
 
     def probability(self, features: pd.DataFrame) -> np.ndarray:
         x = features[list(FEATURES)].to_numpy(float)
@@ -144,5 +151,4 @@ def load_scorer(path: str | Path = SCORER_PATH) -> LineScorer:
             np.all(np.isfinite(a)) for a in arrays) or np.any(arrays[1] <= 0):
         raise InputError(f"DMV line scorer {path}: its features or coefficients do not fit this version "
                          f"(expected {len(FEATURES)} finite values for {', '.join(FEATURES)})")
-    return LineScorer(*arrays, intercept=intercept, sha256=hashlib.sha256(raw).hexdigest(),
-                      training=dict(card.get("training", {})))
+    return LineScorer(*arrays, intercept=intercept, sha256=hashlib.sha256(raw).hexdigest())

@@ -108,6 +108,12 @@ def _median(values: np.ndarray):
     return s[m] if n % 2 else (s[m - 1] + s[m]) / 2
 
 
+def radial_course(vent_dist_mm: np.ndarray, length_mm: float) -> float:
+    """``radial``: |ventricle distance at the end - at the start| / arc length (1 for a line running
+    straight away from the ventricle wall, 0 for one along it); ``vent_dist_mm`` sampled along the line."""
+    return abs(float(vent_dist_mm[-1] - vent_dist_mm[0])) / max(length_mm, 1e-9)
+
+
 def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, vent_dist_mm: np.ndarray,
                      depth_mm: np.ndarray, midline_x: float, foramen_y_mm: float | None,
                      labels: np.ndarray | None = None, rules: RegionRules | None = None,
@@ -151,7 +157,7 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
         dp = samples["dp"][vid]
         chord = pts[-1] - pts[0]
         direction = chord / max(np.linalg.norm(chord), 1e-9)
-        radial = abs(float(vd[-1] - vd[0])) / max(length, 1e-9)
+        radial = radial_course(vd, length)
         if _median(dp) < rules.superficial_mm or abs(med_dx) < rules.midline_mm:
             region = "other"
         elif abs(med_dx) < rules.paramedian_mm and abs(direction[1]) > 0.7:
