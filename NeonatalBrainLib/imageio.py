@@ -165,6 +165,8 @@ def load_volume(path: str | os.PathLike, name: str | None = None) -> Volume:
         raise InputError(f"{label}: file not found")
     if not path.is_dir() and _is_nifti2(path):
         return _load_nifti2(path, label)
+    if not path.is_dir():
+        _check_nifti1_complete(path, label)
     try:
         image = _read_dicom_series(path) if path.is_dir() else sitk.ReadImage(str(path))
     except InputError:
@@ -198,6 +200,59 @@ def _is_nifti2(path: Path) -> bool:
     except OSError:
         return False        # unreadable: SimpleITK says so below
     return len(head) == 4 and 540 in (struct.unpack("<i", head)[0], struct.unpack(">i", head)[0])
+
+
+def _check_nifti1_complete(path: Path, label: str) -> None:
+    """Raise :class:`InputError` when a single-file NIfTI-1 (``.nii`` / ``.nii.gz``) holds fewer
+    bytes than its header declares (``vox_offset`` + the voxels x ``bitpix`` / 8): a truncated
+    copy or download, which SimpleITK reads without an error, the missing voxels as 0.  A
+    ``.nii.gz`` whose gzip trailer (``ISIZE``: the uncompressed size mod 2^32) equals that size is
+    taken as complete; any other is decompressed to count its bytes.  Files that are not single
+    NIfTI-1 files are left to the reader."""
+    import gzip
+    import struct
+    import zlib
+
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    gz = name.endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            head = f.read(348)
+    except (OSError, EOFError, zlib.error):
+        return              # unreadable: the reader says so
+    if len(head) < 348:
+        return
+    for order in "<>":
+        if struct.unpack(order + "i", head[:4])[0] == 348:
+            break
+    else:
+        return
+    dim = struct.unpack(order + "8h", head[40:56])
+    bitpix = struct.unpack(order + "h", head[72:74])[0]
+    vox_offset = struct.unpack(order + "f", head[108:112])[0]
+    if head[344:347] != b"n+1" or not 1 <= dim[0] <= 7 or min(dim[1:dim[0] + 1]) < 1 or bitpix < 1:
+        return
+    expected = int(vox_offset) + int(np.prod(dim[1:dim[0] + 1], dtype=np.int64)) * bitpix // 8
+    if gz:
+        with open(path, "rb") as f:
+            f.seek(-4, os.SEEK_END)
+            if struct.unpack("<I", f.read(4))[0] == expected % 2**32:
+                return
+        size = 0
+        try:
+            with gzip.open(path, "rb") as f:
+                while chunk := f.read(1 << 22):
+                    size += len(chunk)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise InputError(f"{label}: the compressed file is truncated or corrupt ({exc}); "
+                             "copy or export it again") from None
+    else:
+        size = path.stat().st_size
+    if size < expected:
+        raise InputError(f"{label}: the file is truncated: it holds {size} bytes where its header "
+                         f"declares {expected}; copy or export it again")
 
 
 def _load_nifti2(path: Path, label: str) -> Volume:

@@ -89,6 +89,32 @@ def test_corrupt_and_missing_files_raise_input_error(tmp_path):
         load_volume(tmp_path / "missing.nii.gz", "SWI")
 
 
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+def test_truncated_nifti_is_refused_not_read_as_zeros(tmp_path, suffix):
+    """SimpleITK reads a NIfTI-1 file cut short (an interrupted copy) without an error, the missing
+    voxels as 0; the loader refuses it.  The complete file, and one whose gzip trailer does not give
+    the size (a concatenated gzip stream), load unchanged."""
+    import gzip
+
+    array = (np.random.default_rng(3).random((20, 24, 16)) * 1000 + 1).astype(np.float32)
+    full = save_volume(Volume(array, np.diag([0.5, 0.5, 2.0, 1.0])), tmp_path / f"full{suffix}")
+    data = full.read_bytes()
+    for fraction in (0.5, 0.99):
+        cut = tmp_path / f"cut{suffix}"
+        cut.write_bytes(data[:int(len(data) * fraction)])
+        with pytest.raises(InputError, match="truncated"):
+            load_volume(cut, "SWI")
+    assert np.array_equal(load_volume(full).array, array)
+    if suffix == ".nii.gz":
+        raw = gzip.decompress(data)
+        two_members = tmp_path / "two_members.nii.gz"      # ISIZE then holds the second member's size only
+        two_members.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+        assert np.array_equal(load_volume(two_members).array, array)
+        two_members.write_bytes(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:-400]))
+        with pytest.raises(InputError, match="truncated"):
+            load_volume(two_members, "SWI")
+
+
 def test_sheared_nifti_is_refused_naming_the_shear(tmp_path):
     import nibabel as nib
 
