@@ -17,6 +17,8 @@ anatomy, contrasts, noise and presets), cached under ``<cache>/independent/``.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -28,24 +30,35 @@ def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "projec
                    changes: dict | None = None) -> Path:
     """The folder of one phantom case (``swi.nii.gz``, ``vessels.json``), generated into
     ``cache`` the first time.  ``changes``: fields of the project preset to change
-    (``NeonatalBrainLib.phantom.with_changes``), cached under ``<cache>/<field>_<value>/``."""
+    (``NeonatalBrainLib.phantom.with_changes``), cached under ``<cache>/<field>_<value>/``.
+    A case is generated into a folder of its own and renamed into place, so that processes
+    generating the same case at once never read one another's half-written files."""
     from NeonatalBrainLib.phantom import PRESETS, with_changes, write_phantom
 
     if generator == "independent":
         folder = cache / "independent" / f"{preset}_{seed}"
-        if not (folder / "vessels.json").exists():
-            sys.path.insert(0, str(Path(__file__).resolve().parent))
-            import independent_swi_phantom
-
-            independent_swi_phantom.generate(folder, preset, seed)
     elif changes:
         folder = cache.joinpath(*(f"{field}_{value:g}" for field, value in changes.items())) / f"{preset}_{seed}"
-        if not (folder / "vessels.json").exists():
-            write_phantom(folder, seed=seed, preset=with_changes(PRESETS[preset], **changes), modalities=("swi",))
     else:
         folder = cache / f"{preset}_{seed}"
+    if (folder / "vessels.json").exists():
+        return folder
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    if generator == "independent":
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import independent_swi_phantom
+
+        independent_swi_phantom.generate(partial, preset, seed)
+    else:
+        write_phantom(partial, seed=seed, preset=with_changes(PRESETS[preset], **changes) if changes else preset,
+                      modalities=("swi",))
+    try:
+        os.replace(partial, folder)
+    except OSError:         # another process put the case there first (or a stale folder without vessels.json)
+        shutil.rmtree(partial, ignore_errors=True)
         if not (folder / "vessels.json").exists():
-            write_phantom(folder, seed=seed, preset=preset, modalities=("swi",))
+            raise
     return folder
 
 
@@ -85,6 +98,21 @@ def evaluate_case(preset: str, seed: int, cache: Path, generator: str = "project
     true_summary = truth.get("summary") or wall_vein_truth(truth)
     return {"preset": preset, "seed": seed, "time_s": round(time.perf_counter() - t0, 1), **res,
             **wall_vein_width_errors(a.summary, true_summary)}
+
+
+def veto_off_metrics(analysis, truth: dict) -> dict:
+    """DMV sensitivity, PPV and per-hemisphere count errors of ``analysis`` with the DMV scorer's
+    veto undone (the DMVs it vetoed, ``provenance.dmv_scorer.dmvs_vetoed``, relabelled dmv), keys
+    suffixed ``_veto_off``: the run with ``dmv_min_probability`` = 0, from the same run (the veto
+    is the last step that changes a region; widths and centrelines are fitted before it)."""
+    from NeonatalVesselsLib.evaluation import evaluate
+
+    vetoed = set((analysis.summary["provenance"].get("dmv_scorer") or {}).get("dmvs_vetoed") or [])
+    vessels = analysis.vessels.copy()
+    vessels.loc[vessels["vessel_id"].isin(vetoed), "region"] = "dmv"
+    res = evaluate(vessels, analysis.centerlines, truth)
+    keys = ("n_pred", "sensitivity", "ppv", "count_error_left", "count_error_right")
+    return {"dmvs_vetoed": len(vetoed), **{f"{k}_veto_off": res[k] for k in keys}}
 
 
 WALL_VEIN_KEYS = ("thalamic_vein_width_mm_left", "thalamic_vein_width_mm_right",

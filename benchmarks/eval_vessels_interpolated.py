@@ -13,7 +13,8 @@ or all three (1 = as generated), run fully automatically and scored with
 ``NeonatalVesselsLib.evaluation.evaluate``.  ``--white-noise-model`` runs the engine as it was
 before it estimated the noise's correlation (every voxel's noise taken as independent:
 ``masks.WHITE_NOISE_MAX_LAG_RATIO`` set to infinity), for comparison.  Columns: the evaluation's
-metrics, ``dmv_count``, ``noise_sd`` and ``interpolation`` (``provenance.noise_interpolation_factors``).
+metrics (also with the DMV scorer's veto undone: ``*_veto_off``), ``dmv_count``, ``noise_sd`` and
+``interpolation`` (``provenance.noise_interpolation_factors``).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eval_vessels import add_case_arguments, map_cases, phantom_folder     # this folder: the script's own (sys.path[0])
+from eval_vessels import add_case_arguments, map_cases, phantom_folder, veto_off_metrics     # this folder: the script's own (sys.path[0])
 from NeonatalVesselsLib.masks import WHITE_NOISE_MAX_LAG_RATIO     # the engine's own, before any job changes it
 
 
@@ -45,11 +46,11 @@ def evaluate_interpolated(job) -> dict:
         chosen = {"inplane": order[:2], "slice": order[2:], "all": order}[axes]
         swi = zero_filled(swi, factor, axes=tuple(sorted(int(a) for a in chosen)))
     a = run_vessel_analysis(swi)
-    prov = a.summary["provenance"]
+    prov, truth = a.summary["provenance"], load_truth(folder)
     return {"generator": generator, "preset": preset, "seed": seed, "factor": factor, "axes": axes,
             "engine": "white_noise_model" if white_noise_model else "current",
             "grid_mm": " ".join(f"{s:.3f}" for s in swi.spacing_mm),
-            **evaluate(a.vessels, a.centerlines, load_truth(folder)), "dmv_count": a.summary["dmv_count"],
+            **evaluate(a.vessels, a.centerlines, truth), **veto_off_metrics(a, truth), "dmv_count": a.summary["dmv_count"],
             "noise_sd": prov["noise_sd"], "interpolation": " ".join(f"{f:.2f}" for f in prov["noise_interpolation_factors"])}
 
 

@@ -14,7 +14,8 @@ the slab's faces cut through the brain.  The fully automatic pipeline runs on th
   ``sensitivity_inside`` = found / n;
 * ``ppv``: predicted DMVs matched to any true DMV (one cut by the slab counts);
 * ``cut_faces``: the faces the run found cut (``provenance.field_of_view_cuts_brain``);
-  ``refused``: the InputError of a refused slab, if any.
+  ``refused``: the InputError of a refused slab, if any;
+* the same with the DMV scorer's veto undone (``*_veto_off``; ``dmvs_vetoed``).
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def slab_of(vol, z_centre_mm: float, thickness_mm: float):
 def evaluate_slab(job) -> dict:
     preset, seed, cache, generator, thickness, offset = job
     from NeonatalBrainLib.imageio import InputError, load_volume
-    from NeonatalVesselsLib.evaluation import load_truth, match_vessels
+    from NeonatalVesselsLib.evaluation import load_truth
     from NeonatalVesselsLib.pipeline import run_vessel_analysis
 
     folder = phantom_folder(preset, seed, cache, generator)
@@ -70,15 +71,26 @@ def evaluate_slab(job) -> dict:
         return float(np.mean(np.all((ijk >= 1) & (ijk <= shape - 2), axis=1)))
 
     inside = {v["vessel_id"] for v in dmvs if fraction_inside(v["centerline_ras_mm"]) >= 0.6}
-    pred = {int(r.vessel_id): a.centerlines[int(r.vessel_id)]
-            for r in a.vessels[a.vessels["region"] == "dmv"].itertuples()}
+    vetoed = set(a.provenance["dmv_scorer"]["dmvs_vetoed"])
+    off = a.vessels.copy()
+    off.loc[off["vessel_id"].isin(vetoed), "region"] = "dmv"     # as eval_vessels.veto_off_metrics
+    on, veto_off = slab_detection(a.vessels, a.centerlines, dmvs, inside), slab_detection(off, a.centerlines, dmvs, inside)
+    return {**row, "n_true_inside": len(inside), **on, "dmvs_vetoed": len(vetoed),
+            **{f"{k}_veto_off": v for k, v in veto_off.items()},
+            "cut_faces": " ".join(a.provenance.get("field_of_view_cuts_brain", [])), "refused": ""}
+
+
+def slab_detection(vessels: pd.DataFrame, centerlines: dict, dmvs: list, inside: set) -> dict:
+    """``found_inside``, ``sensitivity_inside``, ``n_pred``, ``ppv`` of the predicted DMVs."""
+    from NeonatalVesselsLib.evaluation import match_vessels
+
+    pred = {int(r.vessel_id): centerlines[int(r.vessel_id)] for r in vessels[vessels["region"] == "dmv"].itertuples()}
     matches = match_vessels(pred, dmvs)
     found = {t for t, _ in matches.values() if t}
     n_matched = sum(1 for t, _ in matches.values() if t)
-    return {**row, "n_true_inside": len(inside), "found_inside": len(found & inside),
+    return {"found_inside": len(found & inside),
             "sensitivity_inside": len(found & inside) / len(inside) if inside else float("nan"),
-            "n_pred": len(pred), "ppv": n_matched / len(pred) if pred else float("nan"),
-            "cut_faces": " ".join(a.provenance.get("field_of_view_cuts_brain", [])), "refused": ""}
+            "n_pred": len(pred), "ppv": n_matched / len(pred) if pred else float("nan")}
 
 
 def main(argv=None) -> int:

@@ -16,7 +16,7 @@ preset's own is the phantom as ``eval_vessels.py`` caches it; the others are cac
 * ``swi_noise_centre_gain``: the noise SD in the middle of the field of view relative to its
   edges, as parallel imaging's g-factor amplifies it (1: uniform; round 20).
 
-Columns: the evaluation's metrics, ``vein_contrast`` (1 - vein signal / white matter: the contrast
+Columns: the evaluation's metrics (also with the DMV scorer's veto undone: ``*_veto_off``), ``vein_contrast`` (1 - vein signal / white matter: the contrast
 of a resolved lumen), the run's ``noise_sd`` and ``vein_contrast_fitted`` (provenance),
 ``dmv_detectability_index`` and whether the run warned.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval_vessels import add_case_arguments, map_cases, phantom_folder     # this folder: the script's own (sys.path[0])
+from eval_vessels import add_case_arguments, map_cases, phantom_folder, veto_off_metrics     # this folder: the script's own (sys.path[0])
 from NeonatalBrainLib.phantom import PRESETS
 from NeonatalBrainLib.phantom.generator import SWI_BASE
 
@@ -47,10 +47,10 @@ def evaluate_variant(job) -> dict:
     folder = variant_folder(preset, seed, cache, field, value)
     a = run_vessel_analysis(load_volume(folder / "swi.nii.gz"))
     vein_signal = value if field == "swi_vein_signal" else PRESETS[preset].swi_vein_signal
-    prov = a.summary["provenance"]
+    prov, truth = a.summary["provenance"], load_truth(folder)
     return {"preset": preset, "seed": seed, "field": field, "value": value,
             "vein_contrast": round(1.0 - vein_signal / SWI_BASE["white_matter"], 3),
-            **evaluate(a.vessels, a.centerlines, load_truth(folder)),
+            **evaluate(a.vessels, a.centerlines, truth), **veto_off_metrics(a, truth),
             "noise_sd": prov["noise_sd"], "vein_contrast_fitted": prov["vein_contrast"],
             "dmv_detectability_index": a.summary.get("dmv_detectability_index"),
             "warned": bool(a.summary.get("warnings"))}
@@ -71,7 +71,8 @@ def main(argv=None) -> int:
     df = pd.DataFrame(map_cases(evaluate_variant, jobs, args.jobs))
     if args.out:
         df.to_csv(args.out, index=False)
-    by = df.groupby(["value", "preset"])[["sensitivity", "ppv", "width_mae_mm", "noise_sd", "vein_contrast_fitted",
+    by = df.groupby(["value", "preset"])[["sensitivity_veto_off", "ppv_veto_off", "sensitivity", "ppv",
+                                          "width_mae_mm", "noise_sd", "vein_contrast_fitted",
                                           "dmv_detectability_index", "warned"]].mean()
     print(by.round(3).to_string())
     return 0
