@@ -384,6 +384,40 @@ def grid_summary(volume: Volume) -> dict:
     }
 
 
+def zero_padding_box(array: np.ndarray) -> tuple[slice, slice, slice] | None:
+    """The box left when the planes of exact zeros at the array's faces are taken away (a field of
+    view padded with 0 when a scan was resampled onto a larger grid), or None when no face has
+    such a plane (or the array is all 0).  Only whole planes count: zeros inside the box, or a
+    slanted zero border from a rotated resampling, stay."""
+    array = np.asarray(array)
+    box = []
+    for axis in range(array.ndim):
+        other = tuple(a for a in range(array.ndim) if a != axis)
+        signal = np.flatnonzero(np.any(array != 0, axis=other))
+        if signal.size == 0:
+            return None
+        box.append(slice(int(signal[0]), int(signal[-1]) + 1))
+    if all(b.start == 0 and b.stop == n for b, n in zip(box, array.shape)):
+        return None
+    return tuple(box)
+
+
+def crop_volume(volume: Volume, box: tuple[slice, ...]) -> Volume:
+    """The part of ``volume`` in the voxel ``box`` (slices with unit step), with the affine of
+    its first voxel: every voxel keeps its RAS position."""
+    affine = volume.affine.copy()
+    affine[:3, 3] = volume.ijk_to_ras([[b.start for b in box]])[0]
+    return Volume(np.ascontiguousarray(np.asarray(volume.array)[box]), affine)
+
+
+def uncrop_array(array: np.ndarray, box: tuple[slice, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """``array`` (the part of a grid in ``box``, :func:`crop_volume`) put back on the whole grid of
+    ``shape``, 0 outside the box."""
+    out = np.zeros(shape, np.asarray(array).dtype)
+    out[box] = array
+    return out
+
+
 __all__: Sequence[str] = (
     "InputError", "Volume", "load_volume", "save_volume", "load_mask", "validate_scalar_volume",
     "check_same_grid", "sha256_file", "axis_codes", "resample_to_grid", "grid_summary",

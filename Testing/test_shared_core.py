@@ -115,6 +115,28 @@ def test_truncated_nifti_is_refused_not_read_as_zeros(tmp_path, suffix):
             load_volume(two_members, "SWI")
 
 
+def test_zero_padding_box_crop_and_uncrop():
+    """Only whole planes of zeros at the faces are padding; a crop keeps every voxel's RAS position
+    and the uncrop puts it back."""
+    from NeonatalBrainLib.imageio import crop_volume, uncrop_array, zero_padding_box
+
+    rng = np.random.default_rng(4)
+    array = np.zeros((12, 10, 8), np.float32)
+    array[2:9, 0:10, 3:7] = rng.random((7, 10, 4)) + 0.5
+    array[4, 5, 5] = 0.0                                    # a zero inside: stays
+    box = zero_padding_box(array)
+    assert box == (slice(2, 9), slice(0, 10), slice(3, 7))
+    affine = np.array([[0.0, -0.5, 0.0, 10.0], [0.6, 0.0, 0.0, -20.0], [0.0, 0.0, 2.0, 5.0], [0, 0, 0, 1]])
+    vol = Volume(array, affine)
+    cropped = crop_volume(vol, box)
+    assert cropped.shape == (7, 10, 4) and zero_padding_box(cropped.array) is None
+    assert np.allclose(cropped.ijk_to_ras([[0, 0, 0], [6, 9, 3]]), vol.ijk_to_ras([[2, 0, 3], [8, 9, 6]]))
+    assert np.array_equal(uncrop_array(cropped.array, box, vol.shape), array)
+    assert zero_padding_box(np.ones((3, 3, 3))) is None and zero_padding_box(np.zeros((3, 3, 3))) is None
+    slanted = np.triu(np.ones((6, 6)))[:, :, None] * np.ones((6, 6, 4))    # a zero wedge, no zero plane
+    assert zero_padding_box(slanted) is None
+
+
 def test_sheared_nifti_is_refused_naming_the_shear(tmp_path):
     import nibabel as nib
 

@@ -614,6 +614,55 @@ def test_a_slab_cutting_through_the_brain_finds_the_dmvs_inside_it(analysis, pha
     assert row["field_of_view_whole_brain"] == 0 and row["dmv_count"] == slab.summary["dmv_count"]
 
 
+def test_a_slab_padded_with_zeros_onto_a_larger_grid_is_analysed_as_the_slab(phantom, tmp_path):
+    """The slab of the test above resampled onto the whole phantom grid (planes of 0 above and
+    below it, as a registration leaves a scan's missing field of view) had its cuts taken for
+    the brain's surface, 2.5 cm inside the grid: no DMV at all (0 of 46).  The planes of zeros
+    are now outside the field of view: the run is that of the slab alone, its volumes back on
+    the padded grid (0 outside the slab), ``provenance.imaged_box_ijk`` the slab's planes.  An
+    edited labelmap is measured the same way, and a vessel painted into the padding keeps its
+    voxels."""
+    from NeonatalBrainLib.imageio import zero_padding_box
+    from NeonatalVesselsLib.pipeline import PreviousRun, estimate_scanner_psf
+
+    dmvs = [v for v in phantom.vessels if v["region"] == "dmv"]
+    z = float(np.median(np.concatenate([np.asarray(v["centerline_ras_mm"])[:, 2] for v in dmvs])))
+    slab = _slab_of(phantom.swi, z + 10.0, 30.0)
+    axis = int(np.argmax(np.abs(phantom.swi.affine[2, :3])))
+    start = int(round(np.linalg.solve(phantom.swi.affine[:3, :3], slab.affine[:3, 3] - phantom.swi.affine[:3, 3])[axis]))
+    padded = np.zeros(phantom.swi.shape, np.float32)
+    box = [slice(None)] * 3
+    box[axis] = slice(start, start + slab.shape[axis])
+    box = tuple(box)
+    padded[box] = slab.array
+    assert zero_padding_box(padded)[axis] == box[axis]
+    on_slab = run_vessel_analysis(slab)
+    on_grid = run_vessel_analysis(Volume(padded, phantom.swi.affine))
+    assert on_slab.summary["dmv_count"] >= 30
+    assert {k: on_grid.summary[k] for k in SUMMARY_KEYS} == {k: on_slab.summary[k] for k in SUMMARY_KEYS}
+    assert on_grid.vessels.equals(on_slab.vessels)
+    assert on_grid.provenance["imaged_box_ijk"][axis] == [box[axis].start, box[axis].stop]
+    assert on_slab.provenance["imaged_box_ijk"] is None
+    assert on_grid.provenance["field_of_view_cuts_brain"] == on_slab.provenance["field_of_view_cuts_brain"] != []
+    assert estimate_scanner_psf(Volume(padded, phantom.swi.affine)) == on_grid.provenance["psf"]   # a cohort's value
+    for name in ("vessel_labels", "minip", "brain_mask", "ventricles", "region_labels"):
+        out = np.asarray(getattr(on_grid, name).array)
+        assert out.shape == phantom.swi.shape and np.allclose(getattr(on_grid, name).affine, phantom.swi.affine)
+        assert np.array_equal(out[box], np.asarray(getattr(on_slab, name).array))
+        assert np.count_nonzero(out) == np.count_nonzero(out[box])
+    # an edited labelmap on the padded grid; then one voxel painted into the padding
+    edited = np.asarray(on_grid.vessel_labels.array).copy()
+    previous = PreviousRun.from_analysis(on_grid)
+    remeasured = measure_vessel_mask(Volume(padded, phantom.swi.affine), edited, previous=previous)
+    assert remeasured.provenance["imaged_box_ijk"][axis] == [box[axis].start, box[axis].stop]
+    assert {k: remeasured.summary[k] for k in SUMMARY_KEYS} == {k: on_grid.summary[k] for k in SUMMARY_KEYS}
+    stray = [n // 2 for n in edited.shape]
+    stray[axis] = box[axis].stop + 2
+    edited[tuple(stray)] = edited.max() + 1
+    widened = measure_vessel_mask(Volume(padded, phantom.swi.affine), edited, previous=previous)
+    assert widened.provenance["imaged_box_ijk"][axis] == [box[axis].start, box[axis].stop + 3]
+
+
 def test_t1_slab_along_si_is_refused_when_its_ventricles_are_large_enough():
     """A 30 mm S-I slab of the preterm phantom's T1: its dark ventricles reach the cut faces, so
     they are no 3-D hole of the brain mask; each axial slice encloses them

@@ -38,8 +38,9 @@ import pandas as pd
 
 from NeonatalBrainLib import __version__ as _lib_version
 from NeonatalBrainLib import filters
-from NeonatalBrainLib.imageio import (InputError, Volume, from_canonical_order, grid_summary, reorient_to_canonical,
-                                      to_canonical_order, validate_scalar_volume)
+from NeonatalBrainLib.imageio import (InputError, Volume, crop_volume, from_canonical_order, grid_summary,
+                                      reorient_to_canonical, to_canonical_order, uncrop_array, validate_scalar_volume,
+                                      zero_padding_box)
 from NeonatalBrainLib.progress import as_progress
 from NeonatalBrainLib.runtime import without_numpy_hugepage_advice
 
@@ -715,6 +716,9 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         # per voxel axis of the input: grid steps per acquired sample, from the noise (> 1: interpolated)
         "noise_interpolation_factors": _in_input_order(ctx.acquired_spacing_mm / spacing, how),
         "field_of_view_cuts_brain": [mk.CANONICAL_FACE_NAMES[f] for f in ctx.open_faces],
+        # [start, stop) per input voxel axis of the part analysed when planes of zeros padded the
+        # field of view (:func:`_imaged_box`); None: the whole grid
+        "imaged_box_ijk": None,
         "run_time_s": round(time.perf_counter() - t_start, 3),
     }
     summary_out = dict(summary)
@@ -1030,6 +1034,41 @@ def _reorient(swi: Volume, masks: dict) -> tuple[Volume, dict, Any]:
     return canon, arrays, (perm, flip)
 
 
+def _imaged_box(swi: Volume, must_hold=()) -> tuple[slice, ...] | None:
+    """The box of ``swi`` without the planes of exact zeros at its faces
+    (:func:`NeonatalBrainLib.imageio.zero_padding_box`: a field of view padded when the scan was
+    resampled onto a larger grid), widened to hold the non-zero voxels of the ``must_hold``
+    arrays; None when that is the whole grid.  Analysed on the whole grid, such padding would
+    be taken for air around the head, and a slab's cut through the brain for its surface."""
+    validate_swi(swi)
+    box = zero_padding_box(swi.array)
+    if box is None:
+        return None
+    for array in must_hold:
+        held = zero_padding_box(np.asarray(array)) if np.any(array) else None
+        if held is not None:
+            box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, held))
+        elif np.any(array):         # non-zero up to every face
+            return None
+    if all(b.start == 0 and b.stop == n for b, n in zip(box, swi.shape)):
+        return None
+    return box
+
+
+def _on_imaged_box(run: Callable[..., "VesselAnalysis"], swi: Volume, box: tuple[slice, ...],
+                   grid_args: dict[str, tuple[Any, str]], **kwargs) -> "VesselAnalysis":
+    """``run(cropped swi, **cropped grid_args, **kwargs)`` on the voxel ``box`` of ``swi``
+    (:func:`_imaged_box`), its volumes put back on the input grid (0 outside the box);
+    ``provenance.imaged_box_ijk`` records the box in the input's voxel indices."""
+    cropped = {k: None if m is None else np.asarray(_mask_arg(m, swi, name))[box] for k, (m, name) in grid_args.items()}
+    a = run(crop_volume(swi, box), **cropped, **kwargs)
+    a.provenance["grid"] = grid_summary(swi)
+    a.provenance["imaged_box_ijk"] = [[b.start, b.stop] for b in box]
+    grid = {name: swi.with_array(uncrop_array(getattr(a, name).array, box, swi.shape))
+            for name in ("vessel_labels", "minip", "brain_mask", "ventricles", "region_labels")}
+    return dataclasses.replace(a, swi=swi, **grid)
+
+
 @without_numpy_hugepage_advice
 def run_vessel_analysis(swi: Volume, *, brain_mask=None, ventricles=None, labels=None,
                         params: VesselParams | None = None, progress=None) -> VesselAnalysis:
@@ -1042,8 +1081,13 @@ def run_vessel_analysis(swi: Volume, *, brain_mask=None, ventricles=None, labels
     params = checked_params(params)
     if params.dmv_min_probability > 0:
         ds.load_scorer()        # InputError now, before any work, when the model is missing or corrupt
-    prog = as_progress(progress)
     swi_in = _to_volume(swi)
+    box = _imaged_box(swi_in)
+    if box is not None:
+        return _on_imaged_box(run_vessel_analysis, swi_in, box,
+                              {"brain_mask": (brain_mask, "brain mask"), "ventricles": (ventricles, "ventricle mask"),
+                               "labels": (labels, "labels")}, params=params, progress=progress)
+    prog = as_progress(progress)
     swi, m, how = _reorient(swi_in, {"brain": (brain_mask, "brain mask"), "vent": (ventricles, "ventricle mask"),
                                      "labels": (labels, "labels")})
     ctx = _prepare(swi, m["brain"], m["vent"], m["labels"], params, prog)
@@ -1168,8 +1212,18 @@ def measure_vessel_mask(swi: Volume, vessel_mask, *, brain_mask=None, ventricles
     """
     t_start = time.perf_counter()
     params = checked_params(params)
-    prog = as_progress(progress)
     swi_in = _to_volume(swi)
+    held = [_mask_arg(vessel_mask, swi_in, "vessel mask")]
+    if previous is not None:
+        held.append(_mask_arg(previous.labels, swi_in, "previous vessel labels"))
+    box = _imaged_box(swi_in, must_hold=held)
+    if box is not None:
+        on_box = None if previous is None else dataclasses.replace(previous, labels=held[1][box])
+        return _on_imaged_box(measure_vessel_mask, swi_in, box,
+                              {"vessel_mask": (held[0], "vessel mask"), "brain_mask": (brain_mask, "brain mask"),
+                               "ventricles": (ventricles, "ventricle mask"), "labels": (labels, "labels")},
+                              params=params, progress=progress, previous=on_box)
+    prog = as_progress(progress)
     swi, m, how = _reorient(swi_in, {"vessels": (vessel_mask, "vessel mask"), "brain": (brain_mask, "brain mask"),
                                      "vent": (ventricles, "ventricle mask"), "labels": (labels, "labels"),
                                      "previous": (None if previous is None else previous.labels,
@@ -1193,8 +1247,13 @@ def estimate_scanner_psf(swi: Volume, *, brain_mask=None, ventricles=None, progr
     (brain mask, normalisation, ventricles; no vessel detection).  For a cohort value
     (``neonatal-brain vessels-batch --psf cohort``)."""
     params = VesselParams()
-    swi_c, m, _how = _reorient(_to_volume(swi), {"brain": (brain_mask, "brain mask"),
-                                                 "vent": (ventricles, "ventricle mask")})
+    swi = _to_volume(swi)
+    box = _imaged_box(swi)
+    if box is not None:         # as run_vessel_analysis sees the scan
+        brain_mask, ventricles = (None if m is None else np.asarray(_mask_arg(m, swi, name))[box]
+                                  for m, name in ((brain_mask, "brain mask"), (ventricles, "ventricle mask")))
+        swi = crop_volume(swi, box)
+    swi_c, m, _how = _reorient(swi, {"brain": (brain_mask, "brain mask"), "vent": (ventricles, "ventricle mask")})
     ctx = _prepare(swi_c, m["brain"], m["vent"], None, params, as_progress(progress), distance_maps=False)
     return _scanner_psf(ctx, params)[1]
 
