@@ -565,16 +565,9 @@ def test_t1_cropped_inside_the_head_is_refused_but_a_cropped_swi_is_not(phantom)
 def _slab_of(vol: Volume, z_centre_mm: float, thickness_mm: float) -> Volume:
     """``benchmarks/eval_vessels_slabs.slab_of``: the slices along the voxel axis nearest S-I
     within ``thickness_mm`` / 2 of ``z_centre_mm`` (RAS)."""
-    import sys
-    from pathlib import Path
+    from benchmark_modules import benchmark_module
 
-    benchmarks = str(Path(__file__).resolve().parents[1] / "benchmarks")
-    sys.path.insert(0, benchmarks)
-    try:
-        from eval_vessels_slabs import slab_of
-    finally:
-        sys.path.remove(benchmarks)
-    return slab_of(vol, z_centre_mm, thickness_mm)
+    return benchmark_module("eval_vessels_slabs").slab_of(vol, z_centre_mm, thickness_mm)
 
 
 def test_a_slab_cutting_through_the_brain_finds_the_dmvs_inside_it(analysis, phantom, tmp_path):
@@ -620,21 +613,19 @@ def test_a_slab_padded_with_zeros_onto_a_larger_grid_is_analysed_as_the_slab(pha
     the brain's surface, 2.5 cm inside the grid: no DMV at all (0 of 46).  The planes of zeros
     are now outside the field of view: the run is that of the slab alone, its volumes back on
     the padded grid (0 outside the slab), ``provenance.imaged_box_ijk`` the slab's planes.  An
-    edited labelmap is measured the same way, and a vessel painted into the padding keeps its
-    voxels."""
+    edited labelmap is measured the same way; a voxel painted into the padding widens the box
+    to hold it."""
+    from benchmark_modules import benchmark_module
     from NeonatalBrainLib.imageio import zero_padding_box
     from NeonatalVesselsLib.pipeline import PreviousRun, estimate_scanner_psf
 
     dmvs = [v for v in phantom.vessels if v["region"] == "dmv"]
     z = float(np.median(np.concatenate([np.asarray(v["centerline_ras_mm"])[:, 2] for v in dmvs])))
     slab = _slab_of(phantom.swi, z + 10.0, 30.0)
+    padded = benchmark_module("eval_vessels_slabs").zero_padded(slab, phantom.swi).array
     axis = int(np.argmax(np.abs(phantom.swi.affine[2, :3])))
     start = int(round(np.linalg.solve(phantom.swi.affine[:3, :3], slab.affine[:3, 3] - phantom.swi.affine[:3, 3])[axis]))
-    padded = np.zeros(phantom.swi.shape, np.float32)
-    box = [slice(None)] * 3
-    box[axis] = slice(start, start + slab.shape[axis])
-    box = tuple(box)
-    padded[box] = slab.array
+    box = tuple(slice(start, start + slab.shape[axis]) if a == axis else slice(None) for a in range(3))
     assert zero_padding_box(padded)[axis] == box[axis]
     on_slab = run_vessel_analysis(slab)
     on_grid = run_vessel_analysis(Volume(padded, phantom.swi.affine))

@@ -3,11 +3,12 @@
 Usage::
 
     .venv/bin/python benchmarks/eval_vessels_slabs.py --presets term_3t isotropic preterm --seeds 11 12 \
-        --slabs 30:10 40:-12 50:15 [--generator independent] [--jobs 2] [--cache DIR] [--out results.csv]
+        --slabs 30:10 40:-12 50:15 [--generator independent] [--zero-padded] [--jobs 2] [--cache DIR] [--out results.csv]
 
 Each ``THICKNESS:OFFSET`` (mm) keeps the slices, along the voxel axis nearest S-I, whose centres
 lie within THICKNESS / 2 of the DMVs' median height (RAS z of the true centrelines) + OFFSET, so
-the slab's faces cut through the brain.  The fully automatic pipeline runs on the slab, and:
+the slab's faces cut through the brain.  The fully automatic pipeline runs on the slab (with
+``--zero-padded``: on the slab put back on the phantom's whole grid, 0 elsewhere), and:
 
 * ``n_true_inside``: true DMVs with >= 60 % of their centreline inside the slab (>= 1 voxel from
   its faces); ``found_inside``: those matched by a predicted DMV (``evaluation.match_vessels``);
@@ -47,8 +48,19 @@ def slab_of(vol, z_centre_mm: float, thickness_mm: float):
     return Volume(np.ascontiguousarray(np.asarray(vol.array)[tuple(box)]), affine)
 
 
+def zero_padded(slab, whole):
+    """``slab`` (a run of ``whole``'s planes, :func:`slab_of`) on ``whole``'s grid, 0 elsewhere: the
+    slab as a resampling onto a larger grid leaves it."""
+    from NeonatalBrainLib.imageio import Volume
+
+    start = np.rint(np.linalg.solve(whole.affine[:3, :3], slab.affine[:3, 3] - whole.affine[:3, 3])).astype(int)
+    array = np.zeros(whole.shape, np.asarray(slab.array).dtype)
+    array[tuple(slice(a, a + n) for a, n in zip(start, slab.shape))] = slab.array
+    return Volume(array, whole.affine)
+
+
 def evaluate_slab(job) -> dict:
-    preset, seed, cache, generator, thickness, offset = job
+    preset, seed, cache, generator, thickness, offset, padded = job
     from NeonatalBrainLib.imageio import InputError, load_volume
     from NeonatalVesselsLib.evaluation import load_truth
     from NeonatalVesselsLib.pipeline import run_vessel_analysis
@@ -56,12 +68,14 @@ def evaluate_slab(job) -> dict:
     folder = phantom_folder(preset, seed, cache, generator)
     dmvs = [v for v in load_truth(folder)["vessels"] if v["region"] == "dmv"]
     z = float(np.median(np.concatenate([np.asarray(v["centerline_ras_mm"])[:, 2] for v in dmvs])))
-    row = {"generator": generator, "preset": preset, "seed": seed, "slab_mm": thickness, "offset_mm": offset}
-    slab = slab_of(load_volume(folder / "swi.nii.gz"), z + offset, thickness)
+    row = {"generator": generator, "preset": preset, "seed": seed, "slab_mm": thickness, "offset_mm": offset,
+           "zero_padded": padded}
+    whole = load_volume(folder / "swi.nii.gz")
+    slab = slab_of(whole, z + offset, thickness)
     if slab is None:
         return {**row, "refused": "no slice in the slab"}
     try:
-        a = run_vessel_analysis(slab)
+        a = run_vessel_analysis(zero_padded(slab, whole) if padded else slab)
     except InputError as e:
         return {**row, "refused": str(e)}
     inv, shape = np.linalg.inv(slab.affine), np.array(slab.shape)
@@ -98,11 +112,13 @@ def main(argv=None) -> int:
     add_case_arguments(ap)
     ap.add_argument("--slabs", nargs="+", default=["30:10", "40:-12", "50:15"],
                     help="THICKNESS:OFFSET in mm (offset of the slab centre from the DMVs' median height)")
+    ap.add_argument("--zero-padded", action="store_true",
+                    help="run each slab padded with zeros back onto the phantom's whole grid (as a resampling leaves it)")
     args = ap.parse_args(argv)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     slabs = [tuple(float(x) for x in s.split(":")) for s in args.slabs]
-    jobs = [(p, s, cache, args.generator, t, o) for p in args.presets for s in args.seeds for t, o in slabs]
+    jobs = [(p, s, cache, args.generator, t, o, args.zero_padded) for p in args.presets for s in args.seeds for t, o in slabs]
     df = pd.DataFrame(map_cases(evaluate_slab, jobs, args.jobs))
     print(df.round(3).to_string(index=False))
     ok = df[df["refused"] == ""]
