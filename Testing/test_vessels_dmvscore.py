@@ -87,7 +87,7 @@ def test_the_shipped_model_rates_darker_and_more_radial_lines_higher():
     p = dict(zip(lines, ds.load_scorer().probability(_features(lines, image, affine, vent_dist, depth))))
     assert p[1] > 0.95                      # the clear DMV
     # the faint oblique piece: well below the default veto (0.2), and below its dark and its radial twin
-    assert p[2] < 0.12 and p[3] > p[2] + 0.1 and p[4] > 0.5
+    assert p[2] < 0.12 and p[3] > p[2] + 0.1 and p[4] > p[2] + 0.1
 
 
 def test_shipped_scorer_loads_and_was_fitted_on_development_seeds_only():
@@ -161,7 +161,7 @@ def test_the_veto_turns_a_faint_oblique_piece_to_other_and_keeps_the_vein():
         assert list(table.index) == [1, 2, 3, 4]
         assert table["region_before"].to_dict() == {1: "dmv", 2: "dmv", 3: "other", 4: "dmv"}
         p = table["dmv_probability"]
-        assert p[1] > 0.95 and p[2] < 0.12 and p[4] > 0.5
+        assert p[1] > 0.95 and p[2] < 0.12 and p[4] > p[2] + 0.1
         assert info["sha256"] == ds.load_scorer().sha256 and info["lines_scored"] == 4
         if veto:
             assert classes[2] == ("other", "right") and info["dmvs_vetoed"] == [2]

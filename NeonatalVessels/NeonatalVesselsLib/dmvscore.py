@@ -28,8 +28,10 @@ The shipped model (``dmv_line_scorer.json``, beside this file) is fitted by
 project's and ``benchmarks/independent_swi_phantom.py``); the file records the cases, the number
 of lines and the scikit-learn version.  It has not seen real neonatal SWI: the veto is a
 phantom-trained judgement, reported per vessel so that a reader can see it and a user can turn
-it off (``dmv_min_probability = 0``).  Fitted on one generator alone it carried over badly to the
-other (benchmarks/README.md, round 26).
+it off (``dmv_min_probability = 0``).  Its L2 strength (C = 0.001) was chosen so that a model
+fitted on one generator costs the other the least sensitivity: at C = 1, fitted on the
+independent generator alone, it cost the project phantom 0.076 (benchmarks/README.md, rounds 26
+and 27).
 """
 from __future__ import annotations
 
