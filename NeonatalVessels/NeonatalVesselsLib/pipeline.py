@@ -1045,11 +1045,12 @@ def _imaged_box(swi: Volume, must_hold=()) -> tuple[slice, ...] | None:
     if box is None:
         return None
     for array in must_hold:
-        held = zero_padding_box(np.asarray(array)) if np.any(array) else None
-        if held is not None:
-            box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, held))
-        elif np.any(array):         # non-zero up to every face
+        if not np.any(array):
+            continue
+        held = zero_padding_box(np.asarray(array))
+        if held is None:            # non-zero on every face
             return None
+        box = tuple(slice(min(a.start, b.start), max(a.stop, b.stop)) for a, b in zip(box, held))
     if all(b.start == 0 and b.stop == n for b, n in zip(box, swi.shape)):
         return None
     return box
@@ -1213,6 +1214,7 @@ def measure_vessel_mask(swi: Volume, vessel_mask, *, brain_mask=None, ventricles
     t_start = time.perf_counter()
     params = checked_params(params)
     swi_in = _to_volume(swi)
+    validate_swi(swi_in)        # before the masks are checked against its grid
     held = [_mask_arg(vessel_mask, swi_in, "vessel mask")]
     if previous is not None:
         held.append(_mask_arg(previous.labels, swi_in, "previous vessel labels"))
