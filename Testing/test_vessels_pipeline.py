@@ -654,6 +654,30 @@ def test_a_slab_padded_with_zeros_onto_a_larger_grid_is_analysed_as_the_slab(pha
     assert widened.provenance["imaged_box_ijk"][axis] == [box[axis].start, box[axis].stop + 3]
 
 
+def test_a_slab_resampled_onto_a_rotated_grid_warns_that_it_found_too_few_dmvs(analysis, phantom):
+    """The same slab resampled onto the phantom grid rotated 12 degrees about R-L: the zeros beyond
+    its slanted border are not whole planes, so they stay in the analysis, the cut passes for the
+    brain surface and no DMV is found (a limit, round 27).  The run says so instead of reporting
+    0 DMVs silently; the whole phantom (>= 25 per hemisphere) does not warn."""
+    from NeonatalBrainLib.imageio import resample_to_grid
+
+    dmvs = [v for v in phantom.vessels if v["region"] == "dmv"]
+    z = float(np.median(np.concatenate([np.asarray(v["centerline_ras_mm"])[:, 2] for v in dmvs])))
+    slab = _slab_of(phantom.swi, z + 10.0, 30.0)
+    angle = np.deg2rad(12.0)
+    rotation = np.array([[1.0, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])
+    centre_ijk = (np.array(phantom.swi.shape) - 1) / 2
+    affine = phantom.swi.affine.copy()
+    affine[:3, :3] = rotation @ phantom.swi.affine[:3, :3]
+    affine[:3, 3] = phantom.swi.ijk_to_ras([centre_ijk])[0] - affine[:3, :3] @ centre_ijk
+    rotated = resample_to_grid(slab, Volume(np.zeros(phantom.swi.shape, np.uint8), affine))
+    a = run_vessel_analysis(Volume(np.asarray(rotated.array, np.float32), affine))
+    few = [w for w in a.summary["warnings"] if "DMV(s) found in the patient's" in w]
+    assert len(few) == sum(a.summary[f"dmv_count_{side}"] < 3 for side in ("left", "right")) >= 1
+    assert min(analysis.summary["dmv_count_left"], analysis.summary["dmv_count_right"]) >= 25
+    assert not any("DMV(s) found in the patient's" in w for w in analysis.summary["warnings"])
+
+
 def test_t1_slab_along_si_is_refused_when_its_ventricles_are_large_enough():
     """A 30 mm S-I slab of the preterm phantom's T1: its dark ventricles reach the cut faces, so
     they are no 3-D hole of the brain mask; each axial slice encloses them

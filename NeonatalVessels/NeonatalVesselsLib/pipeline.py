@@ -83,6 +83,10 @@ NEAR_THRESHOLD_DARKNESS_RATIO = 1.5
 #: fainter veins it flagged the five preterm ones above index 2.3 that found 0.39-0.60 of their DMVs
 MAX_NEAR_THRESHOLD_FRACTION = 0.5
 MIN_DMVS_JUDGED = 5
+#: an automatic run warns when it finds fewer DMVs than this in a hemisphere (round 27): on every project
+#: phantom it found >= 9 per hemisphere (preterm) and >= 19 at term; a slab resampled onto a rotated grid,
+#: its field of view then bounded by a slanted border of zeros, found none, without any other warning
+MIN_DMVS_PER_HEMISPHERE = 3
 
 
 def near_threshold_fraction(darkness: np.ndarray, needed: float) -> float | None:
@@ -130,6 +134,16 @@ def detection_warnings(det: dict[str, Any]) -> list[str]:
                 f"noise and voxel size, fainter DMVs were likely missed and the counts are likely too low (on "
                 f"phantoms such scans found 39-60 % of their DMVs) -- check the segmentation"]
     return []
+
+
+def dmv_count_warnings(summary: dict[str, Any]) -> list[str]:
+    """Warnings on an automatic run that found fewer than :data:`MIN_DMVS_PER_HEMISPHERE` DMVs in a
+    hemisphere (the patient's side)."""
+    return [f"only {summary[f'dmv_count_{side}']} DMV(s) found in the patient's {side} hemisphere (fewer than "
+            f"{MIN_DMVS_PER_HEMISPHERE}): the counts are unlikely to be right -- check that the field of view "
+            f"covers the periventricular white matter (not cut, nor bounded by zeros left by a rotated "
+            f"resampling), the image quality and the segmentation"
+            for side in ("left", "right") if summary[f"dmv_count_{side}"] < MIN_DMVS_PER_HEMISPHERE]
 
 
 def field_of_view_warnings(cut_faces: list[str], params: VesselParams) -> list[str]:
@@ -723,7 +737,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     }
     summary_out = dict(summary)
     summary_out["dmv_detectability_index"] = provenance["detectability"]["index"]
-    summary_out["warnings"] = ((detection_warnings(provenance["detectability"]) if method == "automatic" else [])
+    summary_out["warnings"] = ((detection_warnings(provenance["detectability"]) + dmv_count_warnings(summary)
+                                if method == "automatic" else [])
                                + field_of_view_warnings(provenance["field_of_view_cuts_brain"], params))
     summary_out["provenance"] = provenance
     prog.update(1.0, "done")
