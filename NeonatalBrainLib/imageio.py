@@ -390,15 +390,16 @@ def zero_padding_box(array: np.ndarray) -> tuple[slice, slice, slice] | None:
     such a plane (or the array is all 0).  Only whole planes count: zeros inside the box, or a
     slanted zero border from a rotated resampling, stay."""
     array = np.asarray(array)
+    faces = [np.take(array, index, axis=axis) for axis in range(array.ndim) for index in (0, -1)]
+    if all(np.any(face) for face in faces):         # the usual scan: only its faces are read
+        return None
+    nonzero = array != 0
     box = []
     for axis in range(array.ndim):
-        other = tuple(a for a in range(array.ndim) if a != axis)
-        signal = np.flatnonzero(np.any(array != 0, axis=other))
+        signal = np.flatnonzero(np.any(nonzero, axis=tuple(a for a in range(array.ndim) if a != axis)))
         if signal.size == 0:
             return None
         box.append(slice(int(signal[0]), int(signal[-1]) + 1))
-    if all(b.start == 0 and b.stop == n for b, n in zip(box, array.shape)):
-        return None
     return tuple(box)
 
 

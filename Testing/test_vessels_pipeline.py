@@ -570,6 +570,14 @@ def _slab_of(vol: Volume, z_centre_mm: float, thickness_mm: float) -> Volume:
     return benchmark_module("eval_vessels_slabs").slab_of(vol, z_centre_mm, thickness_mm)
 
 
+def _dmv_median_height_mm(phantom) -> float:
+    """``benchmarks/eval_vessels_slabs.dmv_median_height_mm`` of the phantom's true DMVs."""
+    from benchmark_modules import benchmark_module
+
+    return benchmark_module("eval_vessels_slabs").dmv_median_height_mm(
+        [v for v in phantom.vessels if v["region"] == "dmv"])
+
+
 def test_a_slab_cutting_through_the_brain_finds_the_dmvs_inside_it(analysis, phantom, tmp_path):
     """A 30 mm slab from 5 mm below to 25 mm above the DMVs' median height cuts the lateral
     ventricles: with its faces taken as brain surface the ventricles were not deep enough to be
@@ -580,7 +588,7 @@ def test_a_slab_cutting_through_the_brain_finds_the_dmvs_inside_it(analysis, pha
     from NeonatalVesselsLib.evaluation import match_vessels
 
     dmvs = [v for v in phantom.vessels if v["region"] == "dmv"]
-    z = float(np.median(np.concatenate([np.asarray(v["centerline_ras_mm"])[:, 2] for v in dmvs])))
+    z = _dmv_median_height_mm(phantom)
     low, high = z - 5.0, z + 25.0
     save_volume(_slab_of(phantom.swi, (low + high) / 2, high - low), tmp_path / "slab.nii.gz")
     slab = run_vessel_analysis(load_volume(tmp_path / "slab.nii.gz"))
@@ -619,8 +627,7 @@ def test_a_slab_padded_with_zeros_onto_a_larger_grid_is_analysed_as_the_slab(pha
     from NeonatalBrainLib.imageio import zero_padding_box
     from NeonatalVesselsLib.pipeline import PreviousRun, estimate_scanner_psf
 
-    dmvs = [v for v in phantom.vessels if v["region"] == "dmv"]
-    z = float(np.median(np.concatenate([np.asarray(v["centerline_ras_mm"])[:, 2] for v in dmvs])))
+    z = _dmv_median_height_mm(phantom)
     slab = _slab_of(phantom.swi, z + 10.0, 30.0)
     padded = benchmark_module("eval_vessels_slabs").zero_padded(slab, phantom.swi).array
     axis = int(np.argmax(np.abs(phantom.swi.affine[2, :3])))
@@ -661,8 +668,7 @@ def test_a_slab_resampled_onto_a_rotated_grid_warns_that_it_found_too_few_dmvs(a
     0 DMVs silently; the whole phantom (>= 25 per hemisphere) does not warn."""
     from NeonatalBrainLib.imageio import resample_to_grid
 
-    dmvs = [v for v in phantom.vessels if v["region"] == "dmv"]
-    z = float(np.median(np.concatenate([np.asarray(v["centerline_ras_mm"])[:, 2] for v in dmvs])))
+    z = _dmv_median_height_mm(phantom)
     slab = _slab_of(phantom.swi, z + 10.0, 30.0)
     angle = np.deg2rad(12.0)
     rotation = np.array([[1.0, 0, 0], [0, np.cos(angle), -np.sin(angle)], [0, np.sin(angle), np.cos(angle)]])

@@ -100,19 +100,29 @@ def evaluate_case(preset: str, seed: int, cache: Path, generator: str = "project
             **wall_vein_width_errors(a.summary, true_summary)}
 
 
+def vetoed_dmv_ids(analysis) -> list[int]:
+    """The DMVs the DMV scorer made `other` (``provenance.dmv_scorer.dmvs_vetoed``; none for a given mask)."""
+    return (analysis.provenance.get("dmv_scorer") or {}).get("dmvs_vetoed") or []
+
+
+def vessels_without_veto(analysis) -> pd.DataFrame:
+    """``analysis.vessels`` with the DMV scorer's veto undone (:func:`vetoed_dmv_ids` relabelled
+    dmv): the table of the run with ``dmv_min_probability`` = 0 (the veto is the last step that
+    changes a region; widths and centrelines are fitted before it)."""
+    vessels = analysis.vessels.copy()
+    vessels.loc[vessels["vessel_id"].isin(vetoed_dmv_ids(analysis)), "region"] = "dmv"
+    return vessels
+
+
 def veto_off_metrics(analysis, truth: dict) -> dict:
     """DMV sensitivity, PPV and per-hemisphere count errors of ``analysis`` with the DMV scorer's
-    veto undone (the DMVs it vetoed, ``provenance.dmv_scorer.dmvs_vetoed``, relabelled dmv), keys
-    suffixed ``_veto_off``: the run with ``dmv_min_probability`` = 0, from the same run (the veto
-    is the last step that changes a region; widths and centrelines are fitted before it)."""
+    veto undone (:func:`vessels_without_veto`), keys suffixed ``_veto_off``, and ``dmvs_vetoed``."""
     from NeonatalVesselsLib.evaluation import evaluate
 
-    vetoed = set((analysis.summary["provenance"].get("dmv_scorer") or {}).get("dmvs_vetoed") or [])
-    vessels = analysis.vessels.copy()
-    vessels.loc[vessels["vessel_id"].isin(vetoed), "region"] = "dmv"
-    res = evaluate(vessels, analysis.centerlines, truth)
+    res = evaluate(vessels_without_veto(analysis), analysis.centerlines, truth)
     keys = ("n_pred", "sensitivity", "ppv", "count_error_left", "count_error_right")
-    return {"dmvs_vetoed": len(vetoed), **{f"{k}_veto_off": res[k] for k in keys}}
+    return {"dmvs_vetoed": len(vetoed_dmv_ids(analysis)),
+            **{f"{k}_veto_off": res[k] for k in keys}}
 
 
 WALL_VEIN_KEYS = ("thalamic_vein_width_mm_left", "thalamic_vein_width_mm_right",

@@ -27,7 +27,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eval_vessels import add_case_arguments, map_cases, phantom_folder     # this folder: the script's own (sys.path[0])
+from eval_vessels import add_case_arguments, map_cases, phantom_folder, vessels_without_veto, vetoed_dmv_ids     # this folder: the script's own (sys.path[0])
+
+
+def dmv_median_height_mm(dmvs: list[dict]) -> float:
+    """The median RAS z (mm) of the points of the true DMVs' centrelines (``centerline_ras_mm``)."""
+    return float(np.median(np.concatenate([np.asarray(v["centerline_ras_mm"])[:, 2] for v in dmvs])))
 
 
 def slab_of(vol, z_centre_mm: float, thickness_mm: float):
@@ -67,7 +72,7 @@ def evaluate_slab(job) -> dict:
 
     folder = phantom_folder(preset, seed, cache, generator)
     dmvs = [v for v in load_truth(folder)["vessels"] if v["region"] == "dmv"]
-    z = float(np.median(np.concatenate([np.asarray(v["centerline_ras_mm"])[:, 2] for v in dmvs])))
+    z = dmv_median_height_mm(dmvs)
     row = {"generator": generator, "preset": preset, "seed": seed, "slab_mm": thickness, "offset_mm": offset,
            "zero_padded": padded}
     whole = load_volume(folder / "swi.nii.gz")
@@ -85,11 +90,9 @@ def evaluate_slab(job) -> dict:
         return float(np.mean(np.all((ijk >= 1) & (ijk <= shape - 2), axis=1)))
 
     inside = {v["vessel_id"] for v in dmvs if fraction_inside(v["centerline_ras_mm"]) >= 0.6}
-    vetoed = set(a.provenance["dmv_scorer"]["dmvs_vetoed"])
-    off = a.vessels.copy()
-    off.loc[off["vessel_id"].isin(vetoed), "region"] = "dmv"     # as eval_vessels.veto_off_metrics
-    on, veto_off = slab_detection(a.vessels, a.centerlines, dmvs, inside), slab_detection(off, a.centerlines, dmvs, inside)
-    return {**row, "n_true_inside": len(inside), **on, "dmvs_vetoed": len(vetoed),
+    on = slab_detection(a.vessels, a.centerlines, dmvs, inside)
+    veto_off = slab_detection(vessels_without_veto(a), a.centerlines, dmvs, inside)
+    return {**row, "n_true_inside": len(inside), **on, "dmvs_vetoed": len(vetoed_dmv_ids(a)),
             **{f"{k}_veto_off": v for k, v in veto_off.items()},
             "cut_faces": " ".join(a.provenance.get("field_of_view_cuts_brain", [])), "refused": ""}
 

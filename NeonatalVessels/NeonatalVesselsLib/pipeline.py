@@ -1034,13 +1034,13 @@ def summarize(vessels: pd.DataFrame) -> dict[str, Any]:
 
 
 def _reorient(swi: Volume, masks: dict) -> tuple[Volume, dict, Any]:
-    """The SWI (and mask arrays on its grid) in canonical voxel order (:func:`NeonatalBrainLib.imageio.canonical_axes`).
+    """The SWI (validated, :func:`validate_swi`; and mask arrays on its grid) in canonical voxel
+    order (:func:`NeonatalBrainLib.imageio.canonical_axes`).
 
     A lossless transpose / flip with the matching affine: every step then sees the
     anatomy in the same voxel order whatever the storage order of the file (thinning,
     strided sampling and tie-breaking depend on it), so results are storage-order invariant.
     """
-    validate_swi(swi)
     arrays = {k: (None if m is None else np.asarray(_mask_arg(m, swi, name))) for k, (m, name) in masks.items()}
     canon, (perm, flip) = reorient_to_canonical(swi)
     if perm == (0, 1, 2) and not any(flip):
@@ -1054,8 +1054,8 @@ def _imaged_box(swi: Volume, must_hold=()) -> tuple[slice, ...] | None:
     (:func:`NeonatalBrainLib.imageio.zero_padding_box`: a field of view padded when the scan was
     resampled onto a larger grid), widened to hold the non-zero voxels of the ``must_hold``
     arrays; None when that is the whole grid.  Analysed on the whole grid, such padding would
-    be taken for air around the head, and a slab's cut through the brain for its surface."""
-    validate_swi(swi)
+    be taken for air around the head, and a slab's cut through the brain for its surface.
+    ``swi``: validated (:func:`validate_swi`)."""
     box = zero_padding_box(swi.array)
     if box is None:
         return None
@@ -1098,6 +1098,7 @@ def run_vessel_analysis(swi: Volume, *, brain_mask=None, ventricles=None, labels
     if params.dmv_min_probability > 0:
         ds.load_scorer()        # InputError now, before any work, when the model is missing or corrupt
     swi_in = _to_volume(swi)
+    validate_swi(swi_in)
     box = _imaged_box(swi_in)
     if box is not None:
         return _on_imaged_box(run_vessel_analysis, swi_in, box,
@@ -1265,6 +1266,7 @@ def estimate_scanner_psf(swi: Volume, *, brain_mask=None, ventricles=None, progr
     (``neonatal-brain vessels-batch --psf cohort``)."""
     params = VesselParams()
     swi = _to_volume(swi)
+    validate_swi(swi)
     box = _imaged_box(swi)
     if box is not None:         # as run_vessel_analysis sees the scan
         brain_mask, ventricles = (None if m is None else np.asarray(_mask_arg(m, swi, name))[box]
