@@ -181,6 +181,57 @@ def test_cut_faces_and_the_depth_beyond_them(prepared):
     assert np.all(mk.brain_depth_mm(inner, sp) == mk.NO_SURFACE_DEPTH_MM)
 
 
+def test_slanted_cut_planes_and_the_depth_beyond_them(prepared):
+    """The brain below an oblique plane (tilted 12 degrees from axial) set to 0, as a slab
+    resampled onto a rotated grid leaves it: one cut plane, its normal within 1 degree of the
+    true one and pointing out of the field of view.  Next to the cut, the depth with the region
+    beyond it open is at least that in the uncut brain (its surface inside the field of view is
+    no nearer), where with the zeros as surface it is under 3 mm.  With the image continued beyond
+    the cut, the brain mask reaches it.  Zeros along the brain's curved
+    surface (skull-stripped) or inside the head are no cut."""
+    img, sp, brain, _, depth = prepared
+    assert not mk.not_imaged_mask(img).any()              # a whole head: no zero on the faces
+    t = np.deg2rad(12.0)
+    normal = np.array([0.0, -np.sin(t), -np.cos(t)])       # inferior, tilted toward posterior
+    centre = np.argwhere(brain).mean(axis=0) * sp
+    along = mk._signed_distance_mm(img.shape, sp, normal)
+    beyond = along > float(centre @ normal)
+    cut = np.where(beyond, 0, img).astype(np.float32)
+    cut_brain = mk.brain_mask(cut, sp)
+    outside = mk.not_imaged_mask(cut)
+    assert np.array_equal(outside, beyond)
+    planes = mk.field_of_view_cut_planes(outside, cut_brain, sp)
+    assert len(planes) == 1 and planes[0].face_name() == "inferior (oblique)"
+    assert np.degrees(np.arccos(min(1.0, float(np.dot(planes[0].normal, normal))))) < 1.0
+    open_region = mk.beyond_cut_planes(cut_brain, planes, sp)
+    assert not (open_region & cut_brain).any() and open_region[beyond].mean() > 0.99
+    near_brain = mk.distance_to_mask_mm(cut_brain, sp) < 15.0
+    assert open_region[beyond & near_brain & ~cut_brain].all()    # (the smoothed mask holds a few zeros at the cut)
+    opened = mk.brain_depth_mm(cut_brain, sp, open_mask=open_region)
+    closed = mk.brain_depth_mm(cut_brain, sp)
+    near = cut_brain & (along > float(centre @ normal) - 2.0) & (depth > 15.0)
+    assert near.sum() > 1000
+    assert np.all(opened[near] >= 0.97 * depth[near]) and closed[near].max() < 3.0
+    assert np.array_equal(opened == 0, ~cut_brain)
+    # the image continued beyond the cut: the brain mask (made on it, within the field of view) then
+    # holds the brain up to the cut, as at an array face (the cut image's leaves a partial layer)
+    layer = brain & ~beyond & (along > float(centre @ normal) - 3.0)
+    extended = mk.extend_beyond_cut_planes(cut, outside, planes, sp)
+    assert np.array_equal(extended[~outside], cut[~outside])
+    assert cut_brain[layer].mean() < 0.98 and (mk.brain_mask(extended, sp) & ~outside)[layer].mean() > 0.995
+    # skull-stripped: the zeros meet the brain along its curved surface, and lie beside its flatter
+    # parts too: no plane counts even at a twentieth of a section (the band rule; fails without it)
+    stripped = np.where(brain, img, 0).astype(np.float32)
+    assert mk.field_of_view_cut_planes(mk.not_imaged_mask(stripped), brain, sp, min_fraction=0.05) == ()
+    # zeros inside the head (a lesion set to 0) are not outside the field of view
+    hole = img.copy()
+    hole[tuple(int(c) for c in np.argwhere(brain).mean(axis=0))] = 0
+    assert not mk.not_imaged_mask(hole).any()
+    edge = hole.copy()
+    edge[0, 0, 0] = 0
+    assert np.count_nonzero(mk.not_imaged_mask(edge)) == 1
+
+
 def test_normalise_intensity_equals_zoom_reference(prepared):
     img, sp, brain, norm, _ = prepared
     got = mk.normalise_intensity(img, brain, sp)
