@@ -3,15 +3,26 @@
 Usage::
 
     .venv/bin/python benchmarks/eval_vessels_slabs.py --presets term_3t isotropic preterm --seeds 11 12 \
-        --slabs 30:10 40:-12 50:15 [--generator independent] [--zero-padded] [--jobs 2] [--cache DIR] [--out results.csv]
+        --slabs 30:10 40:-12 50:15 [--generator independent] [--jobs 2] [--cache DIR] [--out results.csv] \
+        [--zero-padded | --rotated DEG [--rotation-axis A] [--whole]]
 
 Each ``THICKNESS:OFFSET`` (mm) keeps the slices, along the voxel axis nearest S-I, whose centres
 lie within THICKNESS / 2 of the DMVs' median height (RAS z of the true centrelines) + OFFSET, so
-the slab's faces cut through the brain.  The fully automatic pipeline runs on the slab (with
-``--zero-padded``: on the slab put back on the phantom's whole grid, 0 elsewhere), and:
+the slab's faces cut through the brain.  The fully automatic pipeline runs on the slab, or:
+
+* ``--zero-padded``: on the slab put back on the phantom's whole grid, 0 elsewhere;
+* ``--rotated DEG``: on that grid turned by DEG degrees about its voxel axis ``--rotation-axis``
+  (default 0, L-R) through its centre, the slab resampled onto it (linear, 0 outside the slab):
+  its faces are then slanted planes of zeros, as a slab resampled onto another scan's oblique
+  grid leaves it;
+* ``--rotated DEG --whole``: the whole head resampled onto that grid, scored on the same DMVs,
+  which separates what the resampling costs from what the cut costs;
+
+and reports:
 
 * ``n_true_inside``: true DMVs with >= 60 % of their centreline inside the slab (>= 1 voxel from
-  its faces); ``found_inside``: those matched by a predicted DMV (``evaluation.match_vessels``);
+  its faces, and from the rotated grid's faces with ``--rotated``); ``found_inside``: those
+  matched by a predicted DMV (``evaluation.match_vessels``);
   ``sensitivity_inside`` = found / n;
 * ``ppv``: predicted DMVs matched to any true DMV (one cut by the slab counts);
 * ``cut_faces``: the faces the run found cut (``provenance.field_of_view_cuts_brain``);
@@ -64,8 +75,25 @@ def zero_padded(slab, whole):
     return Volume(array, whole.affine)
 
 
+def rotated_grid(volume, degrees: float, axis: int = 0):
+    """An empty uint8 Volume on ``volume``'s grid turned by ``degrees`` about its voxel axis ``axis``
+    through the grid's centre (same shape and spacing)."""
+    from NeonatalBrainLib.imageio import Volume
+
+    t = np.deg2rad(degrees)
+    u, v = [a for a in range(3) if a != axis]
+    turn = np.eye(3)
+    turn[u, u], turn[u, v], turn[v, u], turn[v, v] = np.cos(t), -np.sin(t), np.sin(t), np.cos(t)
+    axes = volume.affine[:3, :3] / volume.spacing_mm
+    affine = volume.affine.copy()
+    affine[:3, :3] = axes @ turn @ np.linalg.inv(axes) @ volume.affine[:3, :3]
+    centre_ijk = (np.array(volume.shape) - 1) / 2.0
+    affine[:3, 3] = volume.ijk_to_ras([centre_ijk])[0] - affine[:3, :3] @ centre_ijk
+    return Volume(np.zeros(volume.shape, np.uint8), affine)
+
+
 def evaluate_slab(job) -> dict:
-    preset, seed, cache, generator, thickness, offset, padded = job
+    preset, seed, cache, generator, thickness, offset, padded, degrees, rotation_axis, whole_head = job
     from NeonatalBrainLib.imageio import InputError, load_volume
     from NeonatalVesselsLib.evaluation import load_truth
     from NeonatalVesselsLib.pipeline import run_vessel_analysis
@@ -74,20 +102,33 @@ def evaluate_slab(job) -> dict:
     dmvs = [v for v in load_truth(folder)["vessels"] if v["region"] == "dmv"]
     z = dmv_median_height_mm(dmvs)
     row = {"generator": generator, "preset": preset, "seed": seed, "slab_mm": thickness, "offset_mm": offset,
-           "zero_padded": padded}
+           "zero_padded": padded, "rotated_deg": degrees, "rotation_axis": rotation_axis,
+           "whole_head": whole_head}
     whole = load_volume(folder / "swi.nii.gz")
     slab = slab_of(whole, z + offset, thickness)
     if slab is None:
         return {**row, "refused": "no slice in the slab"}
+    grids = [slab]
+    if degrees:
+        from NeonatalBrainLib.imageio import Volume, resample_to_grid
+
+        turned = resample_to_grid(whole if whole_head else slab, rotated_grid(whole, degrees, rotation_axis))
+        scan = Volume(np.asarray(turned.array, np.float32), turned.affine)
+        grids.append(scan)
+    else:
+        scan = zero_padded(slab, whole) if padded else slab
     try:
-        a = run_vessel_analysis(zero_padded(slab, whole) if padded else slab)
+        a = run_vessel_analysis(scan)
     except InputError as e:
         return {**row, "refused": str(e)}
-    inv, shape = np.linalg.inv(slab.affine), np.array(slab.shape)
 
     def fraction_inside(points):
-        ijk = np.asarray(points, float) @ inv[:3, :3].T + inv[:3, 3]
-        return float(np.mean(np.all((ijk >= 1) & (ijk <= shape - 2), axis=1)))
+        inside = True
+        for grid in grids:
+            inv, shape = np.linalg.inv(grid.affine), np.array(grid.shape)
+            ijk = np.asarray(points, float) @ inv[:3, :3].T + inv[:3, 3]
+            inside = inside & np.all((ijk >= 1) & (ijk <= shape - 2), axis=1)
+        return float(np.mean(inside))
 
     inside = {v["vessel_id"] for v in dmvs if fraction_inside(v["centerline_ras_mm"]) >= 0.6}
     on = slab_detection(a.vessels, a.centerlines, dmvs, inside)
@@ -117,11 +158,23 @@ def main(argv=None) -> int:
                     help="THICKNESS:OFFSET in mm (offset of the slab centre from the DMVs' median height)")
     ap.add_argument("--zero-padded", action="store_true",
                     help="run each slab padded with zeros back onto the phantom's whole grid (as a resampling leaves it)")
+    ap.add_argument("--rotated", type=float, default=0.0, metavar="DEG",
+                    help="run each slab resampled onto the phantom's whole grid turned by DEG degrees about its "
+                         "L-R axis (slanted borders of zeros)")
+    ap.add_argument("--rotation-axis", type=int, choices=(0, 1, 2), default=0,
+                    help="with --rotated: the voxel axis turned about (default 0, L-R on the phantoms)")
+    ap.add_argument("--whole", action="store_true",
+                    help="with --rotated: resample the whole head instead of the slab (scored on the slab's DMVs)")
     args = ap.parse_args(argv)
+    if args.rotated and args.zero_padded:
+        ap.error("--zero-padded and --rotated exclude each other")
+    if args.whole and not args.rotated:
+        ap.error("--whole needs --rotated")
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     slabs = [tuple(float(x) for x in s.split(":")) for s in args.slabs]
-    jobs = [(p, s, cache, args.generator, t, o, args.zero_padded) for p in args.presets for s in args.seeds for t, o in slabs]
+    jobs = [(p, s, cache, args.generator, t, o, args.zero_padded, args.rotated, args.rotation_axis, args.whole)
+            for p in args.presets for s in args.seeds for t, o in slabs]
     df = pd.DataFrame(map_cases(evaluate_slab, jobs, args.jobs))
     print(df.round(3).to_string(index=False))
     ok = df[df["refused"] == ""]
