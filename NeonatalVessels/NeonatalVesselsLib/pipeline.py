@@ -355,6 +355,8 @@ class _Context:
     tracking: dict | None = None
     #: faces of the (canonical) array where the field of view cuts through the brain (:func:`.masks.cut_faces`)
     open_faces: tuple = ()
+    #: slanted planes along which the field of view cuts through the brain (:func:`.masks.field_of_view_cut_planes`)
+    cut_planes: tuple = ()
     #: voxel size (mm) of the samples the scanner acquired, estimated from the noise: the voxel size
     #: times :func:`.masks.interpolation_factors` (equal to it unless the image was interpolated)
     acquired_spacing_mm: np.ndarray | None = None
@@ -374,6 +376,18 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
     if brain is None:
         brain = mk.brain_mask(image, spacing)
     brain = brain > 0
+    # a field of view resampled onto a rotated grid cuts the brain along slanted planes of zeros: the
+    # image is continued beyond them (as the filters continue it beyond an array face) and the brain
+    # mask made again on it, within the field of view
+    not_imaged = mk.not_imaged_mask(image)
+    cut_planes = mk.field_of_view_cut_planes(not_imaged, brain, spacing)
+    beyond_cuts = None
+    if cut_planes:
+        image = mk.extend_beyond_cut_planes(image, not_imaged, cut_planes, spacing)
+        if brain_mask is None:
+            brain = mk.brain_mask(image, spacing) & ~not_imaged
+        beyond_cuts = mk.beyond_cut_planes(brain, cut_planes, spacing)
+    del not_imaged
     if brain.sum() < 100:
         raise InputError("SWI: no brain found (brain mask has fewer than 100 voxels)")
     timings["brain_mask_s"] = time.perf_counter() - t0
@@ -388,9 +402,12 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         # edge of a field of view that cuts the brain is judged as one at the surface: what lies beyond
         # is not seen); the ventricles are judged on the depth below the brain surface inside the field
         # of view, or a slab that cuts them finds none (benchmarks/README.md, round 18)
+        # (and beyond the slanted cuts of a rotated one)
         open_faces = mk.cut_faces(brain)
         depth = mk.brain_depth_mm(brain, spacing, open_faces=())
-        vent_depth = depth if not open_faces else mk.brain_depth_mm(brain, spacing, open_faces=open_faces)
+        vent_depth = (depth if not (open_faces or cut_planes)
+                      else mk.brain_depth_mm(brain, spacing, open_faces=open_faces, open_mask=beyond_cuts))
+        del beyond_cuts
         timings["normalise_s"] = time.perf_counter() - t0
         vent = ventricles
         check_contrast = ventricles is None     # (fixed here: `vent` is reassigned below)
@@ -426,7 +443,7 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
             raise
         mid, (noise, interpolation) = midline.result(), side.result()
     return _Context(swi, norm, brain, vent, depth, vdist, mid, lab, timings, csf_dist, noise,
-                    open_faces=open_faces, acquired_spacing_mm=np.asarray(spacing, float) * interpolation)
+                    open_faces=open_faces, cut_planes=cut_planes, acquired_spacing_mm=np.asarray(spacing, float) * interpolation)
 
 
 # ----------------------------------------------------------------------------- measurement
@@ -729,7 +746,10 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                                            np.array(list(darkness_of(dmv_lines).values())), min_darkness)),
         # per voxel axis of the input: grid steps per acquired sample, from the noise (> 1: interpolated)
         "noise_interpolation_factors": _in_input_order(ctx.acquired_spacing_mm / spacing, how),
-        "field_of_view_cuts_brain": [mk.CANONICAL_FACE_NAMES[f] for f in ctx.open_faces],
+        "field_of_view_cuts_brain": ([mk.CANONICAL_FACE_NAMES[f] for f in ctx.open_faces]
+                                     + [plane.face_name() for plane in ctx.cut_planes]),
+        # the slanted cuts in RAS: unit normal (pointing out of the field of view) and offset (mm), n . x = offset
+        "field_of_view_cut_planes_ras": [_plane_in_ras(plane, swi) for plane in ctx.cut_planes],
         # [start, stop) per input voxel axis of the part analysed when planes of zeros padded the
         # field of view (:func:`_imaged_box`); None: the whole grid
         "imaged_box_ijk": None,
@@ -753,6 +773,15 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         summary=summary_out, minip=swi_in.with_array(minip), brain_mask=swi_in.with_array(brain_out),
         ventricles=swi_in.with_array(vent_out), region_labels=swi_in.with_array(region_arr),
         region_table=region_label_table(), provenance=provenance, swi=swi_in, dmv_scores=scores)
+
+
+def _plane_in_ras(plane: mk.CutPlane, swi: Volume) -> dict:
+    """A cut plane in the grid's millimetre frame (:class:`.masks.CutPlane`) in RAS mm."""
+    spacing = swi.spacing_mm
+    rotation = swi.affine[:3, :3] / spacing
+    normal = rotation @ np.asarray(plane.normal)
+    on_plane = swi.ijk_to_ras([np.asarray(plane.normal) * plane.offset_mm / spacing])[0]
+    return {"normal": [round(float(x), 6) for x in normal], "offset_mm": round(float(normal @ on_plane), 4)}
 
 
 def _score_dmvs(ctx: _Context, centrelines: dict[int, np.ndarray], classes: dict[int, tuple[str, str]],
