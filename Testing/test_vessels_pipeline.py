@@ -517,6 +517,26 @@ def test_t1_instead_of_swi_is_refused(phantom):
         run_vessel_analysis(phantom.t1)
 
 
+def test_a_t1_whose_ventricles_join_the_outer_csf_is_refused():
+    """The preterm phantom's T1 (seed 0): its dark ventricles reach the dark outer CSF, so they are
+    no 3-D hole of the brain mask, no voxel lay 15 mm deep and it ran as an SWI (0 DMVs).  Each
+    axial slice encloses them: the T1 check fills the mask slice by slice when that adds >= 300
+    mm^3, and refuses it.  (Of the 311 cached SWI phantoms of both generators, 11 have their mask
+    filled that way, up to 630 mm^3 added, and none is refused: round 28.)"""
+    from NeonatalBrainLib.phantom import generate_phantom
+    from NeonatalVesselsLib import masks as mk
+    from NeonatalVesselsLib.pipeline import SLICE_HOLES_MIN_MM3
+
+    t1 = generate_phantom(seed=0, preset="preterm", modalities=("t1",)).t1
+    image = np.asarray(t1.array, np.float32)
+    brain = mk.brain_mask(image, t1.spacing_mm)
+    assert mk.brain_depth_mm(brain, t1.spacing_mm).max() < 16.0          # no deep brain in 3-D
+    added = (mk.fill_holes_in_slices(brain, axis=2) & ~brain).sum() * np.prod(t1.spacing_mm)
+    assert added >= SLICE_HOLES_MIN_MM3
+    with pytest.raises(InputError, match="T1"):
+        run_vessel_analysis(t1)
+
+
 def test_a_real_whole_head_t1_the_mni152_template_is_refused(tmp_path):
     """A real T1 (the MNI152 2009a template that ships inside nilearn's wheel, 1 mm, uint8,
     skull-stripped adult brain): refused as T1 by its dark deep CSF, by the library call and by
