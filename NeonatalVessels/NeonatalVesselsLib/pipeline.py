@@ -232,8 +232,8 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
     (:func:`.masks.fill_holes_in_slices`) and the deep brain measured below its surface inside
     the slab.  The same filling is used on a whole head when it encloses at least
     :data:`SLICE_HOLES_MIN_MM3` more than the 3-D mask: a T1's dark ventricles joined to the
-    dark outer CSF (through the choroidal fissures or cisterns) are no 3-D hole either (round 28:
-    the preterm phantom's T1, seeds 0 and 2, ran as SWI).  A field of view cropped inside the head in-plane (no brain voxel 15 mm deep,
+    dark outer CSF are no 3-D hole either (round 28: the preterm phantom's T1, seeds 0 and 2,
+    ran as SWI).  A field of view cropped inside the head in-plane (no brain voxel 15 mm deep,
     and most of the array's R-L and A-P faces not air, i.e. above 0.3 x the tissue signal): a
     T1's dark ventricles then reach the array border, so they are neither in the brain mask nor
     holes in it.  The deep region is then the middle of the array, the voxels farther from its
@@ -452,7 +452,8 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
             raise
         mid, (noise, interpolation) = midline.result(), side.result()
     return _Context(swi, norm, brain, vent, depth, vdist, mid, lab, timings, csf_dist, noise,
-                    open_faces=open_faces, cut_planes=cut_planes, acquired_spacing_mm=np.asarray(spacing, float) * interpolation)
+                    open_faces=open_faces, cut_planes=cut_planes,
+                    acquired_spacing_mm=np.asarray(spacing, float) * interpolation)
 
 
 # ----------------------------------------------------------------------------- measurement
