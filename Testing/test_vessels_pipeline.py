@@ -688,7 +688,8 @@ def test_a_slab_resampled_onto_a_rotated_grid_finds_the_dmvs_inside_it(phantom):
     cut ventricles too shallow to be ventricles and no DMV was found (0 of 0, round 27).  The
     slanted cuts are now found as planes (``masks.field_of_view_cut_planes``; in RAS the slab's
     axial planes) and the ventricles judged on the depth with the region beyond them open: the
-    run finds about as many DMVs as on the slab itself, and says where the field of view cuts."""
+    run finds about as many DMVs as on the slab itself, and says where the field of view cuts; its
+    labelmap re-measured unedited gives the same summary."""
     from benchmark_modules import benchmark_module
     from NeonatalBrainLib.imageio import resample_to_grid
     from NeonatalVesselsLib.evaluation import match_vessels
@@ -714,6 +715,13 @@ def test_a_slab_resampled_onto_a_rotated_grid_finds_the_dmvs_inside_it(phantom):
     for side in ("left", "right"):
         assert rotated.summary[f"dmv_count_{side}"] >= 10
         assert not any("DMV(s) found in the patient's" in w for w in rotated.summary["warnings"])
+    # its labelmap re-measured unedited (correction then recomputation) finds the same cuts and summary
+    from NeonatalVesselsLib.pipeline import PreviousRun
+
+    again = measure_vessel_mask(Volume(np.asarray(turned.array, np.float32), turned.affine),
+                                np.asarray(rotated.vessel_labels.array), previous=PreviousRun.from_analysis(rotated))
+    assert again.provenance["field_of_view_cut_planes_ras"] == rotated.provenance["field_of_view_cut_planes_ras"]
+    assert {k: again.summary[k] for k in SUMMARY_KEYS} == {k: rotated.summary[k] for k in SUMMARY_KEYS}
 
 
 def test_a_scan_with_too_few_dmvs_in_a_hemisphere_warns(analysis, phantom):
