@@ -159,8 +159,8 @@ def main(argv=None) -> int:
     ap.add_argument("--zero-padded", action="store_true",
                     help="run each slab padded with zeros back onto the phantom's whole grid (as a resampling leaves it)")
     ap.add_argument("--rotated", type=float, default=0.0, metavar="DEG",
-                    help="run each slab resampled onto the phantom's whole grid turned by DEG degrees about its "
-                         "L-R axis (slanted borders of zeros)")
+                    help="run each slab resampled onto the phantom's whole grid turned by DEG degrees about "
+                         "the voxel axis --rotation-axis (slanted borders of zeros)")
     ap.add_argument("--rotation-axis", type=int, choices=(0, 1, 2), default=0,
                     help="with --rotated: the voxel axis turned about (default 0, L-R on the phantoms)")
     ap.add_argument("--whole", action="store_true",

@@ -220,52 +220,39 @@ def brain_depth_mm(brain: np.ndarray, spacing_mm, *, open_faces=None, open_mask=
     to go on beyond the cut as far as the array reaches, not as an infinite prism).
     """
     brain = np.asarray(brain, bool)
-    if open_mask is not None and np.any(open_mask):
-        return _depth_with_open_mask(brain, np.asarray(open_mask, bool), spacing_mm,
-                                     cut_faces(brain) if open_faces is None else tuple(open_faces))
+    opened = open_mask is not None and bool(np.any(open_mask))
+    solid = brain | np.asarray(open_mask, bool) if opened else brain
     out = np.zeros(brain.shape, np.float32)
-    # inside the brain's bounding box grown by one (non-brain) voxel, or up to the array
-    # border: the nearest non-brain voxel of a voxel in the box is never farther than that
-    # layer, so the distances are those of the whole array
-    box = _bbox(brain, 1)
+    # inside the bounding box of the brain (and open region) grown by one (non-brain) voxel, or up
+    # to the array border: the nearest non-brain voxel of a voxel in the box is never farther than
+    # that layer, so the distances are those of the whole array
+    box = _bbox(solid, 1)
     if box is None:
         return out
     faces = cut_faces(brain) if open_faces is None else tuple(open_faces)
-    sub = np.ascontiguousarray(brain[box], dtype=np.uint8)
+    sub = np.ascontiguousarray(solid[box], dtype=np.uint8)
     anisotropy = tuple(float(s) for s in spacing_mm)
-    if not faces:       # the array border is non-brain (black_border)
+    if not faces and not opened:       # the array border is non-brain (black_border)
         out[box] = edt_lib.edt(sub, anisotropy=anisotropy, black_border=True, parallel=EDT_THREADS)
         return out
-    # a layer of non-brain on every array face the box reaches that is not open; none on the open ones
+    # a layer of non-brain on every array face the box reaches that is not open (none on the open
+    # ones), open itself where the open region meets it
     pad = [[int(b.start == 0 and (axis, 0) not in faces), int(b.stop == n and (axis, 1) not in faces)]
            for axis, (b, n) in enumerate(zip(box, brain.shape))]
+    padded = np.pad(sub, pad)
     inner = tuple(slice(lo, lo + (b.stop - b.start)) for (lo, _), b in zip(pad, box))
-    depth = edt_lib.edt(np.pad(sub, pad), anisotropy=anisotropy, black_border=False, parallel=EDT_THREADS)[inner]
+    if opened:
+        for axis in range(3):
+            for side, width in enumerate(pad[axis]):
+                if width:
+                    layer = list(inner)
+                    layer[axis] = 0 if side == 0 else padded.shape[axis] - 1
+                    padded[tuple(layer)] = np.take(np.asarray(open_mask, bool)[box], -side, axis=axis)
+    depth = edt_lib.edt(padded, anisotropy=anisotropy, black_border=False, parallel=EDT_THREADS)[inner]
     if np.isinf(depth.flat[0]):     # no non-brain voxel at all: every distance is infinite
         depth = np.full(depth.shape, NO_SURFACE_DEPTH_MM, np.float32)
-    out[box] = depth
+    out[box] = np.where(brain[box], depth, np.float32(0)) if opened else depth
     return out
-
-
-def _depth_with_open_mask(brain: np.ndarray, open_mask: np.ndarray, spacing_mm, faces) -> np.ndarray:
-    """:func:`brain_depth_mm` with ``open_mask`` (on the whole array: the open region reaches its border)."""
-    solid = np.ascontiguousarray(brain | open_mask, dtype=np.uint8)
-    # a layer beyond every array face that is not open: non-brain, except where the open region meets it
-    pad = [[int((axis, 0) not in faces), int((axis, 1) not in faces)] for axis in range(3)]
-    padded = np.pad(solid, pad)
-    inner = tuple(slice(lo, lo + n) for (lo, _), n in zip(pad, brain.shape))
-    for axis in range(3):
-        for side, width in enumerate(pad[axis]):
-            if not width:
-                continue
-            layer = [inner[a] for a in range(3)]
-            layer[axis] = 0 if side == 0 else padded.shape[axis] - 1
-            padded[tuple(layer)] = np.take(open_mask, 0 if side == 0 else -1, axis=axis)
-    anisotropy = tuple(float(s) for s in spacing_mm)
-    depth = edt_lib.edt(padded, anisotropy=anisotropy, black_border=False, parallel=EDT_THREADS)[inner]
-    if np.isinf(depth.flat[0]):     # no non-brain voxel at all
-        depth = np.full(depth.shape, NO_SURFACE_DEPTH_MM, np.float32)
-    return np.where(brain, depth, np.float32(0)).astype(np.float32, copy=False)
 
 
 # ----------------------------------------------------------------------------- slanted field-of-view cuts
@@ -357,23 +344,24 @@ def field_of_view_cut_planes(not_imaged: np.ndarray, brain: np.ndarray, spacing_
             if norm < 1e-9:
                 continue
             n /= norm
-            count = int(np.count_nonzero(np.abs(sample @ n - p[0] @ n) <= 0.5 * np.max(np.abs(n) * spacing) + 0.05))
+            count = int(np.count_nonzero(np.abs(sample @ n - p[0] @ n) <= 0.5 * _layer_mm(n, spacing) + 0.05))
             if count > best_count:
                 best_count, best = count, (n, float(p[0] @ n))
         if best is None:
             break
         n, d = best
-        inliers = np.abs(points @ n - d) <= 0.5 * np.max(np.abs(n) * spacing) + 0.05
+        inliers = np.abs(points @ n - d) <= 0.5 * _layer_mm(n, spacing) + 0.05
         centre = points[inliers].mean(axis=0)
         fitted = np.linalg.svd(points[inliers] - centre, full_matrices=False)[2][2]
         n = fitted if fitted @ n >= 0 else -fitted
         d = float(centre @ n)
-        w = float(np.max(np.abs(n) * spacing))
+        w = _layer_mm(n, spacing)
         inliers = np.abs(points @ n - d) <= 0.5 * w + 0.05
         count = int(inliers.sum())
         # the brain's sections parallel to the plane, in layers of the contact layer's thickness
-        along = _signed_distance_mm(br.shape, spacing, n)[br]
-        largest = int(np.bincount(((along - along.min()) / w).astype(np.int64)).max())
+        along = _signed_distance_mm(br.shape, spacing, n)
+        in_brain = along[br]
+        largest = int(np.bincount(((in_brain - in_brain.min()) / w).astype(np.int64)).max())
         probe = points[inliers][:: max(1, count // 500)]
 
         def outside_at(shift):
@@ -383,12 +371,11 @@ def field_of_view_cut_planes(not_imaged: np.ndarray, brain: np.ndarray, spacing_
 
         beyond, behind = outside_at(1.5), outside_at(-1.5)
         if behind > beyond:                         # the normal points out of the field of view
-            n, d, (beyond, behind) = -n, -d, (behind, beyond)
+            n, d, along, (beyond, behind) = -n, -d, -along, (behind, beyond)
         if count < min_fraction * largest or beyond < 0.9 or count < 50:
             break
         # just inside a cut the field of view is imaged across the brain's box (tissue, skull, air
         # with noise); beside a skull-stripped brain's flat side lie zeros
-        along = _signed_distance_mm(br.shape, spacing, n)
         inside_band = (along > d - 3.0 * w - 1.0) & (along <= d - w)
         if not inside_band.any() or outside[inside_band].mean() > CUT_PLANE_MAX_ZEROS_INSIDE:
             break
@@ -406,7 +393,7 @@ def beyond_cut_planes(brain: np.ndarray, planes, spacing_mm) -> np.ndarray:
     out = np.zeros(brain.shape, bool)
     spacing = np.asarray(spacing_mm, float)
     for plane in planes:
-        w = float(np.max(np.abs(np.asarray(plane.normal)) * spacing))
+        w = _layer_mm(plane.normal, spacing)
         out |= _signed_distance_mm(brain.shape, spacing, plane.normal) > plane.offset_mm - w
     return out & ~brain
 
@@ -430,7 +417,7 @@ def extend_beyond_cut_planes(image: np.ndarray, not_imaged: np.ndarray, planes, 
     not_imaged = np.asarray(not_imaged, bool)
     for plane in planes:
         n = np.asarray(plane.normal, float)
-        w = float(np.max(np.abs(n) * spacing))
+        w = _layer_mm(n, spacing)
         along = _signed_distance_mm(out.shape, spacing, n)
         band = not_imaged & (along > plane.offset_mm - w) & (along <= plane.offset_mm + reach_mm)
         ijk = np.nonzero(band)
@@ -440,6 +427,12 @@ def extend_beyond_cut_planes(image: np.ndarray, not_imaged: np.ndarray, planes, 
         source = [ijk[a].astype(np.float32) - back * np.float32(n[a] / spacing[a]) for a in range(3)]
         out[band] = ndimage.map_coordinates(out, source, order=1, mode="nearest")
     return out
+
+
+def _layer_mm(normal, spacing) -> float:
+    """Thickness (mm) along the unit ``normal`` of the layer of voxels next to a plane
+    (``max_i |n_i| s_i``: their centres lie within it)."""
+    return float(np.max(np.abs(np.asarray(normal, float)) * np.asarray(spacing, float)))
 
 
 def _signed_distance_mm(shape, spacing_mm, normal) -> np.ndarray:
