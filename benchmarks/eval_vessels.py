@@ -3,12 +3,13 @@
 Usage::
 
     .venv/bin/python benchmarks/eval_vessels.py --presets term_3t term_1p5t preterm isotropic oblique_low_snr \
-        --seeds 11 12 [--cache DIR] [--out results.csv]
+        --seeds 11 12 [--cache DIR] [--jobs N] [--out results.csv]
 
 Generates (or reuses from ``--cache``) the phantom of every preset x seed, runs
 ``run_vessel_analysis`` without masks, and scores it with
 ``NeonatalVesselsLib.evaluation.evaluate`` (sensitivity, PPV, count error per
-hemisphere, width / tortuosity MAE).  Prints a Markdown table.
+hemisphere, width / tortuosity MAE; the scan's ``dmv_detectability_index``).  Prints a
+Markdown table.
 
 ``--generator independent``: the phantoms of ``benchmarks/independent_swi_phantom.py``, a
 second generator written without access to the engine or the project's phantom (its own
@@ -64,8 +65,8 @@ def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "projec
 
 def add_case_arguments(ap: argparse.ArgumentParser) -> None:
     """``--presets``, ``--seeds``, ``--generator``, ``--cache``, ``--jobs``, ``--out``: the cases
-    of the variant scripts (``eval_vessels_slabs.py``, ``eval_vessels_interpolated.py``,
-    ``eval_vessels_variants.py``)."""
+    of this script and of the variant scripts (``eval_vessels_slabs.py``,
+    ``eval_vessels_interpolated.py``, ``eval_vessels_variants.py``)."""
     ap.add_argument("--presets", nargs="+", default=["term_3t", "term_1p5t", "preterm", "isotropic", "oblique_low_snr"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[11, 12])
     ap.add_argument("--generator", choices=("project", "independent"), default="project")
@@ -97,7 +98,12 @@ def evaluate_case(preset: str, seed: int, cache: Path, generator: str = "project
     res = evaluate(a.vessels, a.centerlines, truth)
     true_summary = truth.get("summary") or wall_vein_truth(truth)
     return {"preset": preset, "seed": seed, "time_s": round(time.perf_counter() - t0, 1), **res,
-            **wall_vein_width_errors(a.summary, true_summary)}
+            **wall_vein_width_errors(a.summary, true_summary),
+            "dmv_detectability_index": a.summary.get("dmv_detectability_index")}
+
+
+def _evaluate_job(job: tuple) -> dict:
+    return evaluate_case(*job)
 
 
 def vetoed_dmv_ids(analysis) -> list[int]:
@@ -158,23 +164,18 @@ def wall_vein_width_errors(summary: dict, true_summary: dict) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--presets", nargs="+", default=["term_3t", "term_1p5t", "preterm", "isotropic", "oblique_low_snr"])
-    ap.add_argument("--seeds", nargs="+", type=int, default=[11, 12])
-    ap.add_argument("--cache", default="/tmp/neonatal_vessel_phantoms")
-    ap.add_argument("--generator", choices=("project", "independent"), default="project")
-    ap.add_argument("--out")
+    add_case_arguments(ap)
     args = ap.parse_args(argv)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for preset in args.presets:
-        for seed in args.seeds:
-            rows.append(evaluate_case(preset, seed, cache, args.generator))
-            print(rows[-1], flush=True)
+    jobs = [(preset, seed, cache, args.generator) for preset in args.presets for seed in args.seeds]
+    rows = map_cases(_evaluate_job, jobs, args.jobs)
+    for row in rows:
+        print(row, flush=True)
     df = pd.DataFrame(rows)
     cols = ["preset", "seed", "n_true", "n_pred", "sensitivity", "ppv", "count_error_left", "count_error_right",
             "width_mae_mm", "width_bias_mm", "tortuosity_mae", "curvature_mae_per_mm",
-            "wall_vein_width_mae_mm", "wall_vein_width_null", "time_s"]
+            "wall_vein_width_mae_mm", "wall_vein_width_null", "dmv_detectability_index", "time_s"]
     try:
         print(df[cols].round(3).to_markdown(index=False))
     except ImportError:   # tabulate not installed
