@@ -73,6 +73,61 @@ def test_cohort_stats_leaves_out_scans_below_a_detectability(files, tmp_path, ca
     assert "expected COLUMN=NUMBER" in capsys.readouterr().err
 
 
+def test_cohort_stats_warns_when_image_quality_differs_between_groups(tmp_path, capsys):
+    """A grouping whose groups differ in DMV detectability (or in how many fields of view cut the
+    brain) gets the comparison and a warning: the engine finds fewer DMVs at a lower index, so a
+    difference in DMV counts there may be one of image quality.  A grouping balanced in both gets
+    the comparison and no warning."""
+    rng = np.random.default_rng(5)
+    n = 40
+    ids = [f"s{i:02d}" for i in range(n)]
+    term = np.array(["preterm", "term"] * (n // 2))
+    sex = np.repeat(["F", "M"], n // 2)         # each sex holds 10 preterm and 10 term
+    # the index: lower in the preterm scans; the same values in both sexes
+    index = np.where(term == "preterm", 2.0, 6.0) + np.tile(np.linspace(-1, 1, n // 2), 2)
+    whole = np.ones(n, int)
+    whole[[0, 2, 4, 6, 20, 22, 24, 26]] = 0      # 8 cut fields of view, all preterm, 4 per sex
+    metrics = pd.DataFrame({"case_id": ids, "dmv_count": rng.poisson(25, n),
+                            "dmv_detectability_index": index, "field_of_view_whole_brain": whole})
+    clinical = pd.DataFrame({"subject_id": ids, "term_status": term, "sex": sex})
+    mpath, cpath = tmp_path / "metrics.csv", tmp_path / "clinical.csv"
+    metrics.to_csv(mpath, index=False)
+    clinical.to_csv(cpath, index=False)
+    out = tmp_path / "stats"
+    assert main(["cohort-stats", str(mpath), str(cpath), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    summary = json.loads((out / "cohort_stats.json").read_text())
+    assert sorted(summary["quality_cols"]) == ["dmv_detectability_index", "field_of_view_whole_brain"]
+    assert summary["metric_cols"] == ["dmv_count"]
+    bal = pd.read_csv(out / "quality_balance.csv")
+    det = bal[(bal.grouping == "term_status") & (bal.column == "dmv_detectability_index")]
+    pre, trm = index[term == "preterm"], index[term == "term"]
+    expected = st.ttest_ind(trm, pre, equal_var=False).pvalue       # both groups normal: Welch
+    assert det["test"].iloc[0] == "Welch t-test" and det["p_value"].iloc[0] == pytest.approx(expected)
+    fov = bal[(bal.grouping == "term_status") & (bal.column == "field_of_view_whole_brain")]
+    assert list(fov["summary"]) == ["12 of 20 (60 %)", "20 of 20 (100 %)"]
+    assert fov["p_value"].iloc[0] == pytest.approx(st.fisher_exact([[8, 12], [0, 20]])[1])
+    by_sex = bal[bal.grouping == "sex"]
+    assert (by_sex["p_value"] > 0.5).all()
+    warnings = summary["quality_warnings"]
+    assert len(warnings) == 2 and all("term_status" in w for w in warnings)
+    assert "dmv_detectability_index" in warnings[0] and "--exclude-below dmv_detectability_index=2.3" in warnings[0]
+    assert "field_of_view_whole_brain" in warnings[1]
+    assert not any("sex groups" in w for w in warnings)
+    md = (out / "tables.md").read_text()
+    assert "Image quality by term_status" in md and "Image quality by sex" in md
+    assert md.count("**Warning.**") == 2 and "**Warning.** Image quality differs between the term_status" in md
+    assert "Image quality differs between the term_status" in (out / "tables.html").read_text()
+    assert err.count("warning: Image quality differs") == 2
+    # without quality columns: no comparison of them and no warning
+    metrics.drop(columns=["dmv_detectability_index", "field_of_view_whole_brain"]).to_csv(mpath, index=False)
+    out = tmp_path / "plain"
+    assert main(["cohort-stats", str(mpath), str(cpath), "--out", str(out)]) == 0
+    summary = json.loads((out / "cohort_stats.json").read_text())
+    assert summary["quality_cols"] == [] and summary["quality_warnings"] == []
+    assert not (out / "quality_balance.csv").exists() and "Image quality" not in (out / "tables.md").read_text()
+
+
 def test_cohort_stats_cli(files, tmp_path):
     out = tmp_path / "stats"
     assert main(["cohort-stats", str(files["metrics"]), str(files["cohort"]), "--out", str(out)]) == 0

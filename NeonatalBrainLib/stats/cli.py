@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -116,6 +117,8 @@ def _run_cohort_stats(args) -> int:
           f"groupings {res['group_cols']}, correlations with {res['correlate_with']} -> {args.out}")
     for rule, ids in res["excluded"].items():
         print(f"  {len(ids)} subject(s) left out by {rule}")
+    for warning in res["quality_warnings"]:
+        print(f"  warning: {warning}", file=sys.stderr)
     return 0
 
 

@@ -29,6 +29,12 @@ Outputs (in ``out_dir``, through ``outputs.staged_output``)
 * ``group_comparisons.csv``: one row per grouping x metric x group level (see
   :func:`groups.group_table_long` and docs/statistics.md).
 * ``correlations.csv``: ``x, y, method, n, n_missing, r, ci_low, ci_high, p_value, q_value``.
+* ``quality_balance.csv`` (when the metrics file holds image-quality columns,
+  ``QUALITY_COLUMNS``): each quality column compared between the groups of each grouping
+  (:func:`quality_balance`); a grouping whose groups differ at p < ``QUALITY_BALANCE_ALPHA`` gets a
+  warning in the tables and in ``cohort_stats.json`` (``quality_warnings``): the engine finds
+  fewer DMVs in scans of lower detectability, so a difference in DMV metrics between such groups
+  may partly be one of image quality.
 * ``tables.md`` and ``tables.html``: one table per grouping (rows = metrics, columns =
   groups) and one correlation table.
 """
@@ -49,7 +55,8 @@ from .correlation import correlate
 from .groups import _level_label, compare_groups, group_table_long
 
 __all__ = ["cohort_statistics", "read_csv_table", "default_metric_columns",
-           "default_group_columns", "default_correlation_columns", "ID_COLUMNS"]
+           "default_group_columns", "default_correlation_columns", "quality_balance", "quality_warnings",
+           "ID_COLUMNS"]
 
 #: Accepted id columns, in order of preference.
 ID_COLUMNS = ("subject_id", "case_id")
@@ -58,6 +65,19 @@ _BOOKKEEPING = {"seed", "run_time_s", "runtime_s", "elapsed_s", "duration_s", "r
                 "return_code", "exit_status", "attempt", "attempts", "index", "unnamed: 0"}
 #: image-quality columns of the project's metrics files: not default metrics (see exclude_below)
 QUALITY_COLUMNS = {"dmv_detectability_index", "field_of_view_whole_brain"}
+#: a quality column whose groups differ at a p below this (uncorrected: a warning errs on the
+#: side of saying so) is reported as an imbalance of image quality between the groups
+QUALITY_BALANCE_ALPHA = 0.05
+#: why an imbalance matters, per quality column (the warning's second sentence)
+_QUALITY_CONSEQUENCE = {
+    "dmv_detectability_index": (
+        "automatic DMV detection finds fewer DMVs at a lower index (docs/vessels.md, accuracy), so a "
+        "difference in DMV metrics between these groups may partly be one of image quality; compare "
+        "with --exclude-below dmv_detectability_index=2.3, or adjust for the index"),
+    "field_of_view_whole_brain": (
+        "the DMV counts of a scan whose field of view cuts through the brain cover only the imaged "
+        "part; compare with --exclude-below field_of_view_whole_brain=1"),
+}
 
 
 def read_csv_table(path: str | os.PathLike, name: str) -> pd.DataFrame:
@@ -201,15 +221,23 @@ _FOOTNOTE = ("Values are mean ± SD, or median [Q1, Q3] for metrics marked † (
              "Benjamini-Hochberg across the metrics of each table.")
 
 
-def _write_reports(stage: Path, sections: list[tuple[str, pd.DataFrame]], notes: list[str],
-                   corr_display: pd.DataFrame | None) -> None:
+def _write_reports(stage: Path, sections: list[tuple[str, pd.DataFrame, pd.DataFrame | None, list[str]]],
+                   notes: list[str], corr_display: pd.DataFrame | None) -> None:
+    """``sections``: (grouping, metrics table, image-quality table or None, its warnings)."""
     md = ["# Cohort statistics", ""] + [f"- {n}" for n in notes] + [""]
     body = ["<h1>Cohort statistics</h1>", "<ul>"] + [f"<li>{html.escape(n)}</li>" for n in notes] + ["</ul>"]
-    for i, (grouping, disp) in enumerate(sections, start=1):
+    for i, (grouping, disp, quality, warns) in enumerate(sections, start=1):
         title = f"Table {i}. Metrics by {grouping}"
         md += [f"## {title}", "", _markdown(disp), "", _FOOTNOTE, ""]
         body += [f"<h2>{html.escape(title)}</h2>", disp.to_html(index=False, border=0, escape=True),
                  f"<p class='note'>{html.escape(_FOOTNOTE)}</p>"]
+        if quality is not None and len(quality):
+            md += [f"Image quality by {grouping}:", "", _markdown(quality), ""]
+            for w in warns:
+                md += [f"**Warning.** {w}", ""]
+            body += [f"<p>Image quality by {html.escape(grouping)}:</p>",
+                     quality.to_html(index=False, border=0, escape=True)]
+            body += [f"<p class='warning'><b>Warning.</b> {html.escape(w)}</p>" for w in warns]
     if corr_display is not None and len(corr_display):
         title = f"Table {len(sections) + 1}. Correlations"
         note = ("r: Pearson, or Spearman when a variable is not normal (Shapiro-Wilk); 95% CI by "
@@ -221,10 +249,84 @@ def _write_reports(stage: Path, sections: list[tuple[str, pd.DataFrame]], notes:
     style = ("body{font-family:sans-serif;margin:2em;max-width:75em}"
              "table{border-collapse:collapse;margin-bottom:0.5em}"
              "th,td{border-bottom:1px solid #ccc;padding:0.25em 0.7em;text-align:left}"
-             "th{border-bottom:2px solid #333}.note{font-size:0.85em;color:#444}")
+             "th{border-bottom:2px solid #333}.note{font-size:0.85em;color:#444}.warning{color:#8a4b00}")
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Cohort statistics</title>"
             f"<style>{style}</style></head><body>" + "\n".join(body) + "</body></html>")
     (stage / "tables.html").write_text(page, encoding="utf-8")
+
+
+def _is_binary(values: pd.Series) -> bool:
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return len(v) > 0 and bool(v.isin([0, 1]).all())
+
+
+def quality_balance(table: pd.DataFrame, group_col: str, quality_cols: Sequence[str], *,
+                    normality_alpha: float = 0.05) -> pd.DataFrame:
+    """Image-quality columns compared between the groups of ``group_col``: one row per quality
+    column x group level, columns ``grouping, column, level, n, summary, test, p_value``.
+
+    A 0/1 column (``field_of_view_whole_brain``) is summarised as ``k of n (pct %)`` with value 1
+    and tested with Fisher's exact test (2 groups) or the chi-square test of independence (more
+    groups; scipy's ``chi2_contingency``); any other column as :func:`.groups.compare_groups`
+    does (mean ± SD with Welch's t-test / ANOVA, or median [IQR] with Mann-Whitney U /
+    Kruskal-Wallis).  Subjects without a group or a value are left out of that column."""
+    from scipy import stats as st
+
+    rows = []
+    grouped = table[table[group_col].notna()]
+    for col in quality_cols:
+        if _is_binary(grouped[col]):
+            values = pd.to_numeric(grouped[col], errors="coerce")
+            keep = values.notna()
+            labels = grouped.loc[keep, group_col].map(_level_label)
+            counts = pd.crosstab(labels, values[keep].astype(int)).reindex(columns=[0, 1], fill_value=0)
+            n = counts.sum(axis=1)
+            if len(counts) < 2 or (counts.sum(axis=0) == 0).any():
+                test, p = "not tested (one group, or one value only)", np.nan
+            elif len(counts) == 2:
+                test, p = "Fisher's exact test", float(st.fisher_exact(counts.to_numpy())[1])
+            else:
+                test, p = "chi-square test", float(st.chi2_contingency(counts.to_numpy())[1])
+            for lab in counts.index:
+                k = int(counts.loc[lab, 1])
+                rows.append({"grouping": group_col, "column": col, "level": lab, "n": int(n[lab]),
+                             "summary": f"{k} of {int(n[lab])} ({100.0 * k / n[lab]:.0f} %)", "test": test,
+                             "p_value": p})
+        else:
+            long = group_table_long(compare_groups(grouped, group_col, [col], normality_alpha=normality_alpha))
+            for r in long.itertuples(index=False):
+                rows.append({"grouping": group_col, "column": col, "level": r.level, "n": int(r.n),
+                             "summary": r.summary, "test": r.test, "p_value": float(r.p_value)})
+    return pd.DataFrame(rows, columns=["grouping", "column", "level", "n", "summary", "test", "p_value"])
+
+
+def quality_warnings(balance: pd.DataFrame, alpha: float = QUALITY_BALANCE_ALPHA) -> list[str]:
+    """One sentence per (grouping, quality column) of :func:`quality_balance` whose groups differ
+    at p < ``alpha``."""
+    out = []
+    for (grouping, col), rows in balance.groupby(["grouping", "column"], sort=False):
+        p = float(rows["p_value"].iloc[0])
+        if np.isfinite(p) and p < alpha:
+            levels = ", ".join(f"{r.level} {r.summary}" for r in rows.itertuples(index=False))
+            what = f"{col} = 1" if rows["summary"].str.contains(" of ").all() else col
+            p_text = format_p(p)
+            consequence = _QUALITY_CONSEQUENCE.get(col, "differences in the metrics may partly be ones of image quality")
+            out.append(f"Image quality differs between the {grouping} groups: {what}: {levels} "
+                       f"({rows['test'].iloc[0]}, p {'< 0.001' if p_text == '<0.001' else '= ' + p_text}). "
+                       f"{consequence[0].upper()}{consequence[1:]}.")
+    return out
+
+
+def _quality_display(balance: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for col, part in balance.groupby("column", sort=False):
+        d = {"Image quality": col}
+        for r in part.itertuples(index=False):
+            d[r.level] = r.summary
+        d["Test"] = part["test"].iloc[0]
+        d["p"] = format_p(float(part["p_value"].iloc[0]))
+        rows.append(d)
+    return pd.DataFrame(rows)
 
 
 def _exclude_below(metrics: pd.DataFrame, minimum: dict[str, float], name: str) -> tuple[pd.DataFrame, dict]:
@@ -254,9 +356,14 @@ def cohort_statistics(metrics_csv: str | os.PathLike, clinical_csv: str | os.Pat
     ``exclude_below``: ``{column of the metrics CSV: minimum}``; subjects below a minimum, or
     without a value, are left out before the analysis (``excluded`` in the result).
 
+    Image-quality columns of the metrics file (``QUALITY_COLUMNS``) are compared between the
+    groups of every grouping (:func:`quality_balance`, ``quality_balance.csv``); an imbalance at
+    p < ``QUALITY_BALANCE_ALPHA`` is a warning (:func:`quality_warnings`) in the tables and under
+    ``quality_warnings``.
+
     Returns ``{"n_subjects", "unmatched_metrics", "unmatched_clinical", "excluded", "group_cols",
-    "metric_cols", "correlate_with", "group_comparisons": DataFrame (long),
-    "correlations": DataFrame, "out_dir": Path}``.
+    "metric_cols", "correlate_with", "quality_cols", "quality_warnings", "notes",
+    "group_comparisons": DataFrame (long), "correlations": DataFrame, "out_dir": Path}``.
     """
     metrics = _with_ids(read_csv_table(metrics_csv, "metrics CSV"), "metrics CSV")
     clinical = _with_ids(read_csv_table(clinical_csv, "clinical CSV"), "clinical CSV")
@@ -289,10 +396,15 @@ def cohort_statistics(metrics_csv: str | os.PathLike, clinical_csv: str | os.Pat
     if not matched:
         raise InputError(f"no subject of the metrics CSV ({sorted(ids_m)[:5]} ...) is in the clinical "
                          f"CSV ({sorted(ids_c)[:5]} ...); ids are matched on subject_id/case_id")
-    merged = metrics[["subject_id"] + metric_cols].merge(clinical_only, on="subject_id", how="inner")
+    quality_cols = [c for c in metrics.columns if c.lower() in QUALITY_COLUMNS and c not in clinical_only.columns
+                    and _is_numeric(metrics[c]) and metrics[c].notna().any()]
+    extra = [c for c in quality_cols if c not in metric_cols]
+    merged = metrics[["subject_id"] + metric_cols + extra].merge(clinical_only, on="subject_id", how="inner")
     unmatched_m, unmatched_c = sorted(ids_m - ids_c), sorted(ids_c - ids_m)
 
     tables, sections, skipped = [], [], []
+    balances: list[pd.DataFrame] = []
+    all_warnings: list[str] = []
     for gcol in group_cols:
         groups_present = merged[gcol].dropna().nunique()
         if groups_present < 2:
@@ -301,7 +413,13 @@ def cohort_statistics(metrics_csv: str | os.PathLike, clinical_csv: str | os.Pat
         table = compare_groups(merged, gcol, metric_cols, normality_alpha=normality_alpha)
         tables.append(group_table_long(table))
         counts = {lab: int((merged[gcol].dropna().map(_level_label) == lab).sum()) for lab in table.attrs["levels"]}
-        sections.append((gcol, _group_display(table, counts)))
+        quality, warns = None, []
+        if quality_cols:
+            bal = quality_balance(merged, gcol, quality_cols, normality_alpha=normality_alpha)
+            balances.append(bal)
+            quality, warns = _quality_display(bal), quality_warnings(bal)
+            all_warnings += warns
+        sections.append((gcol, _group_display(table, counts), quality, warns))
     long = (pd.concat(tables, ignore_index=True) if tables else
             pd.DataFrame(columns=["grouping", "metric", "level", "n", "missing", "summary_type", "summary",
                                   "mean", "sd", "median", "q1", "q3", "shapiro_p", "test", "statistic",
@@ -330,11 +448,13 @@ def cohort_statistics(metrics_csv: str | os.PathLike, clinical_csv: str | os.Pat
     with staged_output(out_dir) as stage:
         long.to_csv(stage / "group_comparisons.csv", index=False)
         corr.to_csv(stage / "correlations.csv", index=False)
+        if balances:
+            pd.concat(balances, ignore_index=True).to_csv(stage / "quality_balance.csv", index=False)
         _write_reports(stage, sections, notes, _corr_display(corr))
         summary = {"n_subjects": len(matched), "unmatched_metrics": unmatched_m,
                    "unmatched_clinical": unmatched_c, "excluded": excluded, "group_cols": list(group_cols),
                    "metric_cols": list(metric_cols), "correlate_with": list(correlate_with),
-                   "notes": notes}
+                   "quality_cols": quality_cols, "quality_warnings": all_warnings, "notes": notes}
         (stage / "cohort_stats.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return {**summary, "group_comparisons": long, "correlations": corr, "out_dir": Path(out_dir)}
 
