@@ -255,6 +255,10 @@ def _write_reports(stage: Path, sections: list[tuple[str, pd.DataFrame, pd.DataF
     (stage / "tables.html").write_text(page, encoding="utf-8")
 
 
+#: ``summary_type`` of a 0/1 quality column in :func:`quality_balance`
+PROPORTION_SUMMARY = "k of n with value 1 (%)"
+
+
 def _is_binary(values: pd.Series) -> bool:
     v = pd.to_numeric(values, errors="coerce").dropna()
     return len(v) > 0 and bool(v.isin([0, 1]).all())
@@ -263,7 +267,8 @@ def _is_binary(values: pd.Series) -> bool:
 def quality_balance(table: pd.DataFrame, group_col: str, quality_cols: Sequence[str], *,
                     normality_alpha: float = 0.05) -> pd.DataFrame:
     """Image-quality columns compared between the groups of ``group_col``: one row per quality
-    column x group level, columns ``grouping, column, level, n, summary, test, p_value``.
+    column x group level, columns ``grouping, column, level, n, summary_type, summary, test,
+    p_value``.
 
     A 0/1 column (``field_of_view_whole_brain``) is summarised as ``k of n (pct %)`` with value 1
     and tested with Fisher's exact test (2 groups) or the chi-square test of independence (more
@@ -290,14 +295,17 @@ def quality_balance(table: pd.DataFrame, group_col: str, quality_cols: Sequence[
             for lab in counts.index:
                 k = int(counts.loc[lab, 1])
                 rows.append({"grouping": group_col, "column": col, "level": lab, "n": int(n[lab]),
+                             "summary_type": PROPORTION_SUMMARY,
                              "summary": f"{k} of {int(n[lab])} ({100.0 * k / n[lab]:.0f} %)", "test": test,
                              "p_value": p})
         else:
             long = group_table_long(compare_groups(grouped, group_col, [col], normality_alpha=normality_alpha))
             for r in long.itertuples(index=False):
                 rows.append({"grouping": group_col, "column": col, "level": r.level, "n": int(r.n),
-                             "summary": r.summary, "test": r.test, "p_value": float(r.p_value)})
-    return pd.DataFrame(rows, columns=["grouping", "column", "level", "n", "summary", "test", "p_value"])
+                             "summary_type": r.summary_type, "summary": r.summary, "test": r.test,
+                             "p_value": float(r.p_value)})
+    return pd.DataFrame(rows, columns=["grouping", "column", "level", "n", "summary_type", "summary", "test",
+                                       "p_value"])
 
 
 def quality_warnings(balance: pd.DataFrame, alpha: float = QUALITY_BALANCE_ALPHA) -> list[str]:
@@ -308,7 +316,7 @@ def quality_warnings(balance: pd.DataFrame, alpha: float = QUALITY_BALANCE_ALPHA
         p = float(rows["p_value"].iloc[0])
         if np.isfinite(p) and p < alpha:
             levels = ", ".join(f"{r.level} {r.summary}" for r in rows.itertuples(index=False))
-            what = f"{col} = 1" if rows["summary"].str.contains(" of ").all() else col
+            what = f"{col} = 1" if rows["summary_type"].iloc[0] == PROPORTION_SUMMARY else col
             p_text = format_p(p)
             consequence = _QUALITY_CONSEQUENCE.get(col, "differences in the metrics may partly be ones of image quality")
             out.append(f"Image quality differs between the {grouping} groups: {what}: {levels} "
