@@ -188,7 +188,8 @@ def test_slanted_cut_planes_and_the_depth_beyond_them(prepared):
     beyond it open is at least that in the uncut brain (its surface inside the field of view is
     no nearer), where with the zeros as surface it is under 3 mm.  With the image continued beyond
     the cut, the brain mask reaches it.  Zeros along the brain's curved
-    surface (skull-stripped) or inside the head are no cut."""
+    surface (skull-stripped) or inside the head are no cut; the same cut of a skull-stripped brain
+    is found."""
     img, sp, brain, _, depth = prepared
     assert not mk.not_imaged_mask(img).any()              # a whole head: no zero on the faces
     t = np.deg2rad(12.0)
@@ -223,6 +224,12 @@ def test_slanted_cut_planes_and_the_depth_beyond_them(prepared):
     # parts too: no plane counts even at a twentieth of a section (the band rule; fails without it)
     stripped = np.where(brain, img, 0).astype(np.float32)
     assert mk.field_of_view_cut_planes(mk.not_imaged_mask(stripped), brain, sp, min_fraction=0.05) == ()
+    # ... but skull-stripped and cut, the cut holds most of a section while zeros lie beside the brain
+    # inside it as well: found (a large section; fails without CUT_PLANE_MIN_FRACTION_BESIDE_ZEROS)
+    stripped_cut = np.where(beyond, 0, stripped).astype(np.float32)
+    planes = mk.field_of_view_cut_planes(mk.not_imaged_mask(stripped_cut), mk.brain_mask(stripped_cut, sp), sp)
+    assert len(planes) == 1 and planes[0].face_name() == "inferior (oblique)"
+    assert np.degrees(np.arccos(min(1.0, float(np.dot(planes[0].normal, normal))))) < 1.0
     # zeros inside the head (a lesion set to 0) are not outside the field of view
     hole = img.copy()
     hole[tuple(int(c) for c in np.argwhere(brain).mean(axis=0))] = 0

@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python benchmarks/eval_vessels_slabs.py --presets term_3t isotropic preterm --seeds 11 12 \
         --slabs 30:10 40:-12 50:15 [--generator independent] [--jobs 2] [--cache DIR] [--out results.csv] \
-        [--zero-padded | --rotated DEG [--rotation-axis A] [--whole]]
+        [--zero-padded | --rotated DEG [--rotation-axis A] [--whole]] [--skull-stripped]
 
 Each ``THICKNESS:OFFSET`` (mm) keeps the slices, along the voxel axis nearest S-I, whose centres
 lie within THICKNESS / 2 of the DMVs' median height (RAS z of the true centrelines) + OFFSET, so
@@ -17,6 +17,8 @@ the slab's faces cut through the brain.  The fully automatic pipeline runs on th
   grid leaves it;
 * ``--rotated DEG --whole``: the whole head resampled onto that grid, scored on the same DMVs,
   which separates what the resampling costs from what the cut costs;
+* ``--skull-stripped``: the phantom skull-stripped before the slab is cut (0 outside the
+  engine's brain mask dilated by one voxel), as a preprocessing pipeline leaves a scan;
 
 and reports:
 
@@ -92,8 +94,21 @@ def rotated_grid(volume, degrees: float, axis: int = 0):
     return Volume(np.zeros(volume.shape, np.uint8), affine)
 
 
+def skull_stripped(volume):
+    """``volume`` (float32) with 0 outside the engine's brain mask (``masks.brain_mask``) dilated by
+    one voxel: a skull-stripped scan."""
+    from scipy import ndimage
+
+    from NeonatalBrainLib.imageio import Volume
+    from NeonatalVesselsLib import masks as mk
+
+    image = np.asarray(volume.array, np.float32)
+    brain = ndimage.binary_dilation(mk.brain_mask(image, volume.spacing_mm))
+    return Volume(np.where(brain, image, 0).astype(np.float32), volume.affine)
+
+
 def evaluate_slab(job) -> dict:
-    preset, seed, cache, generator, thickness, offset, padded, degrees, rotation_axis, whole_head = job
+    preset, seed, cache, generator, thickness, offset, padded, degrees, rotation_axis, whole_head, stripped = job
     from NeonatalBrainLib.imageio import InputError, load_volume
     from NeonatalVesselsLib.evaluation import load_truth
     from NeonatalVesselsLib.pipeline import run_vessel_analysis
@@ -103,8 +118,10 @@ def evaluate_slab(job) -> dict:
     z = dmv_median_height_mm(dmvs)
     row = {"generator": generator, "preset": preset, "seed": seed, "slab_mm": thickness, "offset_mm": offset,
            "zero_padded": padded, "rotated_deg": degrees, "rotation_axis": rotation_axis,
-           "whole_head": whole_head}
+           "whole_head": whole_head, "skull_stripped": stripped}
     whole = load_volume(folder / "swi.nii.gz")
+    if stripped:
+        whole = skull_stripped(whole)
     slab = slab_of(whole, z + offset, thickness)
     if slab is None:
         return {**row, "refused": "no slice in the slab"}
@@ -165,6 +182,8 @@ def main(argv=None) -> int:
                     help="with --rotated: the voxel axis turned about (default 0, L-R on the phantoms)")
     ap.add_argument("--whole", action="store_true",
                     help="with --rotated: resample the whole head instead of the slab (scored on the slab's DMVs)")
+    ap.add_argument("--skull-stripped", action="store_true",
+                    help="skull-strip the phantom first (0 outside the engine's brain mask dilated by one voxel)")
     args = ap.parse_args(argv)
     if args.rotated and args.zero_padded:
         ap.error("--zero-padded and --rotated exclude each other")
@@ -173,7 +192,8 @@ def main(argv=None) -> int:
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     slabs = [tuple(float(x) for x in s.split(":")) for s in args.slabs]
-    jobs = [(p, s, cache, args.generator, t, o, args.zero_padded, args.rotated, args.rotation_axis, args.whole)
+    jobs = [(p, s, cache, args.generator, t, o, args.zero_padded, args.rotated, args.rotation_axis, args.whole,
+             args.skull_stripped)
             for p in args.presets for s in args.seeds for t, o in slabs]
     df = pd.DataFrame(map_cases(evaluate_slab, jobs, args.jobs))
     print(df.round(3).to_string(index=False))
