@@ -602,9 +602,10 @@ def test_a_slab_cutting_through_the_brain_finds_the_dmvs_inside_it(analysis, pha
     """A 30 mm slab from 5 mm below to 25 mm above the DMVs' median height cuts the lateral
     ventricles: with its faces taken as brain surface the ventricles were not deep enough to be
     ventricles and no DMV was found (0 of the 46 lying mostly inside it).  The ventricles are
-    now judged on the depth below the brain surface inside the field of view (the vessel rules
-    still treat the cut as surface), and the run says the counts cover only the imaged part; a
-    whole-head image has no such faces."""
+    now judged on the depth below the brain surface inside the field of view, and so are the
+    vessel rules since version 0.6.3: of the 27 DMVs inside reaching within 4 mm of a cut face,
+    which the rules took for veins at the brain surface, 21 were found, now 24;
+    the run says the counts cover only the imaged part; a whole-head image has no such faces."""
     from NeonatalVesselsLib.evaluation import match_vessels
 
     dmvs = [v for v in phantom.vessels if v["region"] == "dmv"]
@@ -625,9 +626,10 @@ def test_a_slab_cutting_through_the_brain_finds_the_dmvs_inside_it(analysis, pha
     assert len(inside) >= 40
     assert len(found & inside) >= 0.8 * len(inside), (len(found & inside), len(inside))    # 40 of 46
     assert sum(1 for t, _ in matches.values() if t) >= 0.85 * len(pred)                     # 40 of 44
-    # nothing within the 3 mm segmentation margin of the cut faces (treated as brain surface)
-    for line in pred.values():
-        assert line[:, 2].min() > low + 2.0 and line[:, 2].max() < high - 2.0
+    # the DMVs reaching near a cut face: no brain surface there (fails with the faces as surface)
+    near = {v["vessel_id"] for v in dmvs if v["vessel_id"] in inside and (
+        np.asarray(v["centerline_ras_mm"])[:, 2].min() < low + 4.0 or np.asarray(v["centerline_ras_mm"])[:, 2].max() > high - 4.0)}
+    assert len(near) >= 25 and len(found & near) >= 0.84 * len(near), (len(found & near), len(near))
     # a batch's metrics row marks the scan, so a cohort analysis can leave it out
     from NeonatalVesselsLib.cli import analyse_case
 

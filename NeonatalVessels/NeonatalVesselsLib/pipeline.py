@@ -153,9 +153,9 @@ def field_of_view_warnings(cut_faces: list[str], params: VesselParams) -> list[s
         return []
     return [f"the field of view cuts through the brain at its {' and '.join(cut_faces)} "
             f"face{'s' if len(cut_faces) > 1 else ''}: veins beyond it are not imaged, so DMV counts cover "
-            f"only the imaged part of the brain; the vessel rules treat the cut as brain surface (nothing "
-            f"segmented within {params.surface_margin_mm:g} mm of it, no DMV at a median depth below "
-            f"{params.rules.dmv_min_depth_mm:g} mm)"]
+            f"only the imaged part of the brain, and a vein crossing the cut is measured on its imaged part "
+            f"(the cut is not taken for brain surface: the depth rules measure the depth below the brain "
+            f"surface inside the field of view)"]
 
 
 def _scanner_psf(ctx: _Context, params: VesselParams) -> tuple[float, dict]:
@@ -353,7 +353,7 @@ class _Context:
     norm: np.ndarray
     brain: np.ndarray
     ventricles: np.ndarray
-    depth_mm: np.ndarray
+    depth_mm: np.ndarray                    #: depth below the brain surface inside the field of view (its cuts open)
     vent_dist_mm: np.ndarray | None         #: distance to the ventricles (exact where centrelines can lie, see _prepare)
     midline_x: float
     labels: np.ndarray | None
@@ -407,11 +407,10 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         midline = pool.submit(mk.midline_x_mm, brain, swi.affine)
         t0 = time.perf_counter()
         norm = mk.normalise_intensity(image, brain, spacing)
-        # the depth of the vessel rules counts every face of the array as brain surface (a vein at the
-        # edge of a field of view that cuts the brain is judged as one at the surface: what lies beyond
-        # is not seen); the ventricles are judged on the depth below the brain surface inside the field
-        # of view, or a slab that cuts them finds none (benchmarks/README.md, round 18)
-        # (and beyond the slanted cuts of a rotated one)
+        # the ventricles and the vessel rules judge the depth below the brain surface inside the field
+        # of view: where it cuts through the brain (an array face, or a slanted cut of a rotated grid)
+        # is no surface, or a slab that cuts the ventricles finds none (round 18) and the DMVs near the
+        # cut are lost (round 29); the T1 check and the noise estimate keep every face as surface
         open_faces = mk.cut_faces(brain)
         depth = mk.brain_depth_mm(brain, spacing, open_faces=())
         vent_depth = (depth if not (open_faces or cut_planes)
@@ -451,7 +450,7 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
             side.result()   # an image refused as T1 reports that first, as when run in order
             raise
         mid, (noise, interpolation) = midline.result(), side.result()
-    return _Context(swi, norm, brain, vent, depth, vdist, mid, lab, timings, csf_dist, noise,
+    return _Context(swi, norm, brain, vent, vent_depth, vdist, mid, lab, timings, csf_dist, noise,
                     open_faces=open_faces, cut_planes=cut_planes,
                     acquired_spacing_mm=np.asarray(spacing, float) * interpolation)
 
