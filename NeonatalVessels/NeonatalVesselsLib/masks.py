@@ -273,6 +273,29 @@ def not_imaged_mask(image: np.ndarray) -> np.ndarray:
     return lut[labels]
 
 
+#: exact zeros inside the brain in a 6-connected region of at least this volume (mm^3) are masked or
+#: missing data (:func:`zeros_inside_brain`); a vein voxel stored as 0 in an integer image is one of few
+ZEROS_INSIDE_MIN_MM3 = 20.0
+
+
+def zeros_inside_brain(image: np.ndarray, brain: np.ndarray, spacing_mm, *,
+                       min_mm3: float = ZEROS_INSIDE_MIN_MM3) -> np.ndarray:
+    """The exact zeros inside the brain mask, in 6-connected regions of at least ``min_mm3`` (bool):
+    masked or missing data (a lesion or artefact masked out, a hole a processing step left), not
+    tissue -- magnitude noise keeps real tissue, veins included, above 0.  (The zeros outside the
+    field of view are not in the brain mask: :func:`not_imaged_mask`.)  All False, without
+    labelling, when the image has no zero inside the brain."""
+    image = np.asarray(image)
+    zero = (image == 0) & np.asarray(brain, bool)
+    if not zero.any():
+        return zero
+    labels = cc3d.connected_components(zero.view(np.uint8), connectivity=6)
+    counts = np.bincount(labels.ravel())
+    keep = counts * float(np.prod(spacing_mm)) >= min_mm3
+    keep[0] = False
+    return keep[labels]
+
+
 @dataclass(frozen=True)
 class CutPlane:
     """A plane along which the field of view cuts through the brain, in the grid's millimetre frame

@@ -158,6 +158,14 @@ def field_of_view_warnings(cut_faces: list[str], params: VesselParams) -> list[s
             f"surface inside the field of view)"]
 
 
+def masked_data_warnings(masked_mm3: float) -> list[str]:
+    """Warning for exact zeros inside the brain (:func:`.masks.zeros_inside_brain`)."""
+    if masked_mm3 <= 0:
+        return []
+    return [f"{masked_mm3:.0f} mm^3 inside the brain are exactly 0 (masked or missing data, not tissue): "
+            "veins there are not seen, so DMV counts cover the rest of the brain"]
+
+
 def _scanner_psf(ctx: _Context, params: VesselParams) -> tuple[float, dict]:
     """(extra point-spread sigma in mm for the width fits, its provenance): the given
     ``params.psf_extra_sigma_mm``, or the estimate from the ventricle walls (:mod:`.psf`)."""
@@ -214,7 +222,7 @@ SLICE_HOLES_MIN_MM3 = 300.0
 
 
 def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, spacing, *,
-                       cut_faces=()) -> None:
+                       cut_faces=(), masked: np.ndarray | None = None) -> None:
     """Refuse an image whose deep CSF is dark (a T1-weighted image rather than SWI magnitude).
 
     In SWI magnitude the ventricles are brighter than white matter; in a neonatal
@@ -237,8 +245,10 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
     and most of the array's R-L and A-P faces not air, i.e. above 0.3 x the tissue signal): a
     T1's dark ventricles then reach the array border, so they are neither in the brain mask nor
     holes in it.  The deep region is then the middle of the array, the voxels farther from its
-    border than half the largest such distance.  (``norm``, ``brain`` and ``depth_mm`` are in
-    canonical R, A, S order.)
+    border than half the largest such distance.  ``masked``: exact zeros inside the brain
+    (:func:`.masks.zeros_inside_brain`: masked or missing data); they and the voxels within 3 mm of
+    them (the smoothing's reach) are no dark CSF.  (``norm``, ``brain``, ``depth_mm`` and
+    ``masked`` are in canonical R, A, S order.)
     """
     import cc3d
 
@@ -270,7 +280,10 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
         counts = voxel_counts(lab)[1:]
         return float(counts[counts * voxel >= 300].sum() * voxel)
 
-    dark = big(deep[box] & (sm < 0.5))
+    dark_csf = deep[box] & (sm < 0.5)
+    if masked is not None and masked[gbox].any():
+        dark_csf &= mk.distance_to_mask_mm(masked[gbox], spacing)[inner_box(gbox, box)] > 3.0
+    dark = big(dark_csf)
     if dark > 800.0:
         raise InputError(
             f"SWI: the deep CSF is dark ({dark:.0f} mm^3 of large deep blobs below half the tissue signal): "
@@ -366,6 +379,8 @@ class _Context:
     open_faces: tuple = ()
     #: slanted planes along which the field of view cuts through the brain (:func:`.masks.field_of_view_cut_planes`)
     cut_planes: tuple = ()
+    #: volume (mm^3) of the exact zeros inside the brain (:func:`.masks.zeros_inside_brain`)
+    masked_mm3: float = 0.0
     #: voxel size (mm) of the samples the scanner acquired, estimated from the noise: the voxel size
     #: times :func:`.masks.interpolation_factors` (equal to it unless the image was interpolated)
     acquired_spacing_mm: np.ndarray | None = None
@@ -399,6 +414,8 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
     del not_imaged
     if brain.sum() < 100:
         raise InputError("SWI: no brain found (brain mask has fewer than 100 voxels)")
+    # exact zeros inside the brain: masked or missing data, not tissue (nor dark CSF, nor noise)
+    masked = mk.zeros_inside_brain(image, brain, spacing)
     timings["brain_mask_s"] = time.perf_counter() - t0
     prog.update(0.05, "brain mask")
     # one worker thread beside this one: the midline (from the brain mask alone; the CSF masks need
@@ -424,8 +441,8 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
             # independent of the CSF masks: run on the worker thread beside them (their filters and
             # labelling release the GIL); the T1 refusal is raised by .result() below
             if check_contrast:
-                check_swi_contrast(norm, brain, depth, spacing, cut_faces=open_faces)
-            deep = depth > 5.0
+                check_swi_contrast(norm, brain, depth, spacing, cut_faces=open_faces, masked=masked)
+            deep = (depth > 5.0) & ~masked
             interpolation = mk.interpolation_factors(norm, deep)
             return mk.noise_sd(norm, deep, spacing, interpolation), interpolation
 
@@ -452,6 +469,7 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         mid, (noise, interpolation) = midline.result(), side.result()
     return _Context(swi, norm, brain, vent, vent_depth, vdist, mid, lab, timings, csf_dist, noise,
                     open_faces=open_faces, cut_planes=cut_planes,
+                    masked_mm3=float(np.count_nonzero(masked) * np.prod(spacing)),
                     acquired_spacing_mm=np.asarray(spacing, float) * interpolation)
 
 
@@ -759,6 +777,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                                      + [plane.face_name() for plane in ctx.cut_planes]),
         # the slanted cuts in RAS: unit normal (pointing out of the field of view) and offset (mm), n . x = offset
         "field_of_view_cut_planes_ras": [_plane_in_ras(plane, swi) for plane in ctx.cut_planes],
+        # exact zeros inside the brain (masked or missing data), mm^3
+        "zeros_inside_brain_mm3": round(ctx.masked_mm3, 1),
         # [start, stop) per input voxel axis of the part analysed when planes of zeros padded the
         # field of view (:func:`_imaged_box`); None: the whole grid
         "imaged_box_ijk": None,
@@ -768,7 +788,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     summary_out["dmv_detectability_index"] = provenance["detectability"]["index"]
     summary_out["warnings"] = ((detection_warnings(provenance["detectability"]) + dmv_count_warnings(summary)
                                 if method == "automatic" else [])
-                               + field_of_view_warnings(provenance["field_of_view_cuts_brain"], params))
+                               + field_of_view_warnings(provenance["field_of_view_cuts_brain"], params)
+                               + masked_data_warnings(ctx.masked_mm3))
     summary_out["provenance"] = provenance
     prog.update(1.0, "done")
     if not minip_in_order:
