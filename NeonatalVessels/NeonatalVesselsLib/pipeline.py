@@ -146,7 +146,7 @@ def dmv_count_warnings(summary: dict[str, Any]) -> list[str]:
             for side in ("left", "right") if summary[f"dmv_count_{side}"] < MIN_DMVS_PER_HEMISPHERE]
 
 
-def field_of_view_warnings(cut_faces: list[str], params: VesselParams) -> list[str]:
+def field_of_view_warnings(cut_faces: list[str]) -> list[str]:
     """Warning for a field of view that cuts through the brain (``cut_faces``: the patient-side
     names of those faces, :data:`.masks.CANONICAL_FACE_NAMES`)."""
     if not cut_faces:
@@ -788,7 +788,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     summary_out["dmv_detectability_index"] = provenance["detectability"]["index"]
     summary_out["warnings"] = ((detection_warnings(provenance["detectability"]) + dmv_count_warnings(summary)
                                 if method == "automatic" else [])
-                               + field_of_view_warnings(provenance["field_of_view_cuts_brain"], params)
+                               + field_of_view_warnings(provenance["field_of_view_cuts_brain"])
                                + masked_data_warnings(ctx.masked_mm3))
     summary_out["provenance"] = provenance
     prog.update(1.0, "done")
