@@ -33,6 +33,7 @@ from numba import njit
 from NeonatalBrainLib.imageio import Volume
 from NeonatalBrainLib import filters
 
+from .skeleton import voxel_counts
 from .vesselness import bounding_box
 
 #: threads of the exact Euclidean distance transforms (``edt``; same result for any count)
@@ -290,9 +291,7 @@ def zeros_inside_brain(image: np.ndarray, brain: np.ndarray, spacing_mm, *,
     if not zero.any():
         return zero
     labels = cc3d.connected_components(zero.view(np.uint8), connectivity=6)
-    counts = np.bincount(labels.ravel())
-    keep = counts * float(np.prod(spacing_mm)) >= min_mm3
-    keep[0] = False
+    keep = voxel_counts(labels) * float(np.prod(spacing_mm)) >= min_mm3     # label 0 counts 0: not kept
     return keep[labels]
 
 
