@@ -72,6 +72,17 @@ def test_preterm_case_files_truth_and_vein_darkness(generator, preterm_1, tmp_pa
     assert np.array_equal(load_volume(again / "swi.nii.gz").array, swi.array)
 
 
+def test_ventricle_scale_narrows_only_the_lateral_ventricles(generator):
+    """``ventricle_scale`` (round 30's slit ventricles) scales the lateral ventricles' radii; the
+    same random draws (their centres, the choroid plexus, the pose) are kept."""
+    as_is, slit = generator.build_case("term_3t", 2), generator.build_case("term_3t", 2, 0.4)
+    a, b = as_is["anat"], slit["anat"]
+    assert np.allclose(b.lat_vent.c, a.lat_vent.c) and np.allclose(b.lat_vent.r, 0.4 * a.lat_vent.r)
+    assert all(np.allclose(x[0], y[0]) and np.allclose(x[1], y[1]) for x, y in zip(a.choroid, b.choroid))
+    assert as_is["pose"].s == slit["pose"].s
+    assert sum(v["region"] == "dmv" for v in slit["vessels"]) > 20
+
+
 def test_detectability_of_the_phantom_dmvs(generator, detectability, preterm_1):
     """benchmarks/vessel_detectability.py: render() is the image generate() writes, and the
     matched-filter z of each DMV (its own template at its place against vein-free white matter)

@@ -31,13 +31,17 @@ def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "projec
                    changes: dict | None = None) -> Path:
     """The folder of one phantom case (``swi.nii.gz``, ``vessels.json``), generated into
     ``cache`` the first time.  ``changes``: fields of the project preset to change
-    (``NeonatalBrainLib.phantom.with_changes``), cached under ``<cache>/<field>_<value>/``.
+    (``NeonatalBrainLib.phantom.with_changes``), or for the independent generator its
+    ``ventricle_scale``, cached under ``<cache>/[independent/]<field>_<value>/``.
     A case is generated into a folder of its own and renamed into place, so that processes
     generating the same case at once never read one another's half-written files."""
     from NeonatalBrainLib.phantom import PRESETS, with_changes, write_phantom
 
+    if generator == "independent" and set(changes or ()) - {"ventricle_scale"}:
+        raise ValueError(f"the independent generator changes only ventricle_scale, not {sorted(changes)}")
     if generator == "independent":
-        folder = cache / "independent" / f"{preset}_{seed}"
+        folder = cache.joinpath("independent", *(f"{field}_{value:g}" for field, value in (changes or {}).items()),
+                                f"{preset}_{seed}")
     elif changes:
         folder = cache.joinpath(*(f"{field}_{value:g}" for field, value in changes.items())) / f"{preset}_{seed}"
     else:
@@ -50,7 +54,7 @@ def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "projec
         sys.path.insert(0, str(Path(__file__).resolve().parent))
         import independent_swi_phantom
 
-        independent_swi_phantom.generate(partial, preset, seed)
+        independent_swi_phantom.generate(partial, preset, seed, **(changes or {}))
     else:
         write_phantom(partial, seed=seed, preset=with_changes(PRESETS[preset], **changes) if changes else preset,
                       modalities=("swi",))

@@ -14,11 +14,15 @@ preset's own is the phantom as ``eval_vessels.py`` caches it; the others are cac
 * ``swi_vein_signal``: the lumen's SWI magnitude (0.08; white matter 0.74): fainter veins at the
   same noise (round 20);
 * ``swi_noise_centre_gain``: the noise SD in the middle of the field of view relative to its
-  edges, as parallel imaging's g-factor amplifies it (1: uniform; round 20).
+  edges, as parallel imaging's g-factor amplifies it (1: uniform; round 20);
+* ``ventricle_scale``: the lateral ventricles' cross-section relative to the preset's (below 1:
+  slit ventricles; round 30).  With ``--generator independent`` this is the only field: its
+  ventricles' radii x the value (``independent_swi_phantom.py --ventricle-scale``; 1: as generated).
 
 Columns: the evaluation's metrics (also with the DMV scorer's veto undone: ``*_veto_off``), ``vein_contrast`` (1 - vein signal / white matter: the contrast
-of a resolved lumen), the run's ``noise_sd`` and ``vein_contrast_fitted`` (provenance),
-``dmv_detectability_index`` and whether the run warned.
+of a resolved lumen; project phantom), the run's ``noise_sd`` and ``vein_contrast_fitted`` (provenance),
+``ventricles_ml`` (the ventricle mask the run used), ``dmv_detectability_index``, whether the run
+warned and its warnings.
 """
 from __future__ import annotations
 
@@ -32,28 +36,37 @@ from NeonatalBrainLib.phantom import PRESETS
 from NeonatalBrainLib.phantom.generator import SWI_BASE
 
 
-def variant_folder(preset: str, seed: int, cache: Path, field: str, value: float) -> Path:
+def variant_folder(preset: str, seed: int, cache: Path, field: str, value: float,
+                   generator: str = "project") -> Path:
     """The folder of one case (the preset's own value: the phantom as it is)."""
-    changes = {} if value == getattr(PRESETS[preset], field) else {field: value}
-    return phantom_folder(preset, seed, cache, changes=changes)
+    own = 1.0 if generator == "independent" else getattr(PRESETS[preset], field)
+    changes = {} if value == own else {field: value}
+    return phantom_folder(preset, seed, cache, generator, changes=changes)
 
 
 def evaluate_variant(job) -> dict:
-    preset, seed, cache, field, value = job
+    preset, seed, cache, field, value, generator = job
+    import numpy as np
+
     from NeonatalBrainLib.imageio import load_volume
     from NeonatalVesselsLib.evaluation import evaluate, load_truth
     from NeonatalVesselsLib.pipeline import run_vessel_analysis
 
-    folder = variant_folder(preset, seed, cache, field, value)
+    folder = variant_folder(preset, seed, cache, field, value, generator)
     a = run_vessel_analysis(load_volume(folder / "swi.nii.gz"))
-    vein_signal = value if field == "swi_vein_signal" else PRESETS[preset].swi_vein_signal
+    vein_contrast = None
+    if generator == "project":
+        vein_signal = value if field == "swi_vein_signal" else PRESETS[preset].swi_vein_signal
+        vein_contrast = round(1.0 - vein_signal / SWI_BASE["white_matter"], 3)
     prov, truth = a.summary["provenance"], load_truth(folder)
-    return {"preset": preset, "seed": seed, "field": field, "value": value,
-            "vein_contrast": round(1.0 - vein_signal / SWI_BASE["white_matter"], 3),
+    ventricles_ml = np.count_nonzero(a.ventricles.array) * abs(np.linalg.det(a.ventricles.affine[:3, :3])) / 1000.0
+    return {"generator": generator, "preset": preset, "seed": seed, "field": field, "value": value,
+            "vein_contrast": vein_contrast,
             **evaluate(a.vessels, a.centerlines, truth), **veto_off_metrics(a, truth),
             "noise_sd": prov["noise_sd"], "vein_contrast_fitted": prov["vein_contrast"],
+            "ventricles_ml": round(float(ventricles_ml), 3),
             "dmv_detectability_index": a.summary.get("dmv_detectability_index"),
-            "warned": bool(a.summary.get("warnings"))}
+            "warned": bool(a.summary.get("warnings")), "warnings": " | ".join(a.summary.get("warnings") or [])}
 
 
 def main(argv=None) -> int:
@@ -62,18 +75,18 @@ def main(argv=None) -> int:
     ap.add_argument("--field", required=True, help="a numeric field of NeonatalBrainLib.phantom.Preset")
     ap.add_argument("--values", nargs="+", type=float, required=True)
     args = ap.parse_args(argv)
-    if args.generator != "project":
-        ap.error("--generator: the variants are of the project phantom's presets")
-    if not isinstance(getattr(PRESETS[args.presets[0]], args.field, None), float):
+    if args.generator == "independent" and args.field != "ventricle_scale":
+        ap.error("--generator independent: only --field ventricle_scale can be changed")
+    if not isinstance(getattr(PRESETS["term_3t"], args.field, None), float):
         ap.error(f"--field {args.field}: not a numeric field of Preset")
     cache = Path(args.cache)
-    jobs = [(p, s, cache, args.field, v) for v in args.values for p in args.presets for s in args.seeds]
+    jobs = [(p, s, cache, args.field, v, args.generator) for v in args.values for p in args.presets for s in args.seeds]
     df = pd.DataFrame(map_cases(evaluate_variant, jobs, args.jobs))
     if args.out:
         df.to_csv(args.out, index=False)
     by = df.groupby(["value", "preset"])[["sensitivity_veto_off", "ppv_veto_off", "sensitivity", "ppv",
                                           "width_mae_mm", "noise_sd", "vein_contrast_fitted",
-                                          "dmv_detectability_index", "warned"]].mean()
+                                          "ventricles_ml", "dmv_detectability_index", "warned"]].mean()
     print(by.round(3).to_string())
     return 0
 

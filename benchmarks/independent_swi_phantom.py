@@ -318,7 +318,7 @@ class Pose:
 # anatomy (template space, term-sized, mm)
 # ----------------------------------------------------------------------------------------
 class Anatomy:
-    def __init__(self, rng, preterm: bool, field: float):
+    def __init__(self, rng, preterm: bool, field: float, ventricle_scale: float = 1.0):
         self.preterm = preterm
         U = rng.uniform
         # --- head layers (template mm; preterm template is scaled by ~0.81 into the world)
@@ -358,7 +358,9 @@ class Anatomy:
         self.f_tex = GridField(rng, lo, hi, 1.0, 2.5)
         # --- deep grey matter, per side (index 0: right, x>0; 1: left)
         self.sides = (1.0, -1.0)
-        vscale = 1.35 if preterm else 1.0
+        # ventricle_scale != 1: the lateral ventricles' tube radii scaled (slit ventricles below 1); the
+        # choroid plexus keeps its size and the random draws stay the same
+        vscale = (1.35 if preterm else 1.0) * ventricle_scale
         self.thal, self.lent, self.caud_head, self.caud_body = [], [], [], []
         self.vent_main, self.vent_occ, self.choroid = [], [], []
         tubes_c, tubes_r = [], []
@@ -992,7 +994,7 @@ class VesselBuilder:
 # ----------------------------------------------------------------------------------------
 # case assembly
 # ----------------------------------------------------------------------------------------
-def build_case(preset: str, seed: int):
+def build_case(preset: str, seed: int, ventricle_scale: float = 1.0):
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     P = PRESETS[preset]
@@ -1000,7 +1002,7 @@ def build_case(preset: str, seed: int):
     scale = rng.uniform(0.78, 0.84) if P["preterm"] else rng.uniform(0.97, 1.03)
     R = rot("z", rng.uniform(-4, 4)) @ rot("y", rng.uniform(-3, 3)) @ rot("x", rng.uniform(-4, 4))
     pose = Pose(scale, R, rng.uniform(-2.0, 2.0, 3))
-    anat = Anatomy(rng, P["preterm"], P["field"])
+    anat = Anatomy(rng, P["preterm"], P["field"], ventricle_scale)
     vb = VesselBuilder(anat, pose, rng, P["preterm"])
     items = vb.build_all()
     # contrast parameters per vessel
@@ -1185,14 +1187,14 @@ def render_vessels(case, tissue):
     return (F * Sb + (1.0 - F) * tissue * (1.0 - Ev)).astype(np.float32), F
 
 
-def render(preset: str, seed: int) -> dict:
+def render(preset: str, seed: int, ventricle_scale: float = 1.0) -> dict:
     """One case rendered in memory, every stage kept: ``case`` (:func:`build_case`), ``tissue``
     (vessel-free, WM = 1), ``labels``, ``veins`` (tissue with the veins, WM = 1), ``bias``, the
     point-spread sigmas ``psf_sigma_vox`` (voxels), the noise ``sigma`` (image units, each of the
     real and imaginary channels), ``obj`` (noise-free image: veins x bias x WM level, blurred) and
     ``mag`` (the magnitude image written as swi.nii.gz), with ``timings_s``."""
     t0 = time.time()
-    case = build_case(preset, int(seed))
+    case = build_case(preset, int(seed), ventricle_scale)
     t_geom = time.time() - t0
     P = case["P"]
     tissue, labels, braw = render_tissue(case)
@@ -1220,10 +1222,11 @@ def render(preset: str, seed: int) -> dict:
                 timings_s=dict(total=time.time() - t0, geometry=t_geom, tissue=t_tis, vessels=t_ves))
 
 
-def generate(out_dir, preset, seed, check=False, verbose=True):
-    """Generate one phantom case into out_dir; returns a small info dict."""
+def generate(out_dir, preset, seed, check=False, verbose=True, ventricle_scale=1.0):
+    """Generate one phantom case into out_dir; returns a small info dict.  ``ventricle_scale``:
+    the lateral ventricles' radii x this (1: the preset's; recorded in vessels.json otherwise)."""
     os.makedirs(out_dir, exist_ok=True)
-    r = render(preset, seed)
+    r = render(preset, seed, ventricle_scale)
     case, mag, amp = r["case"], r["mag"], r["bias_amp"]
     t = r["timings_s"]
     t_geom, t_tis, t_ves = t["geometry"], t["tissue"], t["vessels"]
@@ -1243,8 +1246,11 @@ def generate(out_dir, preset, seed, check=False, verbose=True):
                           tortuosity=round(max(1.0, v["curve"].tortuosity), 5),
                           curvature_per_mm=round(v["curve"].curv_mean, 5),
                           centerline_ras_mm=np.round(pts, 4).tolist()))
+    record = dict(vessels=vlist, generator=GENERATOR, preset=preset, seed=int(seed))
+    if ventricle_scale != 1.0:
+        record["ventricle_scale"] = float(ventricle_scale)
     with open(os.path.join(out_dir, "vessels.json"), "w") as fh:
-        json.dump(dict(vessels=vlist, generator=GENERATOR, preset=preset, seed=int(seed)), fh)
+        json.dump(record, fh)
     info = dict(out_dir=out_dir, preset=preset, seed=int(seed), shape=case["shape"],
                 n_vessels=len(vlist), seconds=round(time.time() - t0, 2),
                 t_geometry=round(t_geom, 2), t_tissue=round(t_tis, 2), t_vessels=round(t_ves, 2),
@@ -1422,8 +1428,10 @@ def main(argv=None):
     ap.add_argument("--preset", required=True, choices=sorted(PRESETS))
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--no-check", action="store_true", help="skip the self-check after writing")
+    ap.add_argument("--ventricle-scale", type=float, default=1.0,
+                    help="lateral ventricle radii x this (below 1: slit ventricles)")
     args = ap.parse_args(argv)
-    generate(args.out, args.preset, args.seed, check=not args.no_check)
+    generate(args.out, args.preset, args.seed, check=not args.no_check, ventricle_scale=args.ventricle_scale)
 
 
 if __name__ == "__main__":
