@@ -791,6 +791,33 @@ def test_a_scan_with_too_few_dmvs_in_a_hemisphere_warns(analysis, phantom):
     assert not any("DMV(s) found in the patient's" in w for w in analysis.summary["warnings"])
 
 
+def test_slit_ventricles_are_found_and_their_dmvs_counted(monkeypatch):
+    """Lateral ventricles of 0.3 x the term cross-section (0.86 mL with the third, 1-2 mm across) lose
+    their brightness to the partial volume and the smoothing: the first look of ``csf_masks`` finds
+    none, and without ventricles no DMV passes the rules (0 DMVs before round 30).  The second look,
+    at a finer scale and keeping smaller pieces, finds most of them, and the DMVs with them."""
+    from NeonatalBrainLib.phantom import PRESETS, generate_phantom, with_changes
+    from NeonatalVesselsLib import masks as mk
+    from NeonatalVesselsLib.pipeline import MIN_VENTRICLES_MM3
+
+    slit = generate_phantom(seed=3, preset=with_changes(PRESETS["term_3t"], ventricle_scale=0.3), modalities=("swi",))
+    true_mm3 = np.count_nonzero(slit.swi_ventricles.array) * float(np.prod(slit.swi.spacing_mm))
+    result = run_vessel_analysis(slit.swi)
+    res = evaluate(result.vessels, result.centerlines, {"vessels": slit.vessels})
+    assert res["sensitivity"] >= 0.85 and res["ppv"] >= 0.9, res
+    found = result.provenance["ventricles_mm3"]
+    assert MIN_VENTRICLES_MM3 <= 0.6 * true_mm3 <= found <= true_mm3
+    assert result.provenance["ventricles_mm3"] == pytest.approx(
+        np.count_nonzero(result.ventricles.array) * float(np.prod(slit.swi.spacing_mm)), abs=0.1)
+    assert not any("ventricles found hold only" in w for w in result.summary["warnings"])
+    # the first look alone: no ventricle, no DMV, and the run says why
+    first_look = mk.csf_masks
+    monkeypatch.setattr(mk, "csf_masks", lambda *a, **k: first_look(*a, **k, small_ventricles_mm3=0.0))
+    without = run_vessel_analysis(slit.swi)
+    assert without.provenance["ventricles_mm3"] < 0.05 * true_mm3 and without.summary["dmv_count"] <= 2
+    assert any("ventricles found hold only" in w for w in without.summary["warnings"])
+
+
 def test_t1_slab_along_si_is_refused_when_its_ventricles_are_large_enough():
     """A 30 mm S-I slab of the preterm phantom's T1: its dark ventricles reach the cut faces, so
     they are no 3-D hole of the brain mask; each axial slice encloses them

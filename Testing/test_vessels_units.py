@@ -528,6 +528,42 @@ def test_csf_lateral_to_the_lateral_ventricles_is_not_ventricle():
     assert vent2[lateral & (x < 0)].sum() >= 0.8 * (lateral & (x < 0)).sum()
 
 
+def test_slit_ventricle_pieces_beside_a_larger_third_ventricle_are_ventricle():
+    # a brain ball (1 mm voxels, midline x = 0): a third ventricle on the midline (1.1 mL), each lateral
+    # ventricle a row of 20-27 mm^3 pieces (slit ventricles broken by the partial volume), a deep lateral
+    # blob at x = 31 (an insular cistern cut off from the surface CSF, smaller than 0.3 x a piece)
+    from NeonatalVesselsLib import masks as mk
+
+    n = 101
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = -50.0
+    x, y, z = np.meshgrid(*(np.arange(n) - 50.0,) * 3, indexing="ij")
+    brain = x ** 2 + y ** 2 + z ** 2 <= 45.0 ** 2
+    img = np.where(brain, 1.0, 0.0).astype(np.float32)
+    third = (np.abs(x) <= 2) & (np.abs(y) <= 10) & (np.abs(z + 8) <= 8)
+    pieces = np.zeros_like(brain)
+    for cy in range(-16, 17, 8):
+        pieces |= (np.abs(np.abs(x) - 12) <= 1) & (np.abs(y - cy) <= 1 + (cy == 0)) & (np.abs(z - 4) <= 1)
+    insular = (np.abs(x - 31) <= 1) & (y >= 0) & (y <= 1) & (z >= 0) & (z <= 1)     # 12 mm^3
+    for m in (third, pieces, insular):
+        img[m] = 2.0
+    depth = mk.brain_depth_mm(brain, (1.0, 1.0, 1.0))
+    kw = dict(depth_mm=depth, affine=affine, midline_x_mm=0.0)
+    # the first look: the pieces are below its 50 mm^3; the third ventricle alone is < 2 mL
+    first, _ = mk.csf_masks(img, brain, (1.0, 1.0, 1.0), small_ventricles_mm3=0.0, **kw)
+    assert np.array_equal(first, third)
+    vent, other = mk.csf_masks(img, brain, (1.0, 1.0, 1.0), **kw)
+    assert vent[third].all() and vent[pieces].all() and not other[pieces].any()
+    assert not vent[insular].any()
+    # kept by its volume (>= 10 mm^3), dropped by the lateral rule judged by the pieces off the midline
+    assert np.count_nonzero(insular) >= mk.SLIT_VENTRICLE_MIN_VOLUME_MM3
+    # ventricles of >= 2 mL found at the first look are kept as they are
+    big = img.copy()
+    big[(np.abs(np.abs(x) - 12) <= 4) & (np.abs(y) <= 18) & (np.abs(z - 4) <= 3)] = 2.0
+    assert np.array_equal(mk.csf_masks(big, brain, (1.0, 1.0, 1.0), **kw)[0],
+                          mk.csf_masks(big, brain, (1.0, 1.0, 1.0), small_ventricles_mm3=0.0, **kw)[0])
+
+
 def test_module_min_dmv_length_reaches_the_dmv_rule():
     # the module's "minimum DMV length" setting is the DMV rule's length (one parameter)
     from scipy import ndimage

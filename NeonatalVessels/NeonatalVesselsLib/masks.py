@@ -618,16 +618,40 @@ def ventricle_mask(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, **kwar
     return csf_masks(norm_image, brain, spacing_mm, **kwargs)[0]
 
 
+#: the ventricles' first look: bright above max(Otsu of the upper half, this) after a Gaussian of
+#: this sigma (mm)
+VENTRICLE_SMOOTHING_MM = 0.8
+VENTRICLE_MIN_BRIGHTNESS = 1.2
+#: ventricles found holding less than this (mm^3) are looked for a second time at a finer scale
+#: (:data:`SLIT_VENTRICLE_SMOOTHING_MM`, :data:`SLIT_VENTRICLE_MIN_BRIGHTNESS`), and the larger of
+#: the two kept: slit ventricles (1-2 mm across, common at term and in a swollen brain) lose their
+#: brightness to the partial volume and the smoothing, so the first look finds none of them and no
+#: DMV can be judged (round 30: the project phantom with ventricles of 0.9-1.7 mL found 0-0.7 mL;
+#: each of 331 phantoms of both generators with its preset's ventricles found >= 2.4 mL)
+SMALL_VENTRICLES_MM3 = 2000.0
+SLIT_VENTRICLE_SMOOTHING_MM = 0.5
+SLIT_VENTRICLE_MIN_BRIGHTNESS = 1.1
+#: the second look keeps deep bright components from this volume (mm^3; the first look's
+#: ``min_volume_mm3``, 50, drops the pieces of slit ventricles, which then count as other CSF and
+#: keep the DMVs beside them from passing the CSF-clearance rule) ...
+SLIT_VENTRICLE_MIN_VOLUME_MM3 = 10.0
+#: ... and judges what is lateral to the lateral ventricles by the components lying at least this
+#: far (mm) from the midline plane (the largest piece is often the third ventricle there)
+SLIT_VENTRICLE_OFF_MIDLINE_MM = 4.0
+
+
 def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
               depth_mm: np.ndarray | None = None, min_depth_mm: float = 12.0,
               min_median_depth_mm: float = 8.0, min_volume_mm3: float = 50.0,
               affine: np.ndarray | None = None, midline_x_mm: float | None = None,
-              major_fraction: float = 0.3) -> tuple[np.ndarray, np.ndarray]:
+              major_fraction: float = 0.3,
+              small_ventricles_mm3: float = SMALL_VENTRICLES_MM3) -> tuple[np.ndarray, np.ndarray]:
     """(ventricles, other CSF) as bool masks from a bias-normalised SWI (CSF bright).
 
     Ventricles (lateral + third):
 
-    Bright components (above max(Otsu of the upper half, 1.2) after 0.8 mm smoothing)
+    Bright components (above max(Otsu of the upper half, :data:`VENTRICLE_MIN_BRIGHTNESS`)
+    after :data:`VENTRICLE_SMOOTHING_MM` smoothing)
     of >= ``min_volume_mm3`` that reach ``min_depth_mm`` below the brain surface and
     whose median depth is >= ``min_median_depth_mm``: the ventricles lie deep as a
     whole, whereas sulcal / Sylvian / posterior-fossa CSF joined to the surface
@@ -642,21 +666,51 @@ def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
     project's phantoms, centroid 30-34 mm from the midline, against at most ~29 mm for
     the farthest voxel of the lateral ventricles); taken as ventricle, it made the DMVs
     ending next to it fail the radial rule (both their ends "near a ventricle").
+    When the ventricles so found hold less than ``small_ventricles_mm3`` (slit ventricles),
+    the same selection is made a second time at :data:`SLIT_VENTRICLE_SMOOTHING_MM` and
+    :data:`SLIT_VENTRICLE_MIN_BRIGHTNESS`, keeping components from
+    :data:`SLIT_VENTRICLE_MIN_VOLUME_MM3` and judging the lateral rule by the components off
+    the midline (:data:`SLIT_VENTRICLE_OFF_MIDLINE_MM`), and the look finding the larger
+    ventricles is kept (with its other CSF).
     Other CSF: the remaining bright voxels inside the brain mask (sulcal, Sylvian,
     extracerebral, cisternal CSF), next to which lies cortex, not white matter.
     """
     spacing = np.asarray(spacing_mm, float)
     norm_image = np.asarray(norm_image)
     brain = np.asarray(brain, bool)
-    out = np.zeros(brain.shape, bool)
-    other = np.zeros(brain.shape, bool)
     box = _bbox(brain)
     if box is None:
-        return out, other
+        return np.zeros(brain.shape, bool), np.zeros(brain.shape, bool)
+    if depth_mm is None:
+        depth_mm = brain_depth_mm(brain, spacing)
+    rules = dict(min_depth_mm=min_depth_mm, min_median_depth_mm=min_median_depth_mm, min_volume_mm3=min_volume_mm3,
+                 affine=affine, midline_x_mm=midline_x_mm, major_fraction=major_fraction)
+    vent, other = _csf_look(norm_image, brain, box, spacing, depth_mm, sigma_mm=VENTRICLE_SMOOTHING_MM,
+                            min_brightness=VENTRICLE_MIN_BRIGHTNESS, **rules)
+    voxel_mm3 = float(np.prod(spacing))
+    found = np.count_nonzero(vent)
+    if found * voxel_mm3 < small_ventricles_mm3:
+        rules.update(min_volume_mm3=min(min_volume_mm3, SLIT_VENTRICLE_MIN_VOLUME_MM3),
+                     off_midline_mm=SLIT_VENTRICLE_OFF_MIDLINE_MM)
+        vent2, other2 = _csf_look(norm_image, brain, box, spacing, depth_mm, sigma_mm=SLIT_VENTRICLE_SMOOTHING_MM,
+                                  min_brightness=SLIT_VENTRICLE_MIN_BRIGHTNESS, **rules)
+        if np.count_nonzero(vent2) > found:
+            vent, other = vent2, other2
+    return vent, other
+
+
+def _csf_look(norm_image: np.ndarray, brain: np.ndarray, box: tuple[slice, ...], spacing: np.ndarray,
+              depth_mm: np.ndarray, *, sigma_mm: float, min_brightness: float, min_depth_mm: float,
+              min_median_depth_mm: float, min_volume_mm3: float, affine: np.ndarray | None,
+              midline_x_mm: float | None, major_fraction: float,
+              off_midline_mm: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(ventricles, other CSF) of one look of :func:`csf_masks` (``box``: the brain's bounding box)."""
+    out = np.zeros(brain.shape, bool)
+    other = np.zeros(brain.shape, bool)
     # the smoothing only matters inside the brain's bounding box: it is computed on that box
     # grown by the Gaussian's radius (scipy: int(4 sigma + 0.5) voxels), or up to the array
     # border where the "nearest" extension is then the same, which gives the same values there
-    sigma = 0.8 / spacing
+    sigma = sigma_mm / spacing
     radius = [int(4.0 * s + 0.5) for s in sigma]
     gbox = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, radius, brain.shape))
     sm = filters.gaussian_filter(norm_image[gbox], sigma, mode="nearest")
@@ -664,13 +718,11 @@ def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
     br = brain[box]
     inside = sm[br]
     hi = inside[inside > np.percentile(inside, 50)]
-    thr = max(_otsu(hi), 1.2)
+    thr = max(_otsu(hi), min_brightness)
     cand = (sm > thr) & br
     labels, n = cc3d.connected_components(cand.view(np.uint8), connectivity=6, return_N=True)
     if n == 0:
         return out, other
-    if depth_mm is None:
-        depth_mm = brain_depth_mm(brain, spacing)
     # per-component volume, maximum and median depth over the candidate voxels only
     lab = labels[cand]
     counts, max_depth, med_depth = _component_depths(lab, np.asarray(depth_mm)[box][cand], n)
@@ -679,7 +731,8 @@ def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
     keep[1:] = ((max_depth >= min_depth_mm) & (med_depth >= min_median_depth_mm)
                 & (counts * voxel_mm3 >= min_volume_mm3))
     if affine is not None and midline_x_mm is not None and keep.sum() > 1:
-        keep &= ~_lateral_to_major(cand, lab, counts, keep, box, affine, midline_x_mm, major_fraction)
+        keep &= ~_lateral_to_major(cand, lab, counts, keep, box, affine, midline_x_mm, major_fraction,
+                                   off_midline_mm)
     vent = keep[labels]
     if keep.any():
         out[box] = vent
@@ -689,19 +742,25 @@ def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
 
 def _lateral_to_major(cand: np.ndarray, lab: np.ndarray, counts: np.ndarray, keep: np.ndarray,
                       box: tuple[slice, ...], affine: np.ndarray, midline_x_mm: float,
-                      major_fraction: float) -> np.ndarray:
+                      major_fraction: float, off_midline_mm: float | None = None) -> np.ndarray:
     """Per label (index 0..n): kept components whose centroid lies farther from the midline
     plane than every voxel of the major kept components (see :func:`csf_masks`).
 
     ``cand``: candidate voxels in ``box``; ``lab``: their labels (1..n, ``labels[cand]``);
-    ``counts``: voxels per label 1..n; ``keep``: kept labels (index 0..n).
+    ``counts``: voxels per label 1..n; ``keep``: kept labels (index 0..n).  ``off_midline_mm``:
+    when given, the major components are judged among the kept ones whose centroid lies at least
+    this far from the midline plane (when there are any): the pieces of slit lateral ventricles
+    beside a larger third ventricle.
     """
     ijk = np.argwhere(cand) + np.array([b.start for b in box])     # same order as lab
     dx = ijk @ np.asarray(affine, float)[0, :3] + (float(affine[0, 3]) - midline_x_mm)
     size = np.concatenate([[0], counts])
-    major = keep & (size >= major_fraction * size[keep].max())
-    reach = float(np.abs(dx[major[lab]]).max())
     centroid = np.bincount(lab, weights=dx, minlength=len(size)) / np.maximum(size, 1)
+    judged = keep
+    if off_midline_mm is not None and (keep & (np.abs(centroid) >= off_midline_mm)).any():
+        judged = keep & (np.abs(centroid) >= off_midline_mm)
+    major = judged & (size >= major_fraction * size[judged].max())
+    reach = float(np.abs(dx[major[lab]]).max())
     return keep & (np.abs(centroid) > reach)
 
 

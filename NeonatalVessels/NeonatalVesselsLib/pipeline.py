@@ -158,6 +158,22 @@ def field_of_view_warnings(cut_faces: list[str]) -> list[str]:
             f"surface inside the field of view)"]
 
 
+#: a run whose ventricle mask holds less than this (mm^3) warns (round 30): the DMV rules judge each
+#: line by its course from the ventricle wall, so DMVs starting where no ventricle was found are missed
+MIN_VENTRICLES_MM3 = 500.0
+
+
+def ventricle_warnings(ventricles_mm3: float, *, given: bool) -> list[str]:
+    """Warning for a ventricle mask smaller than :data:`MIN_VENTRICLES_MM3` (``given``: the
+    user's mask, else the automatic one of :func:`.masks.csf_masks`)."""
+    if ventricles_mm3 >= MIN_VENTRICLES_MM3:
+        return []
+    source = "the ventricle mask given holds" if given else "the lateral and third ventricles found hold"
+    return [f"{source} only {ventricles_mm3 / 1000.0:.2f} mL: DMVs are recognised by their course out from the "
+            f"ventricle wall, so DMVs are missed where no ventricle is marked -- check the ventricles overlay"
+            + ("" if given else " (slit or collapsed ventricles; a ventricle mask can be given)")]
+
+
 def masked_data_warnings(masked_mm3: float) -> list[str]:
     """Warning for exact zeros inside the brain (:func:`.masks.zeros_inside_brain`)."""
     if masked_mm3 <= 0:
@@ -381,6 +397,9 @@ class _Context:
     cut_planes: tuple = ()
     #: volume (mm^3) of the exact zeros inside the brain (:func:`.masks.zeros_inside_brain`)
     masked_mm3: float = 0.0
+    #: volume (mm^3) of ``ventricles``, and whether the user gave them
+    ventricles_mm3: float = 0.0
+    ventricles_given: bool = False
     #: voxel size (mm) of the samples the scanner acquired, estimated from the noise: the voxel size
     #: times :func:`.masks.interpolation_factors` (equal to it unless the image was interpolated)
     acquired_spacing_mm: np.ndarray | None = None
@@ -470,6 +489,7 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
     return _Context(swi, norm, brain, vent, vent_depth, vdist, mid, lab, timings, csf_dist, noise,
                     open_faces=open_faces, cut_planes=cut_planes,
                     masked_mm3=float(np.count_nonzero(masked) * np.prod(spacing)),
+                    ventricles_mm3=float(np.count_nonzero(vent) * np.prod(spacing)), ventricles_given=ventricles is not None,
                     acquired_spacing_mm=np.asarray(spacing, float) * interpolation)
 
 
@@ -779,6 +799,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         "field_of_view_cut_planes_ras": [_plane_in_ras(plane, swi) for plane in ctx.cut_planes],
         # exact zeros inside the brain (masked or missing data), mm^3
         "zeros_inside_brain_mm3": round(ctx.masked_mm3, 1),
+        # volume of the ventricle mask the DMV rules used (given, or found: :func:`.masks.csf_masks`), mm^3
+        "ventricles_mm3": round(ctx.ventricles_mm3, 1),
         # [start, stop) per input voxel axis of the part analysed when planes of zeros padded the
         # field of view (:func:`_imaged_box`); None: the whole grid
         "imaged_box_ijk": None,
@@ -789,7 +811,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     summary_out["warnings"] = ((detection_warnings(provenance["detectability"]) + dmv_count_warnings(summary)
                                 if method == "automatic" else [])
                                + field_of_view_warnings(provenance["field_of_view_cuts_brain"])
-                               + masked_data_warnings(ctx.masked_mm3))
+                               + masked_data_warnings(ctx.masked_mm3)
+                               + ventricle_warnings(ctx.ventricles_mm3, given=ctx.ventricles_given))
     summary_out["provenance"] = provenance
     prog.update(1.0, "done")
     if not minip_in_order:
