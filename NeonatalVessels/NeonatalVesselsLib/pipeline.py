@@ -232,21 +232,59 @@ def validate_swi(swi: Volume) -> None:
     validate_scalar_volume(swi, "SWI")
 
 
-#: :func:`check_swi_contrast` measures the depth on the brain mask filled slice by slice when that
+#: :func:`deep_dark_blobs_mm3` measures the depth on the brain mask filled slice by slice when that
 #: filling adds at least this volume (mm^3)
 SLICE_HOLES_MIN_MM3 = 300.0
+#: :func:`deep_dark_blobs_mm3` counts the dark blobs of at least this volume (mm^3) each (300 before
+#: round 30, when the blobs alone refused a scan)
+DARK_BLOB_MIN_MM3 = 100.0
+#: deep dark blobs totalling more than this (mm^3) in a scan without veins are a T1's dark CSF
+#: (:func:`t1_refusal`; 800 mm^3 of blobs >= 300 mm^3 before round 30, which let term T1s run) ...
+T1_DARK_BLOBS_MM3 = 200.0
+#: ... and in a scan with veins, more than this (mm^3) is a dark region worth a warning (a haemorrhage)
+DARK_REGION_WARNING_MM3 = 800.0
 
 
-def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, spacing, *,
-                       cut_faces=(), masked: np.ndarray | None = None) -> None:
-    """Refuse an image whose deep CSF is dark (a T1-weighted image rather than SWI magnitude).
+def t1_refusal(dark_mm3: float, dmv_counts: tuple[int, int]) -> None:
+    """Refuse as a T1-weighted image a scan with more than :data:`T1_DARK_BLOBS_MM3` of deep dark
+    blobs (:func:`deep_dark_blobs_mm3`) in which fewer than :data:`MIN_DMVS_PER_HEMISPHERE` DMVs are
+    found in each hemisphere (``dmv_counts``: left, right).
+
+    The blobs alone cannot tell a T1's dark ventricles from a large deep haemorrhage on an SWI,
+    which blooms dark (round 30: a 1.1 mL ellipsoid of 0.15 x the signal painted into the term
+    phantom's left ventricle had the SWI refused, and the clinical studies compare neonates with
+    haemorrhage); the veins can.  With the refusal off, 12 phantom T1s of three presets, the MNI152
+    template and nibabel's adult T1 crop gave 0-2 DMVs (at most 1 per hemisphere), the SWIs with
+    such haemorrhages 51-62.  With the veins deciding, the blobs can be counted from smaller
+    sizes: 417 SWI phantoms of both generators have no deep dark blob of even 50 mm^3, while the
+    small ventricles of the term phantom's T1s (which ran with the old rule) leave 121-1241 mm^3.
+    """
+    if dark_mm3 > T1_DARK_BLOBS_MM3 and max(dmv_counts) < MIN_DMVS_PER_HEMISPHERE:
+        raise InputError(
+            f"SWI: the deep CSF is dark ({dark_mm3:.0f} mm^3 of large deep blobs below half the tissue signal) "
+            f"and no veins are visible ({dmv_counts[0]} and {dmv_counts[1]} DMVs in the left and right "
+            "hemispheres): this looks like a T1-weighted image, not an SWI magnitude (veins dark, CSF bright)")
+
+
+def dark_region_warnings(dark_mm3: float) -> list[str]:
+    """Warning for an SWI with large deep dark blobs that :func:`t1_refusal` did not refuse."""
+    if dark_mm3 <= DARK_REGION_WARNING_MM3:
+        return []
+    return [f"{dark_mm3:.0f} mm^3 deep in the brain are darker than half the tissue signal in large blobs "
+            "(a haemorrhage, or dark CSF if this is not an SWI magnitude): veins inside them are not seen, "
+            "and lines along their edges may be counted as veins -- check the overlay"]
+
+
+def deep_dark_blobs_mm3(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, spacing, *,
+                        cut_faces=(), masked: np.ndarray | None = None,
+                        min_blob_mm3: float = DARK_BLOB_MIN_MM3) -> float:
+    """Volume (mm^3) of the large dark blobs deep in the brain: a T1's dark CSF (:func:`t1_refusal`).
 
     In SWI magnitude the ventricles are brighter than white matter; in a neonatal
     T1 they are the darkest tissue.  Within the deep brain (more than 15 mm from the
-    surface, smoothed 1.5 mm) large blobs (>= 300 mm^3 each) darker than half the
-    tissue signal totalling more than 800 mm^3 mean dark CSF: veins are too thin to
-    form such blobs after smoothing.  (A very large deep haemorrhage could also
-    trigger it.)
+    surface, smoothed 1.5 mm) large blobs (>= ``min_blob_mm3`` each) darker than half the
+    tissue signal: veins are too thin to form such blobs after smoothing, a large deep
+    haemorrhage is not.  0.0 when no part of the brain is 15 mm deep.
 
     ``depth_mm``: :func:`.masks.brain_depth_mm` with every array face a border
     (``open_faces=()``).  ``cut_faces``: the faces where the field of view cuts through the
@@ -282,7 +320,7 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
             from_border = mk.brain_depth_mm(np.ones(depth_mm.shape, bool), spacing, open_faces=())
             deep = from_border > 0.5 * float(from_border.max())
     if deep.sum() < 100:
-        return
+        return 0.0
     # smoothing only where it is used: the deep region's box (+ the kernel's reach); the
     # blobs lie in the deep region, so they are found in its box
     box = bounding_box(deep)
@@ -294,16 +332,12 @@ def check_swi_contrast(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray
     def big(mask):
         lab = cc3d.connected_components(mask.astype(np.uint8), connectivity=6)
         counts = voxel_counts(lab)[1:]
-        return float(counts[counts * voxel >= 300].sum() * voxel)
+        return float(counts[counts * voxel >= min_blob_mm3].sum() * voxel)
 
     dark_csf = deep[box] & (sm < 0.5)
     if masked is not None and masked[gbox].any():
         dark_csf &= mk.distance_to_mask_mm(masked[gbox], spacing)[inner_box(gbox, box)] > 3.0
-    dark = big(dark_csf)
-    if dark > 800.0:
-        raise InputError(
-            f"SWI: the deep CSF is dark ({dark:.0f} mm^3 of large deep blobs below half the tissue signal): "
-            "this looks like a T1-weighted image, not an SWI magnitude (veins dark, CSF bright)")
+    return big(dark_csf)
 
 
 def _mask_arg(mask, swi: Volume, name: str) -> np.ndarray | None:
@@ -400,6 +434,8 @@ class _Context:
     #: volume (mm^3) of ``ventricles``, and whether the user gave them
     ventricles_mm3: float = 0.0
     ventricles_given: bool = False
+    #: volume (mm^3) of the large deep dark blobs (:func:`deep_dark_blobs_mm3`; 0 with given ventricles)
+    dark_deep_blobs_mm3: float = 0.0
     #: voxel size (mm) of the samples the scanner acquired, estimated from the noise: the voxel size
     #: times :func:`.masks.interpolation_factors` (equal to it unless the image was interpolated)
     acquired_spacing_mm: np.ndarray | None = None
@@ -456,14 +492,14 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         vent = ventricles
         check_contrast = ventricles is None     # (fixed here: `vent` is reassigned below)
 
-        def side_steps() -> tuple[float, np.ndarray]:
+        def side_steps() -> tuple[float, np.ndarray, float]:
             # independent of the CSF masks: run on the worker thread beside them (their filters and
-            # labelling release the GIL); the T1 refusal is raised by .result() below
-            if check_contrast:
-                check_swi_contrast(norm, brain, depth, spacing, cut_faces=open_faces, masked=masked)
+            # labelling release the GIL); a T1 is refused once the DMVs are counted (t1_refusal)
+            dark = (deep_dark_blobs_mm3(norm, brain, depth, spacing, cut_faces=open_faces, masked=masked)
+                    if check_contrast else 0.0)
             deep = (depth > 5.0) & ~masked
             interpolation = mk.interpolation_factors(norm, deep)
-            return mk.noise_sd(norm, deep, spacing, interpolation), interpolation
+            return mk.noise_sd(norm, deep, spacing, interpolation), interpolation, dark
 
         side = pool.submit(side_steps)
         try:
@@ -483,13 +519,14 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
                 vdist = mk.distance_to_mask_mm(vent, spacing, within=read)
                 csf_dist = mk.distance_to_mask_mm(other_csf, spacing, within=read)
         except Exception:
-            side.result()   # an image refused as T1 reports that first, as when run in order
+            side.result()   # an error of the side steps reports first, as when run in order
             raise
-        mid, (noise, interpolation) = midline.result(), side.result()
+        mid, (noise, interpolation, dark) = midline.result(), side.result()
     return _Context(swi, norm, brain, vent, vent_depth, vdist, mid, lab, timings, csf_dist, noise,
                     open_faces=open_faces, cut_planes=cut_planes,
                     masked_mm3=float(np.count_nonzero(masked) * np.prod(spacing)),
                     ventricles_mm3=float(np.count_nonzero(vent) * np.prod(spacing)), ventricles_given=ventricles is not None,
+                    dark_deep_blobs_mm3=dark,
                     acquired_spacing_mm=np.asarray(spacing, float) * interpolation)
 
 
@@ -777,6 +814,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     prog.update(0.97, "minIP")
     minip = minip_job.result()
     pool.shutdown()
+    t1_refusal(ctx.dark_deep_blobs_mm3, (summary["dmv_count_left"], summary["dmv_count_right"]))
     provenance = {
         "tool": "neonatal-brain vessels", "version": _lib_version, "method": method,
         "parameters": params.as_dict(), "grid": grid_summary(swi_in),
@@ -801,6 +839,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         "zeros_inside_brain_mm3": round(ctx.masked_mm3, 1),
         # volume of the ventricle mask the DMV rules used (given, or found: :func:`.masks.csf_masks`), mm^3
         "ventricles_mm3": round(ctx.ventricles_mm3, 1),
+        # large dark blobs deep in the brain (:func:`deep_dark_blobs_mm3`; 0.0 with given ventricles), mm^3
+        "dark_deep_blobs_mm3": round(ctx.dark_deep_blobs_mm3, 1),
         # [start, stop) per input voxel axis of the part analysed when planes of zeros padded the
         # field of view (:func:`_imaged_box`); None: the whole grid
         "imaged_box_ijk": None,
@@ -812,7 +852,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                                 if method == "automatic" else [])
                                + field_of_view_warnings(provenance["field_of_view_cuts_brain"])
                                + masked_data_warnings(ctx.masked_mm3)
-                               + ventricle_warnings(ctx.ventricles_mm3, given=ctx.ventricles_given))
+                               + ventricle_warnings(ctx.ventricles_mm3, given=ctx.ventricles_given)
+                               + dark_region_warnings(ctx.dark_deep_blobs_mm3))
     summary_out["provenance"] = provenance
     prog.update(1.0, "done")
     if not minip_in_order:
