@@ -248,7 +248,8 @@ DARK_REGION_WARNING_MM3 = 800.0
 def t1_refusal(dark_mm3: float, dmv_counts: tuple[int, int]) -> None:
     """Refuse as a T1-weighted image a scan with more than :data:`T1_DARK_BLOBS_MM3` of deep dark
     blobs (:func:`deep_dark_blobs_mm3`) in which fewer than :data:`MIN_DMVS_PER_HEMISPHERE` DMVs are
-    found in each hemisphere (``dmv_counts``: left, right).
+    found in each hemisphere (``dmv_counts``: left, right); automatic runs only (a given mask is
+    measured as drawn, with the dark-region warning).
 
     The blobs alone cannot tell a T1's dark ventricles from a large deep haemorrhage on an SWI,
     which blooms dark (round 30: a 1.1 mL ellipsoid of 0.15 x the signal painted into the term
@@ -814,7 +815,10 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     prog.update(0.97, "minIP")
     minip = minip_job.result()
     pool.shutdown()
-    t1_refusal(ctx.dark_deep_blobs_mm3, (summary["dmv_count_left"], summary["dmv_count_right"]))
+    if method == "automatic":
+        # a given mask is measured as drawn: it may hold no DMV (the thalamic veins only), and an
+        # edited mask of an SWI with a haemorrhage must be measurable (the dark-region warning stays)
+        t1_refusal(ctx.dark_deep_blobs_mm3, (summary["dmv_count_left"], summary["dmv_count_right"]))
     provenance = {
         "tool": "neonatal-brain vessels", "version": _lib_version, "method": method,
         "parameters": params.as_dict(), "grid": grid_summary(swi_in),
