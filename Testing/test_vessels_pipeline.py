@@ -555,6 +555,33 @@ def test_an_swi_with_a_large_deep_haemorrhage_is_not_refused_as_a_t1(analysis, p
         run_vessel_analysis(phantom.t1)
 
 
+def test_a_head_turned_in_the_scanner_is_read_in_its_own_frame(monkeypatch):
+    """The term phantom (seed 3) with the head turned 30 degrees about S-I (yaw): the mid-sagittal
+    plane is oblique, and with the midline taken as x = m of RAS the DMVs near the frontal and
+    occipital horns fell within the midline rules (sensitivity 0.810, round 30).  The head's frame
+    (``masks.head_frame``) finds the turn and the DMVs."""
+    from scipy.spatial.transform import Rotation
+
+    import NeonatalBrainLib.phantom.generator as generator
+
+    def yaw_30(preset, rng):
+        rng.uniform(-1, 1, 3)                       # the draws of the preset's own pose
+        offset = rng.uniform(-1, 1, 3) * preset.head_offset_mm
+        pose = np.eye(4)
+        pose[:3, :3] = Rotation.from_euler("z", 30.0, degrees=True).as_matrix()
+        pose[:3, 3] = offset
+        return pose, np.array([0.0, 0.0, 30.0]), offset
+
+    monkeypatch.setattr(generator, "_pose", yaw_30)
+    turned = generator.generate_phantom(seed=3, preset="term_3t", modalities=("swi",))
+    result = run_vessel_analysis(turned.swi)
+    frame = result.provenance["head_frame"]
+    assert frame["turned"] and abs(frame["yaw_deg"] - 30.0) <= 1.0 and abs(frame["roll_deg"]) <= 1.0
+    res = evaluate(result.vessels, result.centerlines, {"vessels": turned.vessels})
+    assert res["sensitivity"] >= 0.9 and res["ppv"] >= 0.95, res
+    assert max(res["count_error_left"], res["count_error_right"]) <= 0.1
+
+
 def test_a_term_t1_with_small_ventricles_is_refused():
     """The term phantom's T1 (seed 1): its small ventricles leave deep dark blobs of 100-300 mm^3,
     under the old rule's 800 mm^3 of >= 300 mm^3 blobs, and it ran as an SWI (0 DMVs).  Since the

@@ -564,6 +564,40 @@ def test_slit_ventricle_pieces_beside_a_larger_third_ventricle_are_ventricle():
                           mk.csf_masks(big, brain, (1.0, 1.0, 1.0), small_ventricles_mm3=0.0, **kw)[0])
 
 
+def test_head_frame_finds_the_turn_of_a_symmetric_brain():
+    # an ellipsoid brain (1 mm voxels, 95 x 115 x 80 mm) with a notch on the patient's left frontal
+    # side mirrored on the right: turned by yaw 20 and roll -10 degrees about its centre, its
+    # mirror plane is found within 1.5 degrees, and in the head's frame the mirror images of
+    # points have x = 2 midline_x - x; an unturned brain keeps the RAS frame (identity)
+    from scipy.spatial.transform import Rotation
+
+    from NeonatalVesselsLib import masks as mk
+
+    n = 131
+    affine = np.eye(4)
+    affine[:3, 3] = -65.0
+    grid = np.stack(np.meshgrid(*(np.arange(n) - 65.0,) * 3, indexing="ij"), axis=-1)
+
+    def brain_turned(yaw, roll):
+        turn = Rotation.from_euler("zy", [yaw, roll], degrees=True).as_matrix()
+        head = (grid.reshape(-1, 3) - 3.0) @ turn       # voxel centres in the head's frame (head centred at +3 mm)
+        inside = ((head / (47.5, 57.5, 40.0)) ** 2).sum(1) <= 1.0
+        notch = (np.abs(np.abs(head[:, 0]) - 20.0) < 6.0) & (head[:, 1] > 35.0)
+        return (inside & ~notch).reshape((n,) * 3)
+
+    yaw, roll = mk.symmetry_tilt_deg(brain_turned(20.0, -10.0), affine)
+    assert abs(yaw - 20.0) <= 1.5 and abs(roll + 10.0) <= 1.5
+    to_head, mid, info = mk.head_frame(brain_turned(20.0, -10.0), affine)
+    assert info["turned"] and abs(info["tilt_deg"] - 22.2) < 2.0
+    turn = Rotation.from_euler("zy", [20.0, -10.0], degrees=True).as_matrix()
+    p = np.array([[10.0, 5.0, 0.0], [-25.0, 30.0, 12.0]]) @ turn.T + 3.0      # head points -> RAS
+    mirror = (p - 3.0) @ turn * np.array([-1.0, 1.0, 1.0]) @ turn.T + 3.0      # their mirror images
+    x, x_mirror = (p @ to_head[:3, :3].T + to_head[:3, 3])[:, 0], (mirror @ to_head[:3, :3].T + to_head[:3, 3])[:, 0]
+    np.testing.assert_allclose(x + x_mirror, 2.0 * mid, atol=2.0)
+    eye, mid0, info0 = mk.head_frame(brain_turned(0.0, 0.0), affine)
+    assert not info0["turned"] and np.array_equal(eye, np.eye(4)) and abs(mid0 - 3.0) <= 0.5
+
+
 def test_module_min_dmv_length_reaches_the_dmv_rule():
     # the module's "minimum DMV length" setting is the DMV rule's length (one parameter)
     from scipy import ndimage

@@ -68,8 +68,9 @@ SCORER_PATH = Path(__file__).with_name("dmv_line_scorer.json")
 
 def line_features(lines: dict[int, np.ndarray], *, norm: np.ndarray, inv_affine: np.ndarray,
                   vent_dist_mm: np.ndarray, depth_mm: np.ndarray, csf_dist_mm: np.ndarray | None,
-                  midline_x: float, noise_sd: float) -> pd.DataFrame:
-    """One row per line of at least 2 points (index: line id), the columns :data:`FEATURES`."""
+                  midline_x: float, noise_sd: float, to_head: np.ndarray | None = None) -> pd.DataFrame:
+    """One row per line of at least 2 points (index: line id), the columns :data:`FEATURES`
+    (``to_head``: RAS mm -> the head's frame, in which ``midline_x`` is given; None: RAS)."""
     lines = {vid: np.asarray(p, float) for vid, p in lines.items() if len(p) >= 2}
     intensity = sample_along_lines({"norm": norm}, inv_affine, lines)["norm"]
     distances = _distance_samples(lines, inv_affine, vent_dist_mm, depth_mm, csf_dist_mm)
@@ -86,8 +87,13 @@ def line_features(lines: dict[int, np.ndarray], *, norm: np.ndarray, inv_affine:
                      flank[1.0] / noise, flank[1.5] / noise, flank[2.5] / noise, flank[1.5],
                      radial_course(vd, length), float(vd.min()), float(np.median(vd)),
                      float(np.median(tissue_depth)), float(np.median(csf)),
-                     float(np.median(np.abs(p[:, 0] - midline_x))), float(noise_sd))
+                     float(np.median(np.abs(_head_x(p, to_head) - midline_x))), float(noise_sd))
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(FEATURES))
+
+
+def _head_x(points: np.ndarray, to_head: np.ndarray | None) -> np.ndarray:
+    """x of RAS ``points`` in the head's frame (``to_head``; None: RAS)."""
+    return points[:, 0] if to_head is None else points @ to_head[0, :3] + to_head[0, 3]
 
 
 def _distance_samples(lines: dict[int, np.ndarray], inv_affine: np.ndarray, vent_dist_mm: np.ndarray,
@@ -109,14 +115,15 @@ def _distance_samples(lines: dict[int, np.ndarray], inv_affine: np.ndarray, vent
 
 
 def candidate_ids(lines: dict[int, np.ndarray], *, inv_affine: np.ndarray, vent_dist_mm: np.ndarray,
-                  depth_mm: np.ndarray, csf_dist_mm: np.ndarray | None, midline_x: float) -> list[int]:
+                  depth_mm: np.ndarray, csf_dist_mm: np.ndarray | None, midline_x: float,
+                  to_head: np.ndarray | None = None) -> list[int]:
     """Ids of the lines within the candidate bounds (:data:`CANDIDATE_MIN_LENGTH_MM` ...), judged
     on the same samples as :func:`line_features` (without its costlier features)."""
     lines = {vid: np.asarray(p, float) for vid, p in lines.items()
              if len(p) >= 2 and cl.arc_length_mm(p) >= CANDIDATE_MIN_LENGTH_MM}
     distances = _distance_samples(lines, inv_affine, vent_dist_mm, depth_mm, csf_dist_mm)
     return [vid for vid, p in lines.items()
-            if np.median(np.abs(p[:, 0] - midline_x)) >= CANDIDATE_MIN_ABS_DX_MM
+            if np.median(np.abs(_head_x(p, to_head) - midline_x)) >= CANDIDATE_MIN_ABS_DX_MM
             and np.median(distances[vid][1]) >= CANDIDATE_MIN_TISSUE_DEPTH_MM
             and distances[vid][0].min() <= CANDIDATE_MAX_VENT_DIST_MM]
 

@@ -419,7 +419,7 @@ class _Context:
     ventricles: np.ndarray
     depth_mm: np.ndarray                    #: depth below the brain surface inside the field of view (its cuts open)
     vent_dist_mm: np.ndarray | None         #: distance to the ventricles (exact where centrelines can lie, see _prepare)
-    midline_x: float
+    midline_x: float                        #: x of the mid-sagittal plane in the head's frame (``to_head``)
     labels: np.ndarray | None
     timings: dict
     csf_dist_mm: np.ndarray | None = None   #: distance to CSF other than the ventricles (sulci, cisterns)
@@ -437,6 +437,10 @@ class _Context:
     ventricles_given: bool = False
     #: volume (mm^3) of the large deep dark blobs (:func:`deep_dark_blobs_mm3`; 0 with given ventricles)
     dark_deep_blobs_mm3: float = 0.0
+    #: RAS mm -> the head's frame (:func:`.masks.head_frame`: identity unless the head is turned in the
+    #: scanner), and that frame's provenance
+    to_head: np.ndarray = dataclasses.field(default_factory=lambda: np.eye(4))
+    head_frame: dict | None = None
     #: voxel size (mm) of the samples the scanner acquired, estimated from the noise: the voxel size
     #: times :func:`.masks.interpolation_factors` (equal to it unless the image was interpolated)
     acquired_spacing_mm: np.ndarray | None = None
@@ -477,7 +481,7 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
     # one worker thread beside this one: the midline (from the brain mask alone; the CSF masks need
     # it) beside the normalisation, then the side steps beside the CSF masks
     with ThreadPoolExecutor(1) as pool:
-        midline = pool.submit(mk.midline_x_mm, brain, swi.affine)
+        midline = pool.submit(mk.head_frame, brain, swi.affine)
         t0 = time.perf_counter()
         norm = mk.normalise_intensity(image, brain, spacing)
         # the ventricles and the vessel rules judge the depth below the brain surface inside the field
@@ -504,8 +508,9 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
 
         side = pool.submit(side_steps)
         try:
-            auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=vent_depth, affine=swi.affine,
-                                                midline_x_mm=midline.result())
+            auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=vent_depth,
+                                                affine=midline.result()[0] @ swi.affine,
+                                                midline_x_mm=midline.result()[1])
             vent = auto_vent if vent is None else vent > 0
             other_csf &= ~vent
             lab = labels
@@ -522,12 +527,12 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         except Exception:
             side.result()   # an error of the side steps reports first, as when run in order
             raise
-        mid, (noise, interpolation, dark) = midline.result(), side.result()
+        (to_head, mid, head_info), (noise, interpolation, dark) = midline.result(), side.result()
     return _Context(swi, norm, brain, vent, vent_depth, vdist, mid, lab, timings, csf_dist, noise,
                     open_faces=open_faces, cut_planes=cut_planes,
                     masked_mm3=float(np.count_nonzero(masked) * np.prod(spacing)),
                     ventricles_mm3=float(np.count_nonzero(vent) * np.prod(spacing)), ventricles_given=ventricles is not None,
-                    dark_deep_blobs_mm3=dark,
+                    dark_deep_blobs_mm3=dark, to_head=to_head, head_frame=head_info,
                     acquired_spacing_mm=np.asarray(spacing, float) * interpolation)
 
 
@@ -654,13 +659,14 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             del centrelines[vid]
     vbox = bounding_box(ctx.ventricles)
     vent_idx = np.argwhere(ctx.ventricles[vbox]) + np.array([b.start for b in vbox])
-    foramen_y = foramen_y_mm(vent_idx @ swi.affine[1, :3] + swi.affine[1, 3], params.rules.foramen_fraction)
+    head_affine = ctx.to_head @ swi.affine      # voxel -> the head's frame (RAS unless the head is turned)
+    foramen_y = foramen_y_mm(vent_idx @ head_affine[1, :3] + head_affine[1, 3], params.rules.foramen_fraction)
     dmv_but_short: set[int] = set()     # seeds for the tracking below
     radial: dict[int, float] = {}
     classes = classify_vessels(centrelines, swi.affine, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
                                midline_x=ctx.midline_x, foramen_y_mm=foramen_y, labels=ctx.labels,
                                rules=params.rules, csf_dist_mm=ctx.csf_dist_mm, dmv_but_short=dmv_but_short,
-                               radial_out=radial)
+                               radial_out=radial, to_head=ctx.to_head)
     dmv_like = dmv_but_short | {vid for vid, (region, _) in classes.items() if region == "dmv"}
     # a DMV (and a named deep vein: thalamic, anterior caudate, internal cerebral) must be
     # long enough and clearly dark along its centreline; short faint pieces are noise (a DMV's
@@ -823,7 +829,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         "tool": "neonatal-brain vessels", "version": _lib_version, "method": method,
         "parameters": params.as_dict(), "grid": grid_summary(swi_in),
         "voxel_size_mm": [round(float(s), 6) for s in swi_in.spacing_mm],
-        "midline_x_mm": round(float(ctx.midline_x), 3), "vein_contrast": round(float(c_subj), 4),
+        "midline_x_mm": round(float(ctx.midline_x), 3), "head_frame": ctx.head_frame,
+        "vein_contrast": round(float(c_subj), 4),
         "noise_sd": round(float(ctx.noise_sd), 4), "min_dmv_darkness": round(float(min_darkness), 4),
         "timings_s": {k: round(v, 3) for k, v in ctx.timings.items()},
         "tracking": ctx.tracking, "psf": psf_info, "dmv_scorer": scorer_info,
@@ -890,11 +897,11 @@ def _score_dmvs(ctx: _Context, centrelines: dict[int, np.ndarray], classes: dict
     inv = np.linalg.inv(ctx.swi.affine)
     others = {vid: p for vid, p in centrelines.items() if classes[vid][0] == "other"}
     judged = set(ds.candidate_ids(others, inv_affine=inv, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
-                                  csf_dist_mm=ctx.csf_dist_mm, midline_x=ctx.midline_x))
+                                  csf_dist_mm=ctx.csf_dist_mm, midline_x=ctx.midline_x, to_head=ctx.to_head))
     judged |= {vid for vid, (region, _) in classes.items() if region == "dmv" and len(centrelines[vid]) >= 2}
     feats = ds.line_features({vid: centrelines[vid] for vid in sorted(judged)}, norm=ctx.norm, inv_affine=inv,
                              vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm, csf_dist_mm=ctx.csf_dist_mm,
-                             midline_x=ctx.midline_x, noise_sd=ctx.noise_sd)
+                             midline_x=ctx.midline_x, noise_sd=ctx.noise_sd, to_head=ctx.to_head)
     feats["region_before"] = [classes[vid][0] for vid in feats.index]
     info: dict[str, Any] = {"min_probability": params.dmv_min_probability, "lines_scored": len(feats)}
     try:
@@ -993,6 +1000,7 @@ def _grow_dmv_pieces(ctx: _Context, seeds: dict[int, np.ndarray], centrelines: d
     grown_classes = classify_vessels(grown, swi.affine, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
                                      midline_x=ctx.midline_x, foramen_y_mm=foramen_y, labels=ctx.labels,
                                      rules=params.rules, csf_dist_mm=ctx.csf_dist_mm, median_depths=depths,
+                                     to_head=ctx.to_head,
                                      radial_out=radial)
     candidates = {vid: p for vid, p in grown.items() if grown_classes[vid][0] == "dmv"
                   and (depths[vid][0] >= params.track_min_depth_mm or depths[vid][1] >= params.track_min_tissue_depth_mm)}
@@ -1089,9 +1097,10 @@ def _join_thalamic_pieces(ctx: _Context, centrelines: dict[int, np.ndarray], cla
         pieces = [centrelines[vid] for vid in ids]
         box = _points_box(np.vstack(pieces), swi.affine, 6.0, ctx.norm.shape)
         sub_affine = _box_affine(swi.affine, box)
-        # RAS x of the box's voxel centres (the midline plane is x = midline_x in this canonical grid)
+        # x of the box's voxel centres in the head's frame (the midline plane is x = midline_x there)
+        head_row = (ctx.to_head @ sub_affine)[0]
         ii, jj, kk = np.meshgrid(*(np.arange(b.stop - b.start) for b in box), indexing="ij", sparse=True)
-        x = sub_affine[0, 0] * ii + sub_affine[0, 1] * jj + sub_affine[0, 2] * kk + sub_affine[0, 3]
+        x = head_row[0] * ii + head_row[1] * jj + head_row[2] * kk + head_row[3]
         allowed = (ctx.brain[box] & ~ctx.ventricles[box] & (ctx.vent_dist_mm[box] <= params.rules.wall_mm)
                    & (sign * (x - ctx.midline_x) > 0))
         found = wall_vein_path(ctx.norm[box], sub_affine, pieces, allowed, power=params.wall_path_cost_power)

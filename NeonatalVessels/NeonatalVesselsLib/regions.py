@@ -120,7 +120,8 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
                      csf_dist_mm: np.ndarray | None = None,
                      dmv_but_short: set[int] | None = None,
                      median_depths: dict[int, tuple[float, float]] | None = None,
-                     radial_out: dict[int, float] | None = None) -> dict[int, tuple[str, str]]:
+                     radial_out: dict[int, float] | None = None,
+                     to_head: np.ndarray | None = None) -> dict[int, tuple[str, str]]:
     """vessel id -> (region, side) by the rules of the module docstring.
 
     ``dmv_but_short``: when given, receives the ids of the vessels that pass every DMV rule
@@ -128,6 +129,8 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
     ``median_depths``: when given, receives for every vessel judged by the DMV rules (every
     ``dmv``) its median depth below the brain surface and median tissue depth (mm).
     ``radial_out``: when given, receives every such vessel's ``radial``.
+    ``to_head``: RAS mm -> the head's frame (:func:`.masks.head_frame`), in which ``midline_x`` and
+    ``foramen_y_mm`` are given and the side, the midline rules and the A-P course are read; None: RAS.
     """
     rules = rules or RegionRules()
     inv = np.linalg.inv(affine)
@@ -146,7 +149,8 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
     lines = {vid: np.asarray(pts, float) for vid, pts in centrelines.items()}
     samples = sample_along_lines(fields, inv, {vid: pts for vid, pts in lines.items() if len(pts) >= 2})
     for vid, pts in lines.items():
-        dx = pts[:, 0] - midline_x
+        head = pts if to_head is None else pts @ to_head[:3, :3].T + to_head[:3, 3]
+        dx = head[:, 0] - midline_x
         med_dx = float(_median(dx))
         side = "left" if med_dx < -rules.side_mm else ("right" if med_dx > rules.side_mm else "midline")
         if len(pts) < 2:
@@ -155,7 +159,7 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
         length = cl.arc_length_mm(pts)
         vd = samples["vd"][vid]
         dp = samples["dp"][vid]
-        chord = pts[-1] - pts[0]
+        chord = head[-1] - head[0]
         direction = chord / max(np.linalg.norm(chord), 1e-9)
         radial = radial_course(vd, length)
         if _median(dp) < rules.superficial_mm or abs(med_dx) < rules.midline_mm:
@@ -192,7 +196,7 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
                         "anterior_caudate" if near_c >= 0.5 else "other")
                 else:
                     yf = 0.0 if foramen_y_mm is None else float(foramen_y_mm)
-                    region = "anterior_caudate" if float(np.mean(pts[:, 1])) > yf else "thalamic"
+                    region = "anterior_caudate" if float(np.mean(head[:, 1])) > yf else "thalamic"
             else:
                 region = "other"
         out[vid] = (region, side)
