@@ -16,6 +16,8 @@ voxel size or order.
 * :func:`midline_x_mm` -- the brain's left-right symmetry plane ``x = m`` (RAS): the
   median over 1 mm (y, z) cells of the midpoint of the brain's left-right extent, within
   ``search_mm`` of the mask's centroid.
+* :func:`head_frame` -- a head turned in the scanner (yaw, roll; :func:`symmetry_tilt_deg`,
+  the mask's mirror symmetry) is read in its own frame, where its midline is ``x = m``.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ Pipeline (:func:`run_vessel_analysis`)
 1. Validation (3D, finite, non-constant, positive spacing; a T1 is refused when its
    deep CSF is dark).
 2. Brain mask, bias-field normalisation (tissue = 1), distance to the brain surface,
-   ventricles (bright CSF), midline plane -- unless given (:mod:`.masks`).
+   ventricles (bright CSF), the head's frame and its midline plane -- unless given (:mod:`.masks`).
 3. Dark-tube vesselness at ``VesselParams.scales_mm`` (:mod:`.vesselness`, :mod:`.segmentation`), inside
    the brain deeper than ``surface_margin_mm``.
 4. Vessel mask: hysteresis threshold of the vesselness (``threshold_low/high``)
