@@ -27,18 +27,22 @@ from pathlib import Path
 import pandas as pd
 
 
+#: the fields of the independent generator that a case may change (``independent_swi_phantom.generate``)
+INDEPENDENT_CHANGES = ("ventricle_scale", "head_yaw_deg", "head_roll_deg")
+
+
 def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "project",
                    changes: dict | None = None) -> Path:
     """The folder of one phantom case (``swi.nii.gz``, ``vessels.json``), generated into
     ``cache`` the first time.  ``changes``: fields of the project preset to change
     (``NeonatalBrainLib.phantom.with_changes``), or for the independent generator its
-    ``ventricle_scale``, cached under ``<cache>/[independent/]<field>_<value>/``.
+    :data:`INDEPENDENT_CHANGES`, cached under ``<cache>/[independent/]<field>_<value>/``.
     A case is generated into a folder of its own and renamed into place, so that processes
     generating the same case at once never read one another's half-written files."""
     from NeonatalBrainLib.phantom import PRESETS, with_changes, write_phantom
 
-    if generator == "independent" and set(changes or ()) - {"ventricle_scale"}:
-        raise ValueError(f"the independent generator changes only ventricle_scale, not {sorted(changes)}")
+    if generator == "independent" and set(changes or ()) - set(INDEPENDENT_CHANGES):
+        raise ValueError(f"the independent generator changes only {INDEPENDENT_CHANGES}, not {sorted(changes)}")
     if generator == "independent":
         folder = cache.joinpath("independent", *(f"{field}_{value:g}" for field, value in (changes or {}).items()),
                                 f"{preset}_{seed}")

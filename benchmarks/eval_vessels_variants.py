@@ -16,8 +16,10 @@ preset's own is the phantom as ``eval_vessels.py`` caches it; the others are cac
 * ``swi_noise_centre_gain``: the noise SD in the middle of the field of view relative to its
   edges, as parallel imaging's g-factor amplifies it (1: uniform; round 20);
 * ``ventricle_scale``: the lateral ventricles' cross-section relative to the preset's (below 1:
-  slit ventricles; round 30).  With ``--generator independent`` this is the only field: its
-  ventricles' radii x the value (``independent_swi_phantom.py --ventricle-scale``; 1: as generated).
+  slit ventricles; round 30).  With ``--generator independent`` its ventricles' radii x the value
+  (``independent_swi_phantom.py --ventricle-scale``; 1: as generated), or ``head_yaw_deg`` /
+  ``head_roll_deg``: its head turned further about S-I / A-P (``--head-yaw``, ``--head-roll``; 0: as
+  generated; round 30's head frame).
 
 Columns: the evaluation's metrics (also with the DMV scorer's veto undone: ``*_veto_off``), ``vein_contrast`` (1 - vein signal / white matter: the contrast
 of a resolved lumen; project phantom), the run's ``noise_sd`` and ``vein_contrast_fitted`` (provenance),
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from eval_vessels import add_case_arguments, map_cases, phantom_folder, veto_off_metrics     # this folder: the script's own (sys.path[0])
+from eval_vessels import INDEPENDENT_CHANGES, add_case_arguments, map_cases, phantom_folder, veto_off_metrics     # this folder: the script's own (sys.path[0])
 from NeonatalBrainLib.phantom import PRESETS
 from NeonatalBrainLib.phantom.generator import SWI_BASE
 
@@ -39,7 +41,7 @@ from NeonatalBrainLib.phantom.generator import SWI_BASE
 def variant_folder(preset: str, seed: int, cache: Path, field: str, value: float,
                    generator: str = "project") -> Path:
     """The folder of one case (the preset's own value: the phantom as it is)."""
-    own = 1.0 if generator == "independent" else getattr(PRESETS[preset], field)
+    own = (1.0 if field == "ventricle_scale" else 0.0) if generator == "independent" else getattr(PRESETS[preset], field)
     changes = {} if value == own else {field: value}
     return phantom_folder(preset, seed, cache, generator, changes=changes)
 
@@ -75,9 +77,9 @@ def main(argv=None) -> int:
     ap.add_argument("--field", required=True, help="a numeric field of NeonatalBrainLib.phantom.Preset")
     ap.add_argument("--values", nargs="+", type=float, required=True)
     args = ap.parse_args(argv)
-    if args.generator == "independent" and args.field != "ventricle_scale":
-        ap.error("--generator independent: only --field ventricle_scale can be changed")
-    if not isinstance(getattr(PRESETS["term_3t"], args.field, None), float):
+    if args.generator == "independent" and args.field not in INDEPENDENT_CHANGES:
+        ap.error(f"--generator independent: only --field {', '.join(INDEPENDENT_CHANGES)} can be changed")
+    if args.generator == "project" and not isinstance(getattr(PRESETS["term_3t"], args.field, None), float):
         ap.error(f"--field {args.field}: not a numeric field of Preset")
     cache = Path(args.cache)
     jobs = [(p, s, cache, args.field, v, args.generator) for v in args.values for p in args.presets for s in args.seeds]

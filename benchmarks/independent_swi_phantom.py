@@ -994,13 +994,16 @@ class VesselBuilder:
 # ----------------------------------------------------------------------------------------
 # case assembly
 # ----------------------------------------------------------------------------------------
-def build_case(preset: str, seed: int, ventricle_scale: float = 1.0):
+def build_case(preset: str, seed: int, ventricle_scale: float = 1.0, head_yaw_deg: float = 0.0,
+               head_roll_deg: float = 0.0):
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     P = PRESETS[preset]
     rng = np.random.default_rng(seed)
     scale = rng.uniform(0.78, 0.84) if P["preterm"] else rng.uniform(0.97, 1.03)
     R = rot("z", rng.uniform(-4, 4)) @ rot("y", rng.uniform(-3, 3)) @ rot("x", rng.uniform(-4, 4))
+    if head_yaw_deg or head_roll_deg:     # the head turned further in the scanner (about S-I, then A-P)
+        R = rot("z", head_yaw_deg) @ rot("y", head_roll_deg) @ R
     pose = Pose(scale, R, rng.uniform(-2.0, 2.0, 3))
     anat = Anatomy(rng, P["preterm"], P["field"], ventricle_scale)
     vb = VesselBuilder(anat, pose, rng, P["preterm"])
@@ -1187,14 +1190,15 @@ def render_vessels(case, tissue):
     return (F * Sb + (1.0 - F) * tissue * (1.0 - Ev)).astype(np.float32), F
 
 
-def render(preset: str, seed: int, ventricle_scale: float = 1.0) -> dict:
+def render(preset: str, seed: int, ventricle_scale: float = 1.0, head_yaw_deg: float = 0.0,
+           head_roll_deg: float = 0.0) -> dict:
     """One case rendered in memory, every stage kept: ``case`` (:func:`build_case`), ``tissue``
     (vessel-free, WM = 1), ``labels``, ``veins`` (tissue with the veins, WM = 1), ``bias``, the
     point-spread sigmas ``psf_sigma_vox`` (voxels), the noise ``sigma`` (image units, each of the
     real and imaginary channels), ``obj`` (noise-free image: veins x bias x WM level, blurred) and
     ``mag`` (the magnitude image written as swi.nii.gz), with ``timings_s``."""
     t0 = time.time()
-    case = build_case(preset, int(seed), ventricle_scale)
+    case = build_case(preset, int(seed), ventricle_scale, head_yaw_deg, head_roll_deg)
     t_geom = time.time() - t0
     P = case["P"]
     tissue, labels, braw = render_tissue(case)
@@ -1222,11 +1226,14 @@ def render(preset: str, seed: int, ventricle_scale: float = 1.0) -> dict:
                 timings_s=dict(total=time.time() - t0, geometry=t_geom, tissue=t_tis, vessels=t_ves))
 
 
-def generate(out_dir, preset, seed, check=False, verbose=True, ventricle_scale=1.0):
+def generate(out_dir, preset, seed, check=False, verbose=True, ventricle_scale=1.0, head_yaw_deg=0.0,
+             head_roll_deg=0.0):
     """Generate one phantom case into out_dir; returns a small info dict.  ``ventricle_scale``:
-    the lateral ventricles' radii x this (1: the preset's; recorded in vessels.json otherwise)."""
+    the lateral ventricles' radii x this (1: the preset's); ``head_yaw_deg``, ``head_roll_deg``: the
+    head turned further about S-I, then A-P (0: the preset's pose); each recorded in vessels.json
+    when not the default."""
     os.makedirs(out_dir, exist_ok=True)
-    r = render(preset, seed, ventricle_scale)
+    r = render(preset, seed, ventricle_scale, head_yaw_deg, head_roll_deg)
     case, mag, amp = r["case"], r["mag"], r["bias_amp"]
     t = r["timings_s"]
     t_geom, t_tis, t_ves = t["geometry"], t["tissue"], t["vessels"]
@@ -1249,6 +1256,8 @@ def generate(out_dir, preset, seed, check=False, verbose=True, ventricle_scale=1
     record = dict(vessels=vlist, generator=GENERATOR, preset=preset, seed=int(seed))
     if ventricle_scale != 1.0:
         record["ventricle_scale"] = float(ventricle_scale)
+    if head_yaw_deg or head_roll_deg:
+        record["head_yaw_deg"], record["head_roll_deg"] = float(head_yaw_deg), float(head_roll_deg)
     with open(os.path.join(out_dir, "vessels.json"), "w") as fh:
         json.dump(record, fh)
     info = dict(out_dir=out_dir, preset=preset, seed=int(seed), shape=case["shape"],
@@ -1430,8 +1439,11 @@ def main(argv=None):
     ap.add_argument("--no-check", action="store_true", help="skip the self-check after writing")
     ap.add_argument("--ventricle-scale", type=float, default=1.0,
                     help="lateral ventricle radii x this (below 1: slit ventricles)")
+    ap.add_argument("--head-yaw", type=float, default=0.0, help="turn the head further about S-I (degrees)")
+    ap.add_argument("--head-roll", type=float, default=0.0, help="turn the head further about A-P (degrees)")
     args = ap.parse_args(argv)
-    generate(args.out, args.preset, args.seed, check=not args.no_check, ventricle_scale=args.ventricle_scale)
+    generate(args.out, args.preset, args.seed, check=not args.no_check, ventricle_scale=args.ventricle_scale,
+             head_yaw_deg=args.head_yaw, head_roll_deg=args.head_roll)
 
 
 if __name__ == "__main__":
