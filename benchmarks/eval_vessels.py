@@ -27,8 +27,9 @@ from pathlib import Path
 import pandas as pd
 
 
-#: the fields of the independent generator that a case may change (``independent_swi_phantom.generate``)
-INDEPENDENT_CHANGES = ("ventricle_scale", "head_yaw_deg", "head_roll_deg")
+#: the fields of the independent generator that a case may change, with the value that leaves the case
+#: as generated (``independent_swi_phantom.generate``)
+INDEPENDENT_CHANGES = {"ventricle_scale": 1.0, "head_yaw_deg": 0.0, "head_roll_deg": 0.0}
 
 
 def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "project",
@@ -42,7 +43,7 @@ def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "projec
     from NeonatalBrainLib.phantom import PRESETS, with_changes, write_phantom
 
     if generator == "independent" and set(changes or ()) - set(INDEPENDENT_CHANGES):
-        raise ValueError(f"the independent generator changes only {INDEPENDENT_CHANGES}, not {sorted(changes)}")
+        raise ValueError(f"the independent generator changes only {sorted(INDEPENDENT_CHANGES)}, not {sorted(changes)}")
     if generator == "independent":
         folder = cache.joinpath("independent", *(f"{field}_{value:g}" for field, value in (changes or {}).items()),
                                 f"{preset}_{seed}")

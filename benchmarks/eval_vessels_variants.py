@@ -41,7 +41,7 @@ from NeonatalBrainLib.phantom.generator import SWI_BASE
 def variant_folder(preset: str, seed: int, cache: Path, field: str, value: float,
                    generator: str = "project") -> Path:
     """The folder of one case (the preset's own value: the phantom as it is)."""
-    own = (1.0 if field == "ventricle_scale" else 0.0) if generator == "independent" else getattr(PRESETS[preset], field)
+    own = INDEPENDENT_CHANGES[field] if generator == "independent" else getattr(PRESETS[preset], field)
     changes = {} if value == own else {field: value}
     return phantom_folder(preset, seed, cache, generator, changes=changes)
 

@@ -48,7 +48,7 @@ from NeonatalBrainLib import centerline as cl
 from NeonatalBrainLib.imageio import InputError
 
 from .measure import flank_contrasts, sample_along_lines
-from .regions import radial_course
+from .regions import head_coordinates, radial_course
 
 #: The model's inputs, in order (definitions: module docstring).
 FEATURES = ("log_length", "tortuosity", "darkness", "darkness_z", "flank_1mm_z", "flank_1p5mm_z",
@@ -87,13 +87,8 @@ def line_features(lines: dict[int, np.ndarray], *, norm: np.ndarray, inv_affine:
                      flank[1.0] / noise, flank[1.5] / noise, flank[2.5] / noise, flank[1.5],
                      radial_course(vd, length), float(vd.min()), float(np.median(vd)),
                      float(np.median(tissue_depth)), float(np.median(csf)),
-                     float(np.median(np.abs(_head_x(p, to_head) - midline_x))), float(noise_sd))
+                     float(np.median(np.abs(head_coordinates(p, to_head)[:, 0] - midline_x))), float(noise_sd))
     return pd.DataFrame.from_dict(rows, orient="index", columns=list(FEATURES))
-
-
-def _head_x(points: np.ndarray, to_head: np.ndarray | None) -> np.ndarray:
-    """x of RAS ``points`` in the head's frame (``to_head``; None: RAS)."""
-    return points[:, 0] if to_head is None else points @ to_head[0, :3] + to_head[0, 3]
 
 
 def _distance_samples(lines: dict[int, np.ndarray], inv_affine: np.ndarray, vent_dist_mm: np.ndarray,
@@ -123,7 +118,7 @@ def candidate_ids(lines: dict[int, np.ndarray], *, inv_affine: np.ndarray, vent_
              if len(p) >= 2 and cl.arc_length_mm(p) >= CANDIDATE_MIN_LENGTH_MM}
     distances = _distance_samples(lines, inv_affine, vent_dist_mm, depth_mm, csf_dist_mm)
     return [vid for vid, p in lines.items()
-            if np.median(np.abs(_head_x(p, to_head) - midline_x)) >= CANDIDATE_MIN_ABS_DX_MM
+            if np.median(np.abs(head_coordinates(p, to_head)[:, 0] - midline_x)) >= CANDIDATE_MIN_ABS_DX_MM
             and np.median(distances[vid][1]) >= CANDIDATE_MIN_TISSUE_DEPTH_MM
             and distances[vid][0].min() <= CANDIDATE_MAX_VENT_DIST_MM]
 

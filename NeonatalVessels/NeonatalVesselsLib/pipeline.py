@@ -508,9 +508,9 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
 
         side = pool.submit(side_steps)
         try:
+            to_head, mid, head_info = midline.result()
             auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=vent_depth,
-                                                affine=midline.result()[0] @ swi.affine,
-                                                midline_x_mm=midline.result()[1])
+                                                affine=to_head @ swi.affine, midline_x_mm=mid)
             vent = auto_vent if vent is None else vent > 0
             other_csf &= ~vent
             lab = labels
@@ -527,7 +527,7 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         except Exception:
             side.result()   # an error of the side steps reports first, as when run in order
             raise
-        (to_head, mid, head_info), (noise, interpolation, dark) = midline.result(), side.result()
+        noise, interpolation, dark = side.result()
     return _Context(swi, norm, brain, vent, vent_depth, vdist, mid, lab, timings, csf_dist, noise,
                     open_faces=open_faces, cut_planes=cut_planes,
                     masked_mm3=float(np.count_nonzero(masked) * np.prod(spacing)),

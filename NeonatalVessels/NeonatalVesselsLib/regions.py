@@ -114,6 +114,12 @@ def radial_course(vent_dist_mm: np.ndarray, length_mm: float) -> float:
     return abs(float(vent_dist_mm[-1] - vent_dist_mm[0])) / max(length_mm, 1e-9)
 
 
+def head_coordinates(points: np.ndarray, to_head: np.ndarray | None) -> np.ndarray:
+    """RAS mm ``points`` (N, 3) in the head's frame (``to_head``, 4 x 4: :func:`.masks.head_frame`;
+    None: RAS, the points themselves)."""
+    return points if to_head is None else points @ to_head[:3, :3].T + to_head[:3, 3]
+
+
 def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, vent_dist_mm: np.ndarray,
                      depth_mm: np.ndarray, midline_x: float, foramen_y_mm: float | None,
                      labels: np.ndarray | None = None, rules: RegionRules | None = None,
@@ -149,7 +155,7 @@ def classify_vessels(centrelines: dict[int, np.ndarray], affine: np.ndarray, *, 
     lines = {vid: np.asarray(pts, float) for vid, pts in centrelines.items()}
     samples = sample_along_lines(fields, inv, {vid: pts for vid, pts in lines.items() if len(pts) >= 2})
     for vid, pts in lines.items():
-        head = pts if to_head is None else pts @ to_head[:3, :3].T + to_head[:3, 3]
+        head = head_coordinates(pts, to_head)
         dx = head[:, 0] - midline_x
         med_dx = float(_median(dx))
         side = "left" if med_dx < -rules.side_mm else ("right" if med_dx > rules.side_mm else "midline")
