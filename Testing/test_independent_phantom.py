@@ -83,6 +83,19 @@ def test_ventricle_scale_narrows_only_the_lateral_ventricles(generator):
     assert sum(v["region"] == "dmv" for v in slit["vessels"]) > 20
 
 
+def test_dmv_diameter_scale_widens_only_the_dmvs(generator):
+    """``dmv_diameter_scale`` (round 31's engorged DMVs) multiplies each DMV's drawn diameter; the
+    veins placed before the DMVs (internal cerebral, thalamostriate, anterior caudate) are the same."""
+    as_is, wide = generator.build_case("term_3t", 2), generator.build_case("term_3t", 2, dmv_diameter_scale=1.8)
+    walls = [[(v["region"], v["diameter_mm"]) for v in c["vessels"] if v["region"] in
+              ("internal_cerebral", "thalamic", "anterior_caudate")] for c in (as_is, wide)]
+    assert walls[0] == walls[1] and len(walls[0]) >= 4
+    d = [np.array([v["diameter_mm"] for v in c["vessels"] if v["region"] == "dmv"]) for c in (as_is, wide)]
+    assert d[0][0] * 1.8 == pytest.approx(d[1][0])      # the first DMV: the same draw, 1.8 x as wide
+    assert d[1].min() >= 0.4 * 1.8 and d[1].max() <= 1.2 * 1.8 and d[1].max() > 1.2 >= d[0].max()
+    assert len(d[1]) > 20
+
+
 def test_detectability_of_the_phantom_dmvs(generator, detectability, preterm_1):
     """benchmarks/vessel_detectability.py: render() is the image generate() writes, and the
     matched-filter z of each DMV (its own template at its place against vein-free white matter)

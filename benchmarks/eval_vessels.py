@@ -29,7 +29,13 @@ import pandas as pd
 
 #: the fields of the independent generator that a case may change, with the value that leaves the case
 #: as generated (``independent_swi_phantom.generate``)
-INDEPENDENT_CHANGES = {"ventricle_scale": 1.0, "head_yaw_deg": 0.0, "head_roll_deg": 0.0}
+INDEPENDENT_CHANGES = {"ventricle_scale": 1.0, "head_yaw_deg": 0.0, "head_roll_deg": 0.0,
+                       "dmv_diameter_scale": 1.0}
+
+
+def _change_name(field: str, value) -> str:
+    """The cache folder name of one changed field: ``ventricle_scale_0.5``, ``dmv_diameter_mm_1.2-2.2``."""
+    return f"{field}_" + ("-".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}")
 
 
 def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "project",
@@ -45,10 +51,10 @@ def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "projec
     if generator == "independent" and set(changes or ()) - set(INDEPENDENT_CHANGES):
         raise ValueError(f"the independent generator changes only {sorted(INDEPENDENT_CHANGES)}, not {sorted(changes)}")
     if generator == "independent":
-        folder = cache.joinpath("independent", *(f"{field}_{value:g}" for field, value in (changes or {}).items()),
+        folder = cache.joinpath("independent", *(_change_name(f, v) for f, v in (changes or {}).items()),
                                 f"{preset}_{seed}")
     elif changes:
-        folder = cache.joinpath(*(f"{field}_{value:g}" for field, value in changes.items())) / f"{preset}_{seed}"
+        folder = cache.joinpath(*(_change_name(f, v) for f, v in changes.items())) / f"{preset}_{seed}"
     else:
         folder = cache / f"{preset}_{seed}"
     if (folder / "vessels.json").exists():

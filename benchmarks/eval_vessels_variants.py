@@ -19,7 +19,10 @@ preset's own is the phantom as ``eval_vessels.py`` caches it; the others are cac
   slit ventricles; round 30).  With ``--generator independent`` its ventricles' radii x the value
   (``independent_swi_phantom.py --ventricle-scale``; 1: as generated), or ``head_yaw_deg`` /
   ``head_roll_deg``: its head turned further about S-I / A-P (``--head-yaw``, ``--head-roll``; 0: as
-  generated; round 30's head frame).
+  generated; round 30's head frame), or ``dmv_diameter_scale``: each DMV's diameter x the value
+  (``--dmv-diameter-scale``; round 31's engorged DMVs);
+* ``dmv_diameter_mm``: the range the DMV diameters are drawn from, as ``LOW-HIGH`` (``1.2-2.2``:
+  engorged DMVs; round 31).
 
 Columns: the evaluation's metrics (also with the DMV scorer's veto undone: ``*_veto_off``), ``vein_contrast`` (1 - vein signal / white matter: the contrast
 of a resolved lumen; project phantom), the run's ``noise_sd`` and ``vein_contrast_fitted`` (provenance),
@@ -75,12 +78,20 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_case_arguments(ap)
     ap.add_argument("--field", required=True, help="a numeric field of NeonatalBrainLib.phantom.Preset")
-    ap.add_argument("--values", nargs="+", type=float, required=True)
+    ap.add_argument("--values", nargs="+", required=True,
+                    help="numbers; for a range field of Preset (dmv_diameter_mm) LOW-HIGH, e.g. 1.2-2.2")
     args = ap.parse_args(argv)
     if args.generator == "independent" and args.field not in INDEPENDENT_CHANGES:
         ap.error(f"--generator independent: only --field {', '.join(INDEPENDENT_CHANGES)} can be changed")
-    if args.generator == "project" and not isinstance(getattr(PRESETS["term_3t"], args.field, None), float):
+    own = getattr(PRESETS["term_3t"], args.field, None)
+    if args.generator == "project" and not (isinstance(own, float) or (
+            isinstance(own, tuple) and all(isinstance(x, float) for x in own))):
         ap.error(f"--field {args.field}: not a numeric field of Preset")
+    try:
+        args.values = [tuple(float(x) for x in v.split("-")) if isinstance(own, tuple) else float(v)
+                       for v in args.values]
+    except ValueError:
+        ap.error(f"--values {' '.join(args.values)}: numbers expected" + (" (LOW-HIGH)" if isinstance(own, tuple) else ""))
     cache = Path(args.cache)
     jobs = [(p, s, cache, args.field, v, args.generator) for v in args.values for p in args.presets for s in args.seeds]
     df = pd.DataFrame(map_cases(evaluate_variant, jobs, args.jobs))

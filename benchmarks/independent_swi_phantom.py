@@ -51,7 +51,8 @@ Veins (all truth in world mm):
   small wiggle; tortuosity mostly 1.02-1.15), lying in white matter only and stopped
   >= 1.5 mm of white matter short of the cortical ribbon (so their length, 10-30 mm, is
   limited by the available white-matter depth; typically 11-20 mm); diameters
-  0.4 + 0.8 * Beta(2, 3.5) mm at term, 0.4 + 0.8 * Beta(1.5, 5) mm preterm;
+  0.4 + 0.8 * Beta(2, 3.5) mm at term, 0.4 + 0.8 * Beta(1.5, 5) mm preterm (x
+  ``--dmv-diameter-scale``, 1 by default: engorged veins above 1);
 * one thalamostriate vein per side in the caudothalamic groove under the ependyma,
   draining into the internal cerebral vein at the foramen of Monro; 1-3 anterior caudate
   veins per side over the caudate head draining into it; two paramedian internal cerebral
@@ -703,11 +704,12 @@ class Curve:
 class VesselBuilder:
     """Places all veins in template space with anatomical constraints."""
 
-    def __init__(self, anat: Anatomy, pose: Pose, rng, preterm: bool):
+    def __init__(self, anat: Anatomy, pose: Pose, rng, preterm: bool, dmv_diameter_scale: float = 1.0):
         self.A = anat
         self.pose = pose
         self.rng = rng
         self.preterm = preterm
+        self.dmv_diameter_scale = float(dmv_diameter_scale)
         self.s = pose.s
         self.items = []  # dicts: region, side, diameter, ctrl (template), pts (template dense), rad_t
         self.tree = None
@@ -850,6 +852,7 @@ class VesselBuilder:
                     diam = 0.4 + 0.8 * rng.beta(1.5, 5.0)
                 else:
                     diam = 0.4 + 0.8 * rng.beta(2.0, 3.5)
+                diam *= self.dmv_diameter_scale
                 a = 0.5 * diam / self.s
                 use_tip = tip is not None and rng.uniform() < 0.25
                 i = tip if use_tip else int(idxs[int(rng.integers(len(idxs)))])
@@ -995,7 +998,7 @@ class VesselBuilder:
 # case assembly
 # ----------------------------------------------------------------------------------------
 def build_case(preset: str, seed: int, ventricle_scale: float = 1.0, head_yaw_deg: float = 0.0,
-               head_roll_deg: float = 0.0):
+               head_roll_deg: float = 0.0, dmv_diameter_scale: float = 1.0):
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     P = PRESETS[preset]
@@ -1006,7 +1009,7 @@ def build_case(preset: str, seed: int, ventricle_scale: float = 1.0, head_yaw_de
         R = rot("z", head_yaw_deg) @ rot("y", head_roll_deg) @ R
     pose = Pose(scale, R, rng.uniform(-2.0, 2.0, 3))
     anat = Anatomy(rng, P["preterm"], P["field"], ventricle_scale)
-    vb = VesselBuilder(anat, pose, rng, P["preterm"])
+    vb = VesselBuilder(anat, pose, rng, P["preterm"], dmv_diameter_scale)
     items = vb.build_all()
     # contrast parameters per vessel
     vessels = []
@@ -1191,14 +1194,14 @@ def render_vessels(case, tissue):
 
 
 def render(preset: str, seed: int, ventricle_scale: float = 1.0, head_yaw_deg: float = 0.0,
-           head_roll_deg: float = 0.0) -> dict:
+           head_roll_deg: float = 0.0, dmv_diameter_scale: float = 1.0) -> dict:
     """One case rendered in memory, every stage kept: ``case`` (:func:`build_case`), ``tissue``
     (vessel-free, WM = 1), ``labels``, ``veins`` (tissue with the veins, WM = 1), ``bias``, the
     point-spread sigmas ``psf_sigma_vox`` (voxels), the noise ``sigma`` (image units, each of the
     real and imaginary channels), ``obj`` (noise-free image: veins x bias x WM level, blurred) and
     ``mag`` (the magnitude image written as swi.nii.gz), with ``timings_s``."""
     t0 = time.time()
-    case = build_case(preset, int(seed), ventricle_scale, head_yaw_deg, head_roll_deg)
+    case = build_case(preset, int(seed), ventricle_scale, head_yaw_deg, head_roll_deg, dmv_diameter_scale)
     t_geom = time.time() - t0
     P = case["P"]
     tissue, labels, braw = render_tissue(case)
@@ -1227,13 +1230,14 @@ def render(preset: str, seed: int, ventricle_scale: float = 1.0, head_yaw_deg: f
 
 
 def generate(out_dir, preset, seed, check=False, verbose=True, ventricle_scale=1.0, head_yaw_deg=0.0,
-             head_roll_deg=0.0):
+             head_roll_deg=0.0, dmv_diameter_scale=1.0):
     """Generate one phantom case into out_dir; returns a small info dict.  ``ventricle_scale``:
     the lateral ventricles' radii x this (1: the preset's); ``head_yaw_deg``, ``head_roll_deg``: the
-    head turned further about S-I, then A-P (0: the preset's pose); each recorded in vessels.json
-    when not the default."""
+    head turned further about S-I, then A-P (0: the preset's pose); ``dmv_diameter_scale``: every
+    DMV's drawn diameter x this (1: the preset's; above 1: engorged veins); each recorded in
+    vessels.json when not the default."""
     os.makedirs(out_dir, exist_ok=True)
-    r = render(preset, seed, ventricle_scale, head_yaw_deg, head_roll_deg)
+    r = render(preset, seed, ventricle_scale, head_yaw_deg, head_roll_deg, dmv_diameter_scale)
     case, mag, amp = r["case"], r["mag"], r["bias_amp"]
     t = r["timings_s"]
     t_geom, t_tis, t_ves = t["geometry"], t["tissue"], t["vessels"]
@@ -1258,6 +1262,8 @@ def generate(out_dir, preset, seed, check=False, verbose=True, ventricle_scale=1
         record["ventricle_scale"] = float(ventricle_scale)
     if head_yaw_deg or head_roll_deg:
         record["head_yaw_deg"], record["head_roll_deg"] = float(head_yaw_deg), float(head_roll_deg)
+    if dmv_diameter_scale != 1.0:
+        record["dmv_diameter_scale"] = float(dmv_diameter_scale)
     with open(os.path.join(out_dir, "vessels.json"), "w") as fh:
         json.dump(record, fh)
     info = dict(out_dir=out_dir, preset=preset, seed=int(seed), shape=case["shape"],
@@ -1441,9 +1447,11 @@ def main(argv=None):
                     help="lateral ventricle radii x this (below 1: slit ventricles)")
     ap.add_argument("--head-yaw", type=float, default=0.0, help="turn the head further about S-I (degrees)")
     ap.add_argument("--head-roll", type=float, default=0.0, help="turn the head further about A-P (degrees)")
+    ap.add_argument("--dmv-diameter-scale", type=float, default=1.0,
+                    help="every DMV's diameter x this (above 1: engorged deep medullary veins)")
     args = ap.parse_args(argv)
     generate(args.out, args.preset, args.seed, check=not args.no_check, ventricle_scale=args.ventricle_scale,
-             head_yaw_deg=args.head_yaw, head_roll_deg=args.head_roll)
+             head_yaw_deg=args.head_yaw, head_roll_deg=args.head_roll, dmv_diameter_scale=args.dmv_diameter_scale)
 
 
 if __name__ == "__main__":
