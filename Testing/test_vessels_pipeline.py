@@ -1160,3 +1160,32 @@ def test_long_faint_dmvs_in_thick_slices_count():
     assert all(tid for tid, _ in match_vessels({i: on.centerlines[i] for i in added}, true).values())
     r_on, r_off = evaluate(on.vessels, on.centerlines, truth), evaluate(off.vessels, off.centerlines, truth)
     assert r_on["sensitivity"] > r_off["sensitivity"] and r_on["ppv"] >= r_off["ppv"] - 0.01, (r_on, r_off)
+
+
+def test_engorged_dmvs_wider_than_1p9_mm_are_counted_when_the_scorer_is_sure():
+    """DMVs of 1.2-2.2 mm (engorged veins): fitted wider than ``wide_dmv_mm`` (1.9 mm, the limit before
+    round 31) they count when the line scorer gives them >= ``wide_dmv_min_probability``; with the
+    old limit they were reported as ``other``."""
+    import dataclasses
+
+    from NeonatalBrainLib.phantom import PRESETS, generate_phantom, with_changes
+    from NeonatalVesselsLib.pipeline import VesselParams
+
+    ph = generate_phantom(seed=3, preset=with_changes(PRESETS["term_3t"], dmv_diameter_mm=(1.2, 2.2)),
+                          modalities=("swi",))
+    truth = {"vessels": ph.vessels}
+    params = VesselParams()
+    now = run_vessel_analysis(ph.swi)
+    r_now = evaluate(now.vessels, now.centerlines, truth)
+    assert r_now["sensitivity"] >= 0.9 and r_now["ppv"] >= 0.95 and r_now["width_mae_mm"] <= 0.1, r_now
+    dmv = now.vessels[now.vessels["region"] == "dmv"]
+    wide = dmv[dmv["width_mm"] > params.wide_dmv_mm]
+    assert len(wide) >= 5 and (wide["dmv_probability"] >= params.wide_dmv_min_probability).all()
+    assert (dmv["width_mm"] <= params.max_dmv_width_mm).all()
+    assert now.provenance["dmv_scorer"]["min_probability_wide"] == params.wide_dmv_min_probability
+    old = run_vessel_analysis(ph.swi, params=dataclasses.replace(params, max_dmv_width_mm=params.wide_dmv_mm))
+    r_old = evaluate(old.vessels, old.centerlines, truth)
+    assert r_old["sensitivity"] <= r_now["sensitivity"] - 0.1, (r_old, r_now)
+    # the scorer decides the wide ones: asking it for certainty drops them again
+    strict = run_vessel_analysis(ph.swi, params=dataclasses.replace(params, wide_dmv_min_probability=0.999))
+    assert evaluate(strict.vessels, strict.centerlines, truth)["sensitivity"] <= r_now["sensitivity"] - 0.05

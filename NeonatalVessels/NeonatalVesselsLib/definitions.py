@@ -33,7 +33,8 @@ VESSEL_COLUMN_DEFINITIONS: dict[str, str] = {
     "dmv_probability": ("automatic runs: probability (0-1) that the line is a DMV, from a logistic model of 15 "
                         "features of its centreline (darkness and flank contrast in noise SDs, radial course, "
                         "distances to the ventricles, midline and surface; fitted on phantoms only, see "
-                        "docs/vessels.md); a DMV below the run's dmv_min_probability is reported as 'other'; "
+                        "docs/vessels.md); a DMV below the run's dmv_min_probability (wide_dmv_min_probability for "
+                        "one fitted wider than wide_dmv_mm) is reported as 'other'; "
                         "empty for lines not judged (wall veins, short, superficial or midline lines) and for "
                         "given masks, except that a re-measurement with the previous run keeps the probability "
                         "of every vessel it keeps"),

@@ -760,6 +760,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                 radius = max(params.wall_vein_flank_radius_mm, fit_widths[n])
                 flank[vid] = ms.flank_contrast(ctx.norm, inv, centrelines[vid], radius_mm=radius)
     widths = ms.finalize_widths(fits, c_subj, faint_fraction=params.faint_fit_relative_contrast)
+    wide_dmvs: set[int] = set()     # fitted wider than params.wide_dmv_mm: the scorer must be surer
     for n, vid in enumerate(ids):
         region = classes[vid][0]
         long_dmv = region == "dmv" and ms.cl.arc_length_mm(centrelines[vid]) >= params.long_dmv_mm
@@ -769,6 +770,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         if region == "dmv" and not (fit_widths[n] <= params.max_dmv_width_mm and (
                 not fits[n].resolved or fits[n].contrast >= min_rel * c_subj)):
             classes[vid] = ("other", classes[vid][1])
+        elif region == "dmv" and fit_widths[n] > params.wide_dmv_mm:
+            wide_dmvs.add(vid)
         elif region in WALL_VEIN_REGIONS and not (
                 fit_widths[n] <= params.max_wall_vein_width_mm and fits[n].within_bounds
                 and (region == "thalamic" or widths[n] <= params.max_anterior_caudate_width_mm)
@@ -777,7 +780,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             classes[vid] = ("other", classes[vid][1])
     for vid in kept.keys() & classes.keys():
         classes[vid] = kept[vid][1]
-    scores, scorer_info = (_score_dmvs(ctx, centrelines, classes, params) if method == "automatic"
+    scores, scorer_info = (_score_dmvs(ctx, centrelines, classes, params, wide_dmvs) if method == "automatic"
                            else (None, None))
     probability = {} if scores is None else scores["dmv_probability"].to_dict()
     if previous is not None and previous.dmv_probability is not None:
@@ -890,10 +893,11 @@ def _plane_in_ras(plane: mk.CutPlane, swi: Volume) -> dict:
 
 
 def _score_dmvs(ctx: _Context, centrelines: dict[int, np.ndarray], classes: dict[int, tuple[str, str]],
-                params: VesselParams) -> tuple[pd.DataFrame, dict]:
+                params: VesselParams, wide_dmvs: set[int] = frozenset()) -> tuple[pd.DataFrame, dict]:
     """Features and DMV probability (:mod:`.dmvscore`) of every DMV and of the `other` lines within
-    the candidate bounds; a DMV below ``params.dmv_min_probability`` becomes `other` (``classes``
-    changed in place).  Returns the table (:attr:`VesselAnalysis.dmv_scores`) and the provenance entry."""
+    the candidate bounds; a DMV below ``params.dmv_min_probability`` (``wide_dmv_min_probability`` for
+    the ``wide_dmvs``) becomes `other` (``classes`` changed in place).  Returns the table
+    (:attr:`VesselAnalysis.dmv_scores`) and the provenance entry."""
     inv = np.linalg.inv(ctx.swi.affine)
     others = {vid: p for vid, p in centrelines.items() if classes[vid][0] == "other"}
     judged = set(ds.candidate_ids(others, inv_affine=inv, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
@@ -903,7 +907,8 @@ def _score_dmvs(ctx: _Context, centrelines: dict[int, np.ndarray], classes: dict
                              vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm, csf_dist_mm=ctx.csf_dist_mm,
                              midline_x=ctx.midline_x, noise_sd=ctx.noise_sd, to_head=ctx.to_head)
     feats["region_before"] = [classes[vid][0] for vid in feats.index]
-    info: dict[str, Any] = {"min_probability": params.dmv_min_probability, "lines_scored": len(feats)}
+    info: dict[str, Any] = {"min_probability": params.dmv_min_probability,
+                            "min_probability_wide": params.wide_dmv_min_probability, "lines_scored": len(feats)}
     try:
         scorer = ds.load_scorer()
     except InputError:
@@ -914,7 +919,8 @@ def _score_dmvs(ctx: _Context, centrelines: dict[int, np.ndarray], classes: dict
     vetoed = []
     if params.dmv_min_probability > 0:
         for vid, prob in feats["dmv_probability"].items():
-            if classes[vid][0] == "dmv" and prob < params.dmv_min_probability:
+            needed = max(params.dmv_min_probability, params.wide_dmv_min_probability if vid in wide_dmvs else 0.0)
+            if classes[vid][0] == "dmv" and prob < needed:
                 classes[vid] = ("other", classes[vid][1])
                 vetoed.append(int(vid))
     info.update({"model": ds.SCORER_PATH.name if scorer is not None else None,
