@@ -96,6 +96,15 @@ def test_dmv_diameter_scale_widens_only_the_dmvs(generator):
     assert len(d[1]) > 20
 
 
+def test_extracerebral_csf_scale_narrows_the_csf_around_the_brain(generator):
+    """``extracerebral_csf_scale`` (round 31's swollen brain) scales the CSF layer between brain and
+    skull; the brain itself and the pose are the same draws."""
+    as_is, swollen = generator.build_case("preterm", 2), generator.build_case("preterm", 2, extracerebral_csf_scale=0.2)
+    a, b = as_is["anat"], swollen["anat"]
+    assert b.t_csf == pytest.approx(0.2 * a.t_csf) and (b.ax, b.t_skull) == (a.ax, a.t_skull)
+    assert as_is["pose"].s == swollen["pose"].s
+
+
 def test_detectability_of_the_phantom_dmvs(generator, detectability, preterm_1):
     """benchmarks/vessel_detectability.py: render() is the image generate() writes, and the
     matched-filter z of each DMV (its own template at its place against vein-free white matter)

@@ -80,9 +80,11 @@ def _ref_ventricles(norm, brain, spacing_mm, depth, min_depth_mm=12.0, min_media
     index = np.arange(1, n + 1)
     max_depth = np.asarray(ndimage.maximum(depth, labels, index=index))
     med_depth = np.asarray(ndimage.median(depth, labels, index=index))
+    shallow = np.asarray(ndimage.sum(depth < mk.VENTRICLE_SHALLOW_MM, labels, index=index))
     keep = np.zeros(n + 1, bool)
     keep[1:] = ((max_depth >= min_depth_mm) & (med_depth >= min_median_depth_mm)
-                & (counts[1:] * float(np.prod(spacing)) >= min_volume_mm3))
+                & (counts[1:] * float(np.prod(spacing)) >= min_volume_mm3)
+                & (shallow <= mk.VENTRICLE_MAX_SHALLOW_FRACTION * counts[1:]))
     return keep[labels]
 
 

@@ -1189,3 +1189,27 @@ def test_engorged_dmvs_wider_than_1p9_mm_are_counted_when_the_scorer_is_sure():
     # the scorer decides the wide ones: asking it for certainty drops them again
     strict = run_vessel_analysis(ph.swi, params=dataclasses.replace(params, wide_dmv_min_probability=0.999))
     assert evaluate(strict.vessels, strict.centerlines, truth)["sensitivity"] <= r_now["sensitivity"] - 0.05
+
+
+def test_a_swollen_brain_s_interhemispheric_fissure_is_not_taken_for_ventricles(monkeypatch):
+    """A swollen brain (hypoxia-ischaemia): 0.5 mm of CSF around it, slit ventricles and shallow sulci.
+    The brain mask then encloses the interhemispheric fissure, deep over most of its extent; it is
+    bright and passes the depth rules, and before round 31 it was taken for ventricle (3-6 mL found
+    for 1.7 mL), making the DMVs beside it fail.  Its edge lies at the brain surface, which no
+    ventricle reaches (``masks.VENTRICLE_MAX_SHALLOW_FRACTION``)."""
+    from NeonatalBrainLib.phantom import PRESETS, generate_phantom, with_changes
+    from NeonatalVesselsLib import masks as mk
+
+    swollen = generate_phantom(seed=3, modalities=("swi",), preset=with_changes(
+        PRESETS["term_3t"], extracerebral_csf_mm=0.5, ventricle_scale=0.5, sulcal_depth_mm=4.0))
+    true_mm3 = np.count_nonzero(swollen.swi_ventricles.array) * float(np.prod(swollen.swi.spacing_mm))
+    result = run_vessel_analysis(swollen.swi)
+    res = evaluate(result.vessels, result.centerlines, {"vessels": swollen.vessels})
+    found = np.asarray(result.ventricles.array) > 0
+    assert 0.7 * true_mm3 <= result.provenance["ventricles_mm3"] <= 1.3 * true_mm3, (result.provenance["ventricles_mm3"], true_mm3)
+    assert np.count_nonzero(found & (np.asarray(swollen.swi_ventricles.array) > 0)) >= 0.6 * np.count_nonzero(found)
+    assert res["sensitivity"] >= 0.85 and res["ppv"] >= 0.9, res
+    monkeypatch.setattr(mk, "VENTRICLE_MAX_SHALLOW_FRACTION", 1.0)
+    before = run_vessel_analysis(swollen.swi)
+    assert before.provenance["ventricles_mm3"] > 2 * true_mm3
+    assert evaluate(before.vessels, before.centerlines, {"vessels": swollen.vessels})["sensitivity"] < res["sensitivity"] - 0.03

@@ -30,7 +30,7 @@ import pandas as pd
 #: the fields of the independent generator that a case may change, with the value that leaves the case
 #: as generated (``independent_swi_phantom.generate``)
 INDEPENDENT_CHANGES = {"ventricle_scale": 1.0, "head_yaw_deg": 0.0, "head_roll_deg": 0.0,
-                       "dmv_diameter_scale": 1.0}
+                       "dmv_diameter_scale": 1.0, "extracerebral_csf_scale": 1.0}
 
 
 def _change_name(field: str, value) -> str:

@@ -20,7 +20,8 @@ preset's own is the phantom as ``eval_vessels.py`` caches it; the others are cac
   (``independent_swi_phantom.py --ventricle-scale``; 1: as generated), or ``head_yaw_deg`` /
   ``head_roll_deg``: its head turned further about S-I / A-P (``--head-yaw``, ``--head-roll``; 0: as
   generated; round 30's head frame), or ``dmv_diameter_scale``: each DMV's diameter x the value
-  (``--dmv-diameter-scale``; round 31's engorged DMVs);
+  (``--dmv-diameter-scale``; round 31's engorged DMVs), or ``extracerebral_csf_scale``: the CSF
+  between brain and skull x the value (``--extracerebral-csf-scale``; round 31's swollen brain);
 * ``dmv_diameter_mm``: the range the DMV diameters are drawn from, as ``LOW-HIGH`` (``1.2-2.2``:
   engorged DMVs; round 31).
 

@@ -319,11 +319,13 @@ class Pose:
 # anatomy (template space, term-sized, mm)
 # ----------------------------------------------------------------------------------------
 class Anatomy:
-    def __init__(self, rng, preterm: bool, field: float, ventricle_scale: float = 1.0):
+    def __init__(self, rng, preterm: bool, field: float, ventricle_scale: float = 1.0,
+                 extracerebral_csf_scale: float = 1.0):
         self.preterm = preterm
         U = rng.uniform
-        # --- head layers (template mm; preterm template is scaled by ~0.81 into the world)
-        self.t_csf = 3.6 if preterm else 3.0
+        # --- head layers (template mm; preterm template is scaled by ~0.81 into the world);
+        # extracerebral_csf_scale < 1: the CSF between brain and skull narrowed (a swollen brain)
+        self.t_csf = (3.6 if preterm else 3.0) * extracerebral_csf_scale
         self.t_skull = 1.5 if preterm else 1.8
         self.t_scalp = 4.0 if preterm else 4.2
         # --- cerebral hull
@@ -998,7 +1000,7 @@ class VesselBuilder:
 # case assembly
 # ----------------------------------------------------------------------------------------
 def build_case(preset: str, seed: int, ventricle_scale: float = 1.0, head_yaw_deg: float = 0.0,
-               head_roll_deg: float = 0.0, dmv_diameter_scale: float = 1.0):
+               head_roll_deg: float = 0.0, dmv_diameter_scale: float = 1.0, extracerebral_csf_scale: float = 1.0):
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     P = PRESETS[preset]
@@ -1008,7 +1010,7 @@ def build_case(preset: str, seed: int, ventricle_scale: float = 1.0, head_yaw_de
     if head_yaw_deg or head_roll_deg:     # the head turned further in the scanner (about S-I, then A-P)
         R = rot("z", head_yaw_deg) @ rot("y", head_roll_deg) @ R
     pose = Pose(scale, R, rng.uniform(-2.0, 2.0, 3))
-    anat = Anatomy(rng, P["preterm"], P["field"], ventricle_scale)
+    anat = Anatomy(rng, P["preterm"], P["field"], ventricle_scale, extracerebral_csf_scale)
     vb = VesselBuilder(anat, pose, rng, P["preterm"], dmv_diameter_scale)
     items = vb.build_all()
     # contrast parameters per vessel
@@ -1194,14 +1196,15 @@ def render_vessels(case, tissue):
 
 
 def render(preset: str, seed: int, ventricle_scale: float = 1.0, head_yaw_deg: float = 0.0,
-           head_roll_deg: float = 0.0, dmv_diameter_scale: float = 1.0) -> dict:
+           head_roll_deg: float = 0.0, dmv_diameter_scale: float = 1.0, extracerebral_csf_scale: float = 1.0) -> dict:
     """One case rendered in memory, every stage kept: ``case`` (:func:`build_case`), ``tissue``
     (vessel-free, WM = 1), ``labels``, ``veins`` (tissue with the veins, WM = 1), ``bias``, the
     point-spread sigmas ``psf_sigma_vox`` (voxels), the noise ``sigma`` (image units, each of the
     real and imaginary channels), ``obj`` (noise-free image: veins x bias x WM level, blurred) and
     ``mag`` (the magnitude image written as swi.nii.gz), with ``timings_s``."""
     t0 = time.time()
-    case = build_case(preset, int(seed), ventricle_scale, head_yaw_deg, head_roll_deg, dmv_diameter_scale)
+    case = build_case(preset, int(seed), ventricle_scale, head_yaw_deg, head_roll_deg, dmv_diameter_scale,
+                      extracerebral_csf_scale)
     t_geom = time.time() - t0
     P = case["P"]
     tissue, labels, braw = render_tissue(case)
@@ -1230,14 +1233,15 @@ def render(preset: str, seed: int, ventricle_scale: float = 1.0, head_yaw_deg: f
 
 
 def generate(out_dir, preset, seed, check=False, verbose=True, ventricle_scale=1.0, head_yaw_deg=0.0,
-             head_roll_deg=0.0, dmv_diameter_scale=1.0):
+             head_roll_deg=0.0, dmv_diameter_scale=1.0, extracerebral_csf_scale=1.0):
     """Generate one phantom case into out_dir; returns a small info dict.  ``ventricle_scale``:
     the lateral ventricles' radii x this (1: the preset's); ``head_yaw_deg``, ``head_roll_deg``: the
     head turned further about S-I, then A-P (0: the preset's pose); ``dmv_diameter_scale``: every
-    DMV's drawn diameter x this (1: the preset's; above 1: engorged veins); each recorded in
-    vessels.json when not the default."""
+    DMV's drawn diameter x this (1: the preset's; above 1: engorged veins);
+    ``extracerebral_csf_scale``: the CSF between brain and skull x this (below 1: a swollen brain);
+    each recorded in vessels.json when not the default."""
     os.makedirs(out_dir, exist_ok=True)
-    r = render(preset, seed, ventricle_scale, head_yaw_deg, head_roll_deg, dmv_diameter_scale)
+    r = render(preset, seed, ventricle_scale, head_yaw_deg, head_roll_deg, dmv_diameter_scale, extracerebral_csf_scale)
     case, mag, amp = r["case"], r["mag"], r["bias_amp"]
     t = r["timings_s"]
     t_geom, t_tis, t_ves = t["geometry"], t["tissue"], t["vessels"]
@@ -1264,6 +1268,8 @@ def generate(out_dir, preset, seed, check=False, verbose=True, ventricle_scale=1
         record["head_yaw_deg"], record["head_roll_deg"] = float(head_yaw_deg), float(head_roll_deg)
     if dmv_diameter_scale != 1.0:
         record["dmv_diameter_scale"] = float(dmv_diameter_scale)
+    if extracerebral_csf_scale != 1.0:
+        record["extracerebral_csf_scale"] = float(extracerebral_csf_scale)
     with open(os.path.join(out_dir, "vessels.json"), "w") as fh:
         json.dump(record, fh)
     info = dict(out_dir=out_dir, preset=preset, seed=int(seed), shape=case["shape"],
@@ -1449,9 +1455,12 @@ def main(argv=None):
     ap.add_argument("--head-roll", type=float, default=0.0, help="turn the head further about A-P (degrees)")
     ap.add_argument("--dmv-diameter-scale", type=float, default=1.0,
                     help="every DMV's diameter x this (above 1: engorged deep medullary veins)")
+    ap.add_argument("--extracerebral-csf-scale", type=float, default=1.0,
+                    help="the CSF between brain and skull x this (below 1: a swollen brain)")
     args = ap.parse_args(argv)
     generate(args.out, args.preset, args.seed, check=not args.no_check, ventricle_scale=args.ventricle_scale,
-             head_yaw_deg=args.head_yaw, head_roll_deg=args.head_roll, dmv_diameter_scale=args.dmv_diameter_scale)
+             head_yaw_deg=args.head_yaw, head_roll_deg=args.head_roll, dmv_diameter_scale=args.dmv_diameter_scale,
+             extracerebral_csf_scale=args.extracerebral_csf_scale)
 
 
 if __name__ == "__main__":
