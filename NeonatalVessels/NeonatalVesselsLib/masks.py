@@ -644,7 +644,7 @@ SLIT_VENTRICLE_OFF_MIDLINE_MM = 4.0
 #: :data:`VENTRICLE_SHALLOW_MM` of the brain surface is CSF outside the brain, not a ventricle:
 #: where a swollen brain leaves little CSF around it, the brain mask encloses the interhemispheric
 #: fissure and the Sylvian cisterns, deep over most of their extent but open to the surface at
-#: their edge (round 31: the project phantom with 0.5 mm of outer CSF and slit ventricles took the
+#: their edge (round 32: the project phantom with 0.5 mm of outer CSF and slit ventricles took the
 #: fissure, 2.8-4.5 mL, for ventricle; of 625 phantoms of both generators -- their presets, slit
 #: ventricles, the other variants -- only the six with 0.5 mm of outer CSF find other ventricles)
 VENTRICLE_MAX_SHALLOW_FRACTION = 0.02

@@ -71,7 +71,8 @@ class VesselParams:
     #: ... and in automatic runs a DMV fitted wider than wide_dmv_mm needs the scorer's probability
     #: (:mod:`.dmvscore`) >= wide_dmv_min_probability: an engorged DMV is a clear radial dark line,
     #: while the broad dark bands fitted that wide on noisy scans are not (round 31: on 1.2-2.2 mm DMVs
-    #: the 1.9 mm limit alone lost 0.14-0.20 of them; 2.4 mm alone cost 0.02 of the PPV held out)
+    #: the 1.9 mm limit alone lost 0.14-0.20 of them; 2.4 mm alone cost 0.02 of the PPV held out).
+    #: With the scorer's veto off (dmv_min_probability = 0) the scorer judges no line: 2.4 mm alone
     wide_dmv_mm: float = 1.9
     wide_dmv_min_probability: float = 0.4
     #: a DMV whose width fit is resolved has at least this x the scan's vein contrast (fainter: a
