@@ -97,7 +97,7 @@ def test_dmv_diameter_scale_widens_only_the_dmvs(generator):
 
 
 def test_extracerebral_csf_scale_narrows_the_csf_around_the_brain(generator):
-    """``extracerebral_csf_scale`` (round 31's swollen brain) scales the CSF layer between brain and
+    """``extracerebral_csf_scale`` (round 32's swollen brain) scales the CSF layer between brain and
     skull; the brain itself and the pose are the same draws."""
     as_is, swollen = generator.build_case("preterm", 2), generator.build_case("preterm", 2, extracerebral_csf_scale=0.2)
     a, b = as_is["anat"], swollen["anat"]

@@ -21,7 +21,7 @@ preset's own is the phantom as ``eval_vessels.py`` caches it; the others are cac
   ``head_roll_deg``: its head turned further about S-I / A-P (``--head-yaw``, ``--head-roll``; 0: as
   generated; round 30's head frame), or ``dmv_diameter_scale``: each DMV's diameter x the value
   (``--dmv-diameter-scale``; round 31's engorged DMVs), or ``extracerebral_csf_scale``: the CSF
-  between brain and skull x the value (``--extracerebral-csf-scale``; round 31's swollen brain);
+  between brain and skull x the value (``--extracerebral-csf-scale``; round 32's swollen brain);
 * ``dmv_diameter_mm``: the range the DMV diameters are drawn from, as ``LOW-HIGH`` (``1.2-2.2``:
   engorged DMVs; round 31).
 
@@ -52,8 +52,6 @@ def variant_folder(preset: str, seed: int, cache: Path, field: str, value: float
 
 def evaluate_variant(job) -> dict:
     preset, seed, cache, field, value, generator = job
-    import numpy as np
-
     from NeonatalBrainLib.imageio import load_volume
     from NeonatalVesselsLib.evaluation import evaluate, load_truth
     from NeonatalVesselsLib.pipeline import run_vessel_analysis
@@ -65,12 +63,11 @@ def evaluate_variant(job) -> dict:
         vein_signal = value if field == "swi_vein_signal" else PRESETS[preset].swi_vein_signal
         vein_contrast = round(1.0 - vein_signal / SWI_BASE["white_matter"], 3)
     prov, truth = a.summary["provenance"], load_truth(folder)
-    ventricles_ml = np.count_nonzero(a.ventricles.array) * abs(np.linalg.det(a.ventricles.affine[:3, :3])) / 1000.0
     return {"generator": generator, "preset": preset, "seed": seed, "field": field, "value": value,
             "vein_contrast": vein_contrast,
             **evaluate(a.vessels, a.centerlines, truth), **veto_off_metrics(a, truth),
             "noise_sd": prov["noise_sd"], "vein_contrast_fitted": prov["vein_contrast"],
-            "ventricles_ml": round(float(ventricles_ml), 3),
+            "ventricles_ml": round(prov["ventricles_mm3"] / 1000.0, 3),
             "dmv_detectability_index": a.summary.get("dmv_detectability_index"),
             "warned": bool(a.summary.get("warnings")), "warnings": " | ".join(a.summary.get("warnings") or [])}
 

@@ -1009,8 +1009,8 @@ def head_frame(brain: np.ndarray, affine: np.ndarray, *, min_tilt_deg: float = H
     info = {"yaw_deg": yaw, "roll_deg": roll, "tilt_deg": round(tilt, 2), "turned": tilt >= min_tilt_deg}
     to_head = np.eye(4)
     if info["turned"]:
-        idx = np.argwhere(brain)
-        centre = (idx @ np.asarray(affine, float)[:3, :3].T + np.asarray(affine, float)[:3, 3]).mean(axis=0)
+        # the mask's centroid without a list of its voxels (millions of index triples)
+        centre = np.asarray(affine, float)[:3, :3] @ np.asarray(ndimage.center_of_mass(brain)) + np.asarray(affine, float)[:3, 3]
         to_head[:3, :3] = turn.T
         to_head[:3, 3] = centre - turn.T @ centre
     return to_head, midline_x_mm(brain, to_head @ np.asarray(affine, float)), info
