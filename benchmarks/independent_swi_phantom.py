@@ -1232,6 +1232,21 @@ def render(preset: str, seed: int, ventricle_scale: float = 1.0, head_yaw_deg: f
                 timings_s=dict(total=time.time() - t0, geometry=t_geom, tissue=t_tis, vessels=t_ves))
 
 
+def truth_vessels(case) -> list[dict]:
+    """The truth of a built case's vessels as ``vessels.json`` lists them (RAS mm, centreline points
+    every 0.2 mm)."""
+    vlist = []
+    for v in case["vessels"]:
+        pts = v["curve"].sample(0.2)[0]
+        vlist.append(dict(vessel_id=int(v["vessel_id"]), region=v["region"], side=v["side"],
+                          diameter_mm=round(float(v["diameter_mm"]), 4),
+                          length_mm=round(v["curve"].length, 4),
+                          tortuosity=round(max(1.0, v["curve"].tortuosity), 5),
+                          curvature_per_mm=round(v["curve"].curv_mean, 5),
+                          centerline_ras_mm=np.round(pts, 4).tolist()))
+    return vlist
+
+
 def generate(out_dir, preset, seed, check=False, verbose=True, ventricle_scale=1.0, head_yaw_deg=0.0,
              head_roll_deg=0.0, dmv_diameter_scale=1.0, extracerebral_csf_scale=1.0):
     """Generate one phantom case into out_dir; returns a small info dict.  ``ventricle_scale``:
@@ -1252,15 +1267,7 @@ def generate(out_dir, preset, seed, check=False, verbose=True, ventricle_scale=1
     nii.set_sform(case["affine"], code=1)
     nii.header["descrip"] = f"indep SWI phantom {preset} seed {seed}".encode()[:79]
     nib.save(nii, os.path.join(out_dir, "swi.nii.gz"))
-    vlist = []
-    for v in case["vessels"]:
-        pts = v["curve"].sample(0.2)[0]
-        vlist.append(dict(vessel_id=int(v["vessel_id"]), region=v["region"], side=v["side"],
-                          diameter_mm=round(float(v["diameter_mm"]), 4),
-                          length_mm=round(v["curve"].length, 4),
-                          tortuosity=round(max(1.0, v["curve"].tortuosity), 5),
-                          curvature_per_mm=round(v["curve"].curv_mean, 5),
-                          centerline_ras_mm=np.round(pts, 4).tolist()))
+    vlist = truth_vessels(case)
     record = dict(vessels=vlist, generator=GENERATOR, preset=preset, seed=int(seed))
     if ventricle_scale != 1.0:
         record["ventricle_scale"] = float(ventricle_scale)
