@@ -28,10 +28,10 @@ def _ref_largest_component(mask):
     return labels == int(np.argmax(counts))
 
 
-def _ref_brain_mask(image, spacing_mm, erosion_mm=2.5):
+def _ref_head_object(image, spacing_mm, smoothing_mm, erosion_mm=2.5):
     spacing = np.asarray(spacing_mm, float)
     img = np.asarray(image, np.float32)
-    sm = ndimage.gaussian_filter(img, sigma=1.0 / spacing, mode="nearest")
+    sm = ndimage.gaussian_filter(img, sigma=smoothing_mm / spacing, mode="nearest")
     step = tuple(max(1, n // 96) for n in sm.shape)
     thr = _otsu(sm[:: step[0], :: step[1], :: step[2]].ravel())
     fg = sm > thr
@@ -42,6 +42,14 @@ def _ref_brain_mask(image, spacing_mm, erosion_mm=2.5):
     core = _ref_largest_component(core)
     grow = edt_lib.edt((~core).astype(np.uint8), anisotropy=aniso, black_border=False) <= erosion_mm + 1e-6
     return ndimage.binary_fill_holes(grow & fg)
+
+
+def _ref_brain_mask(image, spacing_mm, erosion_mm=2.5):
+    """The object at 1 mm smoothing less its voxels > 1 mm from the object at 0.7 mm (round 33)."""
+    mask = _ref_head_object(image, spacing_mm, 1.0, erosion_mm)
+    fine = _ref_head_object(image, spacing_mm, 0.7, erosion_mm)
+    dist = edt_lib.edt((~fine).astype(np.uint8), anisotropy=tuple(float(x) for x in spacing_mm), black_border=False)
+    return mask & (dist <= 1.0 + 1e-6)
 
 
 def _ref_depth(brain, spacing_mm):
