@@ -1243,3 +1243,32 @@ def test_a_thin_skull_under_bright_scalp_is_cut_from_the_brain_mask(monkeypatch)
     monkeypatch.setattr(mk, "SKULL_CUT_MM", 1e6)        # no cut: the mask of 0.6.6
     before = run_vessel_analysis(swi)
     assert evaluate(before.vessels, before.centerlines, truth)["ppv"] < 0.5
+
+
+def test_a_noisy_swollen_brain_s_slit_look_does_not_take_white_matter_for_ventricle(monkeypatch):
+    """The independent phantom's 1.5 T case (seed 1) of a swollen brain: outer CSF x 0.2, ventricles
+    x 0.5 (1.2 mL), noise SD 0.09 of tissue in 2 mm slices.  The first look finds 0.8 mL, so the slit
+    look runs; at its floor of 1.1 the 0.5 mm-smoothed white matter (SD about 0.035) rose above it
+    in dozens of places and along the ventricles: 4.1 mL of 'ventricles', 2.7 of them white matter,
+    and no DMV found (round 34).  The slit look's threshold is now at least 1 + 5 x the smoothed noise SD."""
+    from benchmark_modules import benchmark_module
+    from NeonatalBrainLib.imageio import reorient_to_canonical
+    from NeonatalVesselsLib import masks as mk
+
+    gen = benchmark_module("independent_swi_phantom")
+    r = gen.render("term_1p5t", 1, ventricle_scale=0.5, extracerebral_csf_scale=0.2)
+    swi = Volume(r["mag"], r["case"]["affine"])
+    truth = {"vessels": gen.truth_vessels(r["case"])}
+    true_vent = np.asarray(reorient_to_canonical(Volume((r["labels"] == gen.VENT).astype(np.uint8),
+                                                        r["case"]["affine"]))[0].array) > 0
+    true_ml = np.count_nonzero(true_vent) * float(np.prod(swi.spacing_mm)) / 1000.0
+    result = run_vessel_analysis(swi)
+    found = np.asarray(result.ventricles.array) > 0
+    assert result.provenance["ventricles_mm3"] / 1000.0 < 1.6 * true_ml, (result.provenance["ventricles_mm3"], true_ml)
+    assert np.count_nonzero(found & true_vent) >= 0.6 * np.count_nonzero(found)
+    res = evaluate(result.vessels, result.centerlines, truth)
+    assert res["n_pred"] >= 5 and res["ppv"] >= 0.9, res
+    monkeypatch.setattr(mk, "SLIT_VENTRICLE_NOISE_Z", 0.0)      # the floor of 1.1 alone (0.6.7)
+    before = run_vessel_analysis(swi)
+    assert before.provenance["ventricles_mm3"] / 1000.0 > 2.5 * true_ml
+    assert evaluate(before.vessels, before.centerlines, truth)["n_pred"] < res["n_pred"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 from scipy import ndimage
@@ -670,6 +671,10 @@ VENTRICLE_MIN_BRIGHTNESS = 1.2
 SMALL_VENTRICLES_MM3 = 2000.0
 SLIT_VENTRICLE_SMOOTHING_MM = 0.5
 SLIT_VENTRICLE_MIN_BRIGHTNESS = 1.1
+#: ... and, given the image's noise, at least 1 + this x the noise SD after that smoothing: at 1.1
+#: a noisy scan's white matter (1.5 T, 2 mm slices: smoothed noise SD 0.03-0.04 of tissue) gave
+#: dozens of 10-60 mm^3 'ventricles' and grew the true ones into it (round 34)
+SLIT_VENTRICLE_NOISE_Z = 5.0
 #: the second look keeps deep bright components from this volume (mm^3; the first look's
 #: ``min_volume_mm3``, 50, drops the pieces of slit ventricles, which then count as other CSF and
 #: keep the DMVs beside them from passing the CSF-clearance rule) ...
@@ -693,7 +698,8 @@ def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
               min_median_depth_mm: float = 8.0, min_volume_mm3: float = 50.0,
               affine: np.ndarray | None = None, midline_x_mm: float | None = None,
               major_fraction: float = 0.3,
-              small_ventricles_mm3: float = SMALL_VENTRICLES_MM3) -> tuple[np.ndarray, np.ndarray]:
+              small_ventricles_mm3: float = SMALL_VENTRICLES_MM3,
+              smoothed_noise_sd: Callable[[float], float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(ventricles, other CSF) as bool masks from a bias-normalised SWI (CSF bright).
 
     Ventricles (lateral + third):
@@ -718,7 +724,9 @@ def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
     ending next to it fail the radial rule (both their ends "near a ventricle").
     When the ventricles so found hold less than ``small_ventricles_mm3`` (slit ventricles),
     the same selection is made a second time at :data:`SLIT_VENTRICLE_SMOOTHING_MM` and
-    :data:`SLIT_VENTRICLE_MIN_BRIGHTNESS`, keeping components from
+    :data:`SLIT_VENTRICLE_MIN_BRIGHTNESS` (with ``smoothed_noise_sd``, a function giving the noise SD of
+    ``norm_image`` after a Gaussian of the given sigma in mm, called only when the second look
+    runs: at least 1 + :data:`SLIT_VENTRICLE_NOISE_Z` x that SD), keeping components from
     :data:`SLIT_VENTRICLE_MIN_VOLUME_MM3` and judging the lateral rule by the components off
     the midline (:data:`SLIT_VENTRICLE_OFF_MIDLINE_MM`), and the look finding the larger
     ventricles is kept (with its other CSF).
@@ -742,8 +750,11 @@ def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
     if found * voxel_mm3 < small_ventricles_mm3:
         rules.update(min_volume_mm3=min(min_volume_mm3, SLIT_VENTRICLE_MIN_VOLUME_MM3),
                      off_midline_mm=SLIT_VENTRICLE_OFF_MIDLINE_MM)
+        min_brightness = SLIT_VENTRICLE_MIN_BRIGHTNESS
+        if smoothed_noise_sd is not None:
+            min_brightness = max(min_brightness, 1.0 + SLIT_VENTRICLE_NOISE_Z * smoothed_noise_sd(SLIT_VENTRICLE_SMOOTHING_MM))
         vent2, other2 = _csf_look(norm_image, brain, box, spacing, depth_mm, sigma_mm=SLIT_VENTRICLE_SMOOTHING_MM,
-                                  min_brightness=SLIT_VENTRICLE_MIN_BRIGHTNESS, **rules)
+                                  min_brightness=min_brightness, **rules)
         if np.count_nonzero(vent2) > found:
             vent, other = vent2, other2
     return vent, other

@@ -509,8 +509,15 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         side = pool.submit(side_steps)
         try:
             to_head, mid, head_info = midline.result()
+
+            def smoothed_noise_sd(sigma_mm: float) -> float:
+                # the noise SD of `norm` after that smoothing, on the acquired voxels (waits for the side steps)
+                noise_sd, interpolation, _ = side.result()
+                return noise_sd * mk.smoothed_noise_factor(np.asarray(spacing, float) * interpolation, sigma_mm)
+
             auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=vent_depth,
-                                                affine=to_head @ swi.affine, midline_x_mm=mid)
+                                                affine=to_head @ swi.affine, midline_x_mm=mid,
+                                                smoothed_noise_sd=smoothed_noise_sd)
             vent = auto_vent if vent is None else vent > 0
             other_csf &= ~vent
             lab = labels
