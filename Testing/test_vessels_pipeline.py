@@ -1215,17 +1215,24 @@ def test_a_swollen_brain_s_interhemispheric_fissure_is_not_taken_for_ventricles(
     assert evaluate(before.vessels, before.centerlines, {"vessels": swollen.vessels})["sensitivity"] < res["sensitivity"] - 0.03
 
 
+def _independent_case(preset: str, seed: int, **changes):
+    """One case of the independent phantom generator (benchmarks/) rendered in memory:
+    ``(generator module, render dict, SWI Volume, truth as vessels.json holds it)``."""
+    from benchmark_modules import benchmark_module
+
+    gen = benchmark_module("independent_swi_phantom")
+    r = gen.render(preset, seed, **changes)
+    return gen, r, Volume(r["mag"], r["case"]["affine"]), {"vessels": gen.truth_vessels(r["case"])}
+
 def test_a_thin_skull_under_bright_scalp_is_cut_from_the_brain_mask(monkeypatch):
     """The independent phantom's preterm case (seed 1) with its outer CSF x 0.2: a 1.5 mm calvarium
     between brain and scalp fat as bright as white matter.  Smoothed at 1 mm the skull rises above
     the threshold, and the brain mask held the scalp too (about 55 mL beyond 193 mL), unevenly: the
     head frame, taken from the mask's symmetry, and the midline moved, and 30 of 36 DMVs found were
     false (round 33).  The mask is cut where the image smoothed at 0.7 mm puts the skull."""
-    from benchmark_modules import benchmark_module
     from NeonatalVesselsLib import masks as mk
 
-    gen = benchmark_module("independent_swi_phantom")
-    r = gen.render("preterm", 1, extracerebral_csf_scale=0.2)
+    gen, r, swi, truth = _independent_case("preterm", 1, extracerebral_csf_scale=0.2)
     affine, labels = r["case"]["affine"], r["labels"]
     spacing = np.linalg.norm(affine[:3, :3], axis=0)
     ml = float(np.prod(spacing)) / 1000.0
@@ -1235,8 +1242,6 @@ def test_a_thin_skull_under_bright_scalp_is_cut_from_the_brain_mask(monkeypatch)
     assert np.count_nonzero(intracranial & ~brain) * ml < 1.0
     leaky = mk.head_object(r["mag"], spacing, smoothing_mm=mk.BRAIN_SMOOTHING_MM)
     assert np.count_nonzero(leaky & ~intracranial) * ml > 45.0
-    truth = {"vessels": gen.truth_vessels(r["case"])}
-    swi = Volume(r["mag"], affine)
     result = run_vessel_analysis(swi)
     res = evaluate(result.vessels, result.centerlines, truth)
     assert res["ppv"] >= 0.9 and res["sensitivity"] >= 0.35, res
@@ -1251,14 +1256,10 @@ def test_a_noisy_swollen_brain_s_slit_look_does_not_take_white_matter_for_ventri
     look runs; at its floor of 1.1 the 0.5 mm-smoothed white matter (SD about 0.035) rose above it
     in dozens of places and along the ventricles: 4.1 mL of 'ventricles', 2.7 of them white matter,
     and no DMV found (round 34).  The slit look's threshold is now at least 1 + 5 x the smoothed noise SD."""
-    from benchmark_modules import benchmark_module
     from NeonatalBrainLib.imageio import reorient_to_canonical
     from NeonatalVesselsLib import masks as mk
 
-    gen = benchmark_module("independent_swi_phantom")
-    r = gen.render("term_1p5t", 1, ventricle_scale=0.5, extracerebral_csf_scale=0.2)
-    swi = Volume(r["mag"], r["case"]["affine"])
-    truth = {"vessels": gen.truth_vessels(r["case"])}
+    gen, r, swi, truth = _independent_case("term_1p5t", 1, ventricle_scale=0.5, extracerebral_csf_scale=0.2)
     true_vent = np.asarray(reorient_to_canonical(Volume((r["labels"] == gen.VENT).astype(np.uint8),
                                                         r["case"]["affine"]))[0].array) > 0
     true_ml = np.count_nonzero(true_vent) * float(np.prod(swi.spacing_mm)) / 1000.0

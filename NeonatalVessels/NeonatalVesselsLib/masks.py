@@ -1058,12 +1058,13 @@ def head_frame(brain: np.ndarray, affine: np.ndarray, *, min_tilt_deg: float = H
     tilt = float(np.degrees(np.arccos(np.clip(turn[0, 0], -1.0, 1.0))))
     info = {"yaw_deg": yaw, "roll_deg": roll, "tilt_deg": round(tilt, 2), "turned": tilt >= min_tilt_deg}
     to_head = np.eye(4)
+    affine = np.asarray(affine, float)
     if info["turned"]:
         # the mask's centroid without a list of its voxels (millions of index triples)
-        centre = np.asarray(affine, float)[:3, :3] @ np.asarray(ndimage.center_of_mass(brain)) + np.asarray(affine, float)[:3, 3]
+        centre = affine[:3, :3] @ np.asarray(ndimage.center_of_mass(brain)) + affine[:3, 3]
         to_head[:3, :3] = turn.T
         to_head[:3, 3] = centre - turn.T @ centre
-    return to_head, midline_x_mm(brain, to_head @ np.asarray(affine, float)), info
+    return to_head, midline_x_mm(brain, to_head @ affine), info
 
 
 def as_array_on_grid(mask, reference: Volume, name: str) -> np.ndarray:

@@ -504,7 +504,7 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
                     if check_contrast else 0.0)
             deep = (depth > 5.0) & ~masked
             interpolation = mk.interpolation_factors(norm, deep)
-            return mk.noise_sd(norm, deep, spacing, interpolation), interpolation, dark
+            return mk.noise_sd(norm, deep, spacing, interpolation), np.asarray(spacing, float) * interpolation, dark
 
         side = pool.submit(side_steps)
         try:
@@ -512,8 +512,8 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
 
             def smoothed_noise_sd(sigma_mm: float) -> float:
                 # the noise SD of `norm` after that smoothing, on the acquired voxels (waits for the side steps)
-                noise_sd, interpolation, _ = side.result()
-                return noise_sd * mk.smoothed_noise_factor(np.asarray(spacing, float) * interpolation, sigma_mm)
+                noise_sd, acquired_spacing, _ = side.result()
+                return noise_sd * mk.smoothed_noise_factor(acquired_spacing, sigma_mm)
 
             auto_vent, other_csf = mk.csf_masks(norm, brain, spacing, depth_mm=vent_depth,
                                                 affine=to_head @ swi.affine, midline_x_mm=mid,
@@ -534,13 +534,13 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         except Exception:
             side.result()   # an error of the side steps reports first, as when run in order
             raise
-        noise, interpolation, dark = side.result()
+        noise, acquired_spacing, dark = side.result()
     return _Context(swi, norm, brain, vent, vent_depth, vdist, mid, lab, timings, csf_dist, noise,
                     open_faces=open_faces, cut_planes=cut_planes,
                     masked_mm3=float(np.count_nonzero(masked) * np.prod(spacing)),
                     ventricles_mm3=float(np.count_nonzero(vent) * np.prod(spacing)), ventricles_given=ventricles is not None,
                     dark_deep_blobs_mm3=dark, to_head=to_head, head_frame=head_info,
-                    acquired_spacing_mm=np.asarray(spacing, float) * interpolation)
+                    acquired_spacing_mm=acquired_spacing)
 
 
 # ----------------------------------------------------------------------------- measurement
