@@ -686,6 +686,24 @@ def test_t1_cropped_inside_the_head_is_refused_but_a_cropped_swi_is_not(phantom)
     run_vessel_analysis(_centre_crop(phantom.swi, slab))
 
 
+def test_an_swi_cropped_inside_the_head_is_judged_at_the_cropped_dark_level(monkeypatch):
+    """The preterm phantom's SWI (seed 3) cut to 60 x 60 x 40 mm around the array's centre: no brain
+    15 mm below a surface, so the T1 check searches the array's middle, where this SWI holds 868
+    mm^3 below 0.6 x its tissue signal (deep grey matter read without a brain outline) and none below
+    :data:`CROPPED_DARK_CSF_LEVEL` (0.5).  It finds no DMV either way; judged at the whole-head level
+    (0.6) it would be refused as a T1 (round 35), at the cropped level it runs."""
+    import NeonatalVesselsLib.pipeline as pl
+    from NeonatalBrainLib.phantom import generate_phantom
+
+    crop = _centre_crop(generate_phantom(seed=3, preset="preterm", modalities=("swi",)).swi, (60, 60, 40))
+    result = run_vessel_analysis(crop)
+    assert result.provenance["dark_deep_blobs_mm3"] == 0.0
+    assert pl.CROPPED_DARK_CSF_LEVEL == 0.5 < pl.T1_DARK_CSF_LEVEL
+    monkeypatch.setattr(pl, "CROPPED_DARK_CSF_LEVEL", pl.T1_DARK_CSF_LEVEL)
+    with pytest.raises(InputError, match="T1-weighted"):
+        run_vessel_analysis(crop)
+
+
 def _slab_of(vol: Volume, z_centre_mm: float, thickness_mm: float) -> Volume:
     """``benchmarks/eval_vessels_slabs.slab_of``: the slices along the voxel axis nearest S-I
     within ``thickness_mm`` / 2 of ``z_centre_mm`` (RAS)."""

@@ -5,8 +5,9 @@ Usage::
     .venv/bin/python benchmarks/t1_check_dark_levels.py OUT.csv VOLUME [VOLUME ...] [--levels 0.5 0.6 0.7]
 
 For each volume the automatic vessel pipeline runs up to its T1 check, which measures
-``pipeline.deep_dark_blobs_mm3`` (blobs of >= 100 mm^3 more than 15 mm inside the brain, below
-``level`` x the tissue signal after 1.5 mm smoothing) with ``pipeline.T1_DARK_CSF_LEVEL`` set to
+``pipeline.deep_dark_blobs_mm3`` (blobs of >= 100 mm^3 more than 15 mm inside the brain, or in the
+middle of a field of view cropped inside the head, below ``level`` x the tissue signal after 1.5 mm
+smoothing) with ``pipeline.T1_DARK_CSF_LEVEL`` and ``pipeline.CROPPED_DARK_CSF_LEVEL`` both set to
 each level on the pipeline's own normalised image, brain mask and depth; the run then stops (no
 vessels are segmented).  A T1 refused by the check needs > ``pipeline.T1_DARK_BLOBS_MM3`` at the
 level in use; an SWI should have none.  Round 35 (benchmarks/README.md) ran it on 866 cached SWI
@@ -30,11 +31,12 @@ def dark_levels(path: str, levels: tuple[float, ...]) -> dict:
     from NeonatalBrainLib.imageio import InputError, load_volume
 
     measured: dict[str, float] = {}
-    original_measure, original_level = pl.deep_dark_blobs_mm3, pl.T1_DARK_CSF_LEVEL
+    original_measure = pl.deep_dark_blobs_mm3
+    original_levels = pl.T1_DARK_CSF_LEVEL, pl.CROPPED_DARK_CSF_LEVEL
 
     def measure(*args, **kwargs):
         for level in levels:
-            pl.T1_DARK_CSF_LEVEL = level
+            pl.T1_DARK_CSF_LEVEL = pl.CROPPED_DARK_CSF_LEVEL = level
             measured[f"below_{level:g}_mm3"] = original_measure(*args, **kwargs)
         raise _Measured
 
@@ -46,7 +48,8 @@ def dark_levels(path: str, levels: tuple[float, ...]) -> dict:
     except InputError as err:
         return {"path": path, "error": str(err)}
     finally:
-        pl.deep_dark_blobs_mm3, pl.T1_DARK_CSF_LEVEL = original_measure, original_level
+        pl.deep_dark_blobs_mm3 = original_measure
+        pl.T1_DARK_CSF_LEVEL, pl.CROPPED_DARK_CSF_LEVEL = original_levels
     return {"path": path, **measured}
 
 

@@ -248,6 +248,11 @@ DARK_REGION_WARNING_MM3 = 800.0
 #: between 0.5 and 0.6, then had no deep blob on 3 of 4 seeds and ran; 866 SWI phantoms of both
 #: generators have no deep blob below 0.7)
 T1_DARK_CSF_LEVEL = 0.6
+#: ... and below this one in a field of view cropped inside the head, where the deep region is the
+#: middle of the array rather than the brain 15 mm below its surface: SWI phantoms cut to 60 x 60 x
+#: 40 mm there hold up to 868 mm^3 below 0.6 (their deep grey matter, read against a tissue signal
+#: normalised without a brain outline) and none below 0.5
+CROPPED_DARK_CSF_LEVEL = 0.5
 
 
 def t1_refusal(dark_mm3: float, dmv_counts: tuple[int, int]) -> None:
@@ -291,7 +296,8 @@ def deep_dark_blobs_mm3(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarra
     In SWI magnitude the ventricles are brighter than white matter; in a neonatal
     T1 they are the darkest tissue.  Within the deep brain (more than 15 mm from the
     surface, smoothed 1.5 mm) large blobs (>= ``min_blob_mm3`` each) darker than
-    :data:`T1_DARK_CSF_LEVEL` x the tissue signal: veins are too thin to form such blobs after
+    :data:`T1_DARK_CSF_LEVEL` x the tissue signal (:data:`CROPPED_DARK_CSF_LEVEL` in a field of
+    view cropped inside the head, below): veins are too thin to form such blobs after
     smoothing, a large deep haemorrhage is not.  0.0 when no part of the brain is 15 mm deep.
 
     ``depth_mm``: :func:`.masks.brain_depth_mm` with every array face a border
@@ -322,11 +328,13 @@ def deep_dark_blobs_mm3(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarra
         depth_mm = mk.brain_depth_mm(in_slices, spacing, open_faces=si_cuts)
     del in_slices
     deep = depth_mm > 15.0
+    level = T1_DARK_CSF_LEVEL
     if deep.sum() < 100:
         faces = [norm[0], norm[-1], norm[:, 0], norm[:, -1]]
         if sum(int((f > 0.3).sum()) for f in faces) > 0.5 * sum(f.size for f in faces):
             from_border = mk.brain_depth_mm(np.ones(depth_mm.shape, bool), spacing, open_faces=())
             deep = from_border > 0.5 * float(from_border.max())
+            level = CROPPED_DARK_CSF_LEVEL
     if deep.sum() < 100:
         return 0.0
     # smoothing only where it is used: the deep region's box (+ the kernel's reach); the
@@ -342,7 +350,7 @@ def deep_dark_blobs_mm3(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarra
         counts = voxel_counts(lab)[1:]
         return float(counts[counts * voxel >= min_blob_mm3].sum() * voxel)
 
-    dark_csf = deep[box] & (sm < T1_DARK_CSF_LEVEL)
+    dark_csf = deep[box] & (sm < level)
     if masked is not None and masked[gbox].any():
         dark_csf &= mk.distance_to_mask_mm(masked[gbox], spacing)[inner_box(gbox, box)] > 3.0
     return big(dark_csf)
