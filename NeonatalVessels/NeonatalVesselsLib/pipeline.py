@@ -294,8 +294,7 @@ def t1_refusal(dark_mm3: float, dmv_counts: tuple[int, int]) -> None:
     """
     if dark_mm3 > T1_DARK_BLOBS_MM3 and max(dmv_counts) < MIN_DMVS_PER_HEMISPHERE:
         raise InputError(
-            f"SWI: the deep CSF is dark ({dark_mm3:.0f} mm^3 of large deep blobs below {T1_DARK_CSF_LEVEL:g} x the "
-            "tissue signal) "
+            f"SWI: the deep CSF is dark ({dark_mm3:.0f} mm^3 of large deep blobs far below the tissue signal) "
             f"and no veins are visible ({dmv_counts[0]} and {dmv_counts[1]} DMVs in the left and right "
             "hemispheres): this looks like a T1-weighted image, not an SWI magnitude (veins dark, CSF bright)")
 
@@ -304,8 +303,7 @@ def dark_region_warnings(dark_mm3: float) -> list[str]:
     """Warning for an SWI with large deep dark blobs that :func:`t1_refusal` did not refuse."""
     if dark_mm3 <= DARK_REGION_WARNING_MM3:
         return []
-    return [f"{dark_mm3:.0f} mm^3 deep in the brain are darker than {T1_DARK_CSF_LEVEL:g} x the tissue signal "
-            "in large blobs "
+    return [f"{dark_mm3:.0f} mm^3 deep in the brain are far darker than the tissue in large blobs "
             "(a haemorrhage, or dark CSF if this is not an SWI magnitude): veins inside them are not seen, "
             "and lines along their edges may be counted as veins -- check the overlay"]
 
