@@ -989,6 +989,27 @@ def test_t1_slab_along_si_is_refused_when_its_ventricles_are_large_enough():
         run_vessel_analysis(_centre_crop(t1, slab))
 
 
+def test_t1_slab_on_a_rotated_grid_is_refused_with_its_slanted_cuts_open(monkeypatch):
+    """A 30 mm S-I slab of the term phantom's T1 (seed 0) resampled onto a grid turned 12 degrees:
+    its field of view ends in slanted planes of zeros, and with them taken as surface no brain lay
+    15 mm deep (at most 15.4 mm), so it ran as an SWI (0 DMVs).  The T1 check now opens the voxels
+    beyond those cuts (``deep_dark_blobs_mm3(open_mask=...)``, as the ventricle depth does) and
+    refuses it (round 35)."""
+    import NeonatalVesselsLib.pipeline as pl
+    from NeonatalBrainLib.imageio import resample_to_grid
+    from NeonatalBrainLib.phantom import generate_phantom
+    from benchmark_modules import benchmark_module
+
+    slabs = benchmark_module("eval_vessels_slabs")
+    t1 = generate_phantom(seed=0, preset="term_3t", modalities=("t1",)).t1
+    turned = resample_to_grid(slabs.slab_of(t1, 10.0, 30.0), slabs.rotated_grid(t1, 12.0))
+    with pytest.raises(InputError, match="T1-weighted"):
+        run_vessel_analysis(turned)
+    measure = pl.deep_dark_blobs_mm3
+    monkeypatch.setattr(pl, "deep_dark_blobs_mm3", lambda *a, open_mask=None, **k: measure(*a, **k))
+    assert run_vessel_analysis(turned).provenance["dark_deep_blobs_mm3"] == 0.0
+
+
 def test_cli_corrupt_file_and_no_partial_output(tmp_path, phantom_dir):
     from NeonatalBrainLib.cli import main
 

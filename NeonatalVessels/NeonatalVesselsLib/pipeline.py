@@ -309,7 +309,7 @@ def dark_region_warnings(dark_mm3: float) -> list[str]:
 
 
 def deep_dark_blobs_mm3(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarray, spacing, *,
-                        cut_faces=(), masked: np.ndarray | None = None,
+                        cut_faces=(), open_mask: np.ndarray | None = None, masked: np.ndarray | None = None,
                         min_blob_mm3: float = DARK_BLOB_MIN_MM3) -> float:
     """Volume (mm^3) of the large dark blobs deep in the brain: a T1's dark CSF (:func:`t1_refusal`).
 
@@ -326,7 +326,10 @@ def deep_dark_blobs_mm3(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarra
     T1's dark ventricles reach the cut, so they are no 3-D hole of the brain mask, but each
     axial slice encloses them: the mask is filled slice by slice
     (:func:`.masks.fill_holes_in_slices`) and the deep brain measured below its surface inside
-    the slab.  The same filling is used on a whole head when it encloses at least
+    the slab.  ``open_mask``: the voxels beyond the slanted cuts of a field of view resampled onto
+    a rotated grid (:func:`.masks.beyond_cut_planes`), no surface either: a 30 mm T1 slab turned 12
+    degrees had no brain 15 mm below its closed outline and ran as an SWI (round 35).  The same
+    filling is used on a whole head when it encloses at least
     :data:`SLICE_HOLES_MIN_MM3` more than the 3-D mask: a T1's dark ventricles joined to the
     dark outer CSF are no 3-D hole either (round 28: the preterm phantom's T1, seeds 0 and 2,
     ran as SWI).  A field of view cropped inside the head in-plane (no brain voxel 15 mm deep,
@@ -344,8 +347,8 @@ def deep_dark_blobs_mm3(norm: np.ndarray, brain: np.ndarray, depth_mm: np.ndarra
     voxel = float(np.prod(spacing))
     si_cuts = tuple(f for f in cut_faces if f[0] == 2)
     in_slices = mk.fill_holes_in_slices(brain, axis=2)
-    if si_cuts or np.count_nonzero(in_slices & ~brain) * voxel >= SLICE_HOLES_MIN_MM3:
-        depth_mm = mk.brain_depth_mm(in_slices, spacing, open_faces=si_cuts)
+    if si_cuts or open_mask is not None or np.count_nonzero(in_slices & ~brain) * voxel >= SLICE_HOLES_MIN_MM3:
+        depth_mm = mk.brain_depth_mm(in_slices, spacing, open_faces=si_cuts, open_mask=open_mask)
     del in_slices
     deep = depth_mm > 15.0
     level = T1_DARK_CSF_LEVEL
@@ -527,7 +530,6 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         depth = mk.brain_depth_mm(brain, spacing, open_faces=())
         vent_depth = (depth if not (open_faces or cut_planes)
                       else mk.brain_depth_mm(brain, spacing, open_faces=open_faces, open_mask=beyond_cuts))
-        del beyond_cuts
         timings["normalise_s"] = time.perf_counter() - t0
         vent = ventricles
         check_contrast = ventricles is None     # (fixed here: `vent` is reassigned below)
@@ -535,7 +537,8 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         def side_steps() -> tuple[float, np.ndarray, float]:
             # independent of the CSF masks: run on the worker thread beside them (their filters and
             # labelling release the GIL); a T1 is refused once the DMVs are counted (t1_refusal)
-            dark = (deep_dark_blobs_mm3(norm, brain, depth, spacing, cut_faces=open_faces, masked=masked)
+            dark = (deep_dark_blobs_mm3(norm, brain, depth, spacing, cut_faces=open_faces, open_mask=beyond_cuts,
+                                        masked=masked)
                     if check_contrast else 0.0)
             deep = (depth > 5.0) & ~masked
             interpolation = mk.interpolation_factors(norm, deep)
