@@ -14,6 +14,8 @@ Markdown table.
 ``--generator independent``: the phantoms of ``benchmarks/independent_swi_phantom.py``, a
 second generator written without access to the engine or the project's phantom (its own
 anatomy, contrasts, noise and presets), cached under ``<cache>/independent/``.
+``--generator atlas``: ``benchmarks/atlas_swi_phantom.py``, a third one written the same way
+whose anatomy is the MNI152 template scaled to neonatal size (cached under ``<cache>/atlas/``).
 """
 from __future__ import annotations
 
@@ -26,6 +28,10 @@ from pathlib import Path
 
 import pandas as pd
 
+
+#: the generators written outside the project (name -> module in ``benchmarks/``), each with
+#: ``generate(out_dir, preset, seed, **changes)`` writing ``swi.nii.gz`` and ``vessels.json``
+EXTERNAL_GENERATORS = {"independent": "independent_swi_phantom", "atlas": "atlas_swi_phantom"}
 
 #: the fields of the independent generator that a case may change, with the value that leaves the case
 #: as generated (``independent_swi_phantom.generate``)
@@ -50,8 +56,10 @@ def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "projec
 
     if generator == "independent" and set(changes or ()) - set(INDEPENDENT_CHANGES):
         raise ValueError(f"the independent generator changes only {sorted(INDEPENDENT_CHANGES)}, not {sorted(changes)}")
-    if generator == "independent":
-        folder = cache.joinpath("independent", *(_change_name(f, v) for f, v in (changes or {}).items()),
+    if generator == "atlas" and changes:
+        raise ValueError("the atlas generator takes no changes")
+    if generator in EXTERNAL_GENERATORS:
+        folder = cache.joinpath(generator, *(_change_name(f, v) for f, v in (changes or {}).items()),
                                 f"{preset}_{seed}")
     elif changes:
         folder = cache.joinpath(*(_change_name(f, v) for f, v in changes.items())) / f"{preset}_{seed}"
@@ -61,11 +69,11 @@ def phantom_folder(preset: str, seed: int, cache: Path, generator: str = "projec
         return folder
     partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
-    if generator == "independent":
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        import independent_swi_phantom
+    if generator in EXTERNAL_GENERATORS:
+        import importlib
 
-        independent_swi_phantom.generate(partial, preset, seed, **(changes or {}))
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        importlib.import_module(EXTERNAL_GENERATORS[generator]).generate(partial, preset, seed, **(changes or {}))
     else:
         write_phantom(partial, seed=seed, preset=with_changes(PRESETS[preset], **changes) if changes else preset,
                       modalities=("swi",))
@@ -84,7 +92,7 @@ def add_case_arguments(ap: argparse.ArgumentParser) -> None:
     ``eval_vessels_interpolated.py``, ``eval_vessels_variants.py``)."""
     ap.add_argument("--presets", nargs="+", default=["term_3t", "term_1p5t", "preterm", "isotropic", "oblique_low_snr"])
     ap.add_argument("--seeds", nargs="+", type=int, default=[11, 12])
-    ap.add_argument("--generator", choices=("project", "independent"), default="project")
+    ap.add_argument("--generator", choices=("project", *EXTERNAL_GENERATORS), default="project")
     ap.add_argument("--cache", default="/tmp/neonatal_vessel_phantoms")
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--out")
