@@ -569,24 +569,31 @@ def fit_width(norm_image: np.ndarray, affine: np.ndarray, points_ras: np.ndarray
     return result(d, b, c)
 
 
-def subject_contrast(fits: list[WidthFit | None], default: float = 0.6, quantile: float = 0.5) -> float:
+def subject_contrast(fits: list[WidthFit | None], default: float = 0.6, quantile: float = 0.5,
+                     max_diameter_mm: float = np.inf) -> float:
     """``quantile`` (default the median) of the relative contrasts of the resolved veins (``default`` if fewer than 3).
 
     Fits whose diameter reached the search limit (broad dark regions such as deep
-    grey matter, not veins) are not used.  An upper quantile counters the bias of the
-    averaged cross-sections: centreline misalignment and curvature only blur a vein
-    (wider, shallower), never deepen it.
+    grey matter, not veins) are not used, nor, where at least 3 fits remain, those wider
+    than ``max_diameter_mm``: the broad faint dark bands that a brain's own anatomy gives
+    (grey-matter edges, sulci; fitted 2-2.6 mm wide at 0.1-0.2 contrast) can outnumber the
+    veins and pull the quantile down to them (:func:`resolved_contrasts`).  An upper
+    quantile counters the bias of the averaged cross-sections: centreline misalignment and
+    curvature only blur a vein (wider, shallower), never deepen it.
     """
-    cs = resolved_contrasts(fits)
+    cs = resolved_contrasts(fits, max_diameter_mm)
     if len(cs) < 3:
         return float(default)
     return float(np.quantile(cs, quantile))
 
 
-def resolved_contrasts(fits: list[WidthFit | None]) -> list[float]:
-    """Relative contrasts of the resolved veins that :func:`subject_contrast` takes (fits within
-    the search bounds, contrast 0.05-1.5)."""
-    return [f.contrast for f in fits if f is not None and f.resolved and f.within_bounds and 0.05 < f.contrast < 1.5]
+def resolved_contrasts(fits: list[WidthFit | None], max_diameter_mm: float = np.inf) -> list[float]:
+    """Relative contrasts of the resolved veins that :func:`subject_contrast` takes: fits within
+    the search bounds, contrast 0.05-1.5, and of those the ones at most ``max_diameter_mm``
+    wide when there are at least 3 (else all)."""
+    fits = [f for f in fits if f is not None and f.resolved and f.within_bounds and 0.05 < f.contrast < 1.5]
+    narrow = [f for f in fits if f.diameter_mm <= max_diameter_mm]
+    return [f.contrast for f in (narrow if len(narrow) >= 3 else fits)]
 
 
 def width_method(fit: WidthFit, c_subject: float, faint_fraction: float = 0.0) -> str:

@@ -122,6 +122,9 @@ class VesselParams:
     width_cross_section_average: str = "median"  #: cross-sections combined pixel-wise by "median" or "mean"
     default_vein_contrast: float = 0.6  #: relative vein contrast when no vein is resolved
     vein_contrast_quantile: float = 0.8  #: quantile of the resolved veins' contrasts taken as the scan's vein contrast
+    #: ... of the resolved fits at most this wide (mm), where at least 3 are (``measure.subject_contrast``):
+    #: broad faint dark bands of the anatomy outnumbered the veins on an MNI152-based phantom (round 36)
+    vein_contrast_max_diameter_mm: float = 2.0
     minip_slab_mm: float = 8.0         #: thickness of the minimum-intensity-projection slab (mm)
     #: automatic runs: pieces that the region rules would make DMVs but for their length are grown by
     #: minimum-intensity tracking (:mod:`.tracking`), at most this far (mm) from each end; 0: off

@@ -791,7 +791,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                 prog.update(0.7 + 0.25 * n / max(1, len(fitted)), "widths")
     fits = [fit_of.get(vid) for vid in ids]
     ctx.timings["widths_s"] = time.perf_counter() - t_fits
-    c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile)
+    c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile,
+                                 params.vein_contrast_max_diameter_mm)
     # the rules below judge the structure by its fit (a broad or faint dark band is no vein; the
     # DMV width limit on the reported widths let faint wide dark lines through on the independent
     # phantom), except the anterior caudate veins' size limit, which takes the reported width: the
@@ -884,8 +885,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         "tracking": ctx.tracking, "psf": psf_info, "dmv_scorer": scorer_info,
         # given labels with a previous run: the vessels measured on that run's centreline and region
         "kept_from_previous_run": len(kept.keys() & set(ids)) if given_ids else None,
-        "detectability": detectability(c_subj, len(ms.resolved_contrasts(fits)), ctx.noise_sd,
-                                       ctx.acquired_spacing_mm, n_dmvs=len(dmv_ids),
+        "detectability": detectability(c_subj, len(ms.resolved_contrasts(fits, params.vein_contrast_max_diameter_mm)),
+                                       ctx.noise_sd, ctx.acquired_spacing_mm, n_dmvs=len(dmv_ids),
                                        near_threshold=near_threshold_fraction(
                                            np.array(list(darkness_of(dmv_lines).values())), min_darkness)),
         # per voxel axis of the input: grid steps per acquired sample, from the noise (> 1: interpolated)
