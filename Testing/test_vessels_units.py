@@ -1033,3 +1033,20 @@ def test_the_scans_vein_contrast_is_read_from_vein_sized_fits_not_broad_faint_ba
     (w,) = ms.finalize_widths([thin], ms.subject_contrast(veins + bands, quantile=0.8, max_diameter_mm=2.0))
     assert 0.58 < w < 0.61
 
+
+def test_split_at_bridges_parts_two_chambers_joined_by_a_thin_channel():
+    from NeonatalVesselsLib.masks import split_at_bridges
+
+    sp = np.array([0.5, 0.5, 1.0])
+    m = np.zeros((60, 40, 20), bool)
+    m[5:25, 10:30, 5:15] = True         # 10 x 10 x 10 mm
+    m[35:55, 10:30, 5:15] = True
+    m[25:35, 19:21, 9:11] = True        # a channel 1 x 2 mm across
+    labels, n = split_at_bridges(m, sp, 1.0)
+    a, b = labels[15, 20, 10], labels[45, 20, 10]
+    assert n == 2 and a > 0 and b > 0 and a != b
+    assert (labels[m] > 0).mean() > 0.95 and not labels[~m].any()
+    assert set(np.unique(labels[30, 19:21, 9:11])) == {0}        # the channel's middle is in neither
+    whole, n_whole = split_at_bridges(m[:30], sp, 1.0)
+    assert n_whole == 1 and (whole[m[:30]] == 1).mean() > 0.99     # one chamber and a stub: one piece
+
