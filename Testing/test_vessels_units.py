@@ -1050,3 +1050,18 @@ def test_split_at_bridges_parts_two_chambers_joined_by_a_thin_channel():
     whole, n_whole = split_at_bridges(m[:30], sp, 1.0)
     assert n_whole == 1 and (whole[m[:30]] == 1).mean() > 0.99     # one chamber and a stub: one piece
 
+
+def test_closed_mask_closes_a_narrow_fissure_and_fills_holes_but_not_a_wide_gap():
+    from NeonatalVesselsLib.masks import closed_mask
+
+    sp = (0.5, 0.5, 1.0)
+    m = np.zeros((80, 40, 24), bool)
+    m[5:35, 5:35, 4:20] = True
+    m[39:75, 5:35, 4:20] = True          # a 2 mm fissure between the two blocks ...
+    m[20:24, 18:22, 10:12] = False       # ... and a hole inside the first
+    c = closed_mask(m, sp, 3.0)
+    assert c[37, 20, 12] and c[21, 20, 11] and not m[~c].any()        # the mask itself is kept
+    assert not c[37, 20, 1] and not c[0, 20, 12]                              # nothing grows outward
+    wide = m.copy()
+    wide[35:51] = False                   # an 8 mm gap stays open at 3 mm
+    assert not closed_mask(wide, sp, 3.0)[43, 20, 12]

@@ -247,6 +247,22 @@ CANONICAL_FACE_NAMES = {(0, 0): "left", (0, 1): "right", (1, 0): "posterior", (1
 NO_SURFACE_DEPTH_MM = 1.0e6
 
 
+def closed_mask(mask: np.ndarray, spacing_mm, radius_mm: float) -> np.ndarray:
+    """``mask`` closed by a ball of ``radius_mm`` (dilation then erosion, exact Euclidean distances
+    in mm; the array border is no obstacle) with its holes filled: the fissures and sulci narrower
+    than 2 x ``radius_mm`` that a brain-tissue mask leaves open are inside."""
+    mask = np.asarray(mask, bool)
+    aniso = tuple(float(s) for s in spacing_mm)
+    pad = [int(np.ceil(radius_mm / s)) + 1 for s in aniso]
+    padded = np.pad(mask, [(p, p) for p in pad])
+    grown = edt_lib.edt(np.ascontiguousarray(~padded, dtype=np.uint8), anisotropy=aniso, black_border=False,
+                        parallel=EDT_THREADS) <= radius_mm
+    shrunk = edt_lib.edt(np.ascontiguousarray(grown, dtype=np.uint8), anisotropy=aniso, black_border=False,
+                         parallel=EDT_THREADS) > radius_mm
+    inner = tuple(slice(p, p + n) for p, n in zip(pad, mask.shape))
+    return fill_holes(shrunk[inner] | mask)
+
+
 def brain_depth_mm(brain: np.ndarray, spacing_mm, *, open_faces=None, open_mask=None) -> np.ndarray:
     """Distance (mm) of each brain voxel to the nearest non-brain voxel (anisotropic EDT),
     float32; 0 outside the brain.

@@ -236,6 +236,13 @@ MAX_NEGATIVE_FRACTION = 0.2
 MAX_NEGATIVE_DEPTH = 0.05
 
 
+#: a given brain mask is closed by a ball of this radius (mm) for the depth below the brain surface
+#: (``masks.closed_mask``): a mask of brain tissue without the CSF of the interhemispheric fissure and
+#: the cisterns put the lateral ventricles 4 mm below its surface, and no ventricle passed the depth
+#: rules (round 36, the MNI152-based phantom with its own brain mask given)
+GIVEN_MASK_CLOSING_MM = 3.0
+
+
 def validate_swi(swi: Volume) -> None:
     """Raise InputError for unusable SWI (see ``imageio.validate_scalar_volume``), and for a
     signed image (:data:`MAX_NEGATIVE_FRACTION`: a phase image, not the magnitude)."""
@@ -527,9 +534,16 @@ def _prepare(swi: Volume, brain_mask, ventricles, labels, params: VesselParams, 
         # is no surface, or a slab that cuts the ventricles finds none (round 18) and the DMVs near the
         # cut are lost (round 29); the T1 check and the noise estimate keep every face as surface
         open_faces = mk.cut_faces(brain)
-        depth = mk.brain_depth_mm(brain, spacing, open_faces=())
+        # a given mask of brain tissue leaves the fissures and cisterns out: the depth is taken below
+        # the surface of the mask closed over them, as the automatic mask (which holds that CSF) has it
+        surface = (brain if brain_mask is None or not GIVEN_MASK_CLOSING_MM
+                   else mk.closed_mask(brain, spacing, GIVEN_MASK_CLOSING_MM))
+        depth = mk.brain_depth_mm(surface, spacing, open_faces=())
         vent_depth = (depth if not (open_faces or cut_planes)
-                      else mk.brain_depth_mm(brain, spacing, open_faces=open_faces, open_mask=beyond_cuts))
+                      else mk.brain_depth_mm(surface, spacing, open_faces=open_faces, open_mask=beyond_cuts))
+        if surface is not brain:
+            depth, vent_depth = depth * brain, vent_depth * brain
+        del surface
         timings["normalise_s"] = time.perf_counter() - t0
         vent = ventricles
         check_contrast = ventricles is None     # (fixed here: `vent` is reassigned below)
