@@ -710,13 +710,13 @@ SLIT_VENTRICLE_OFF_MIDLINE_MM = 4.0
 #: fissure, 2.8-4.5 mL, for ventricle; of 625 phantoms of both generators -- their presets, slit
 #: ventricles, the other variants -- only the six with 0.5 mm of outer CSF find other ventricles)
 VENTRICLE_MAX_SHALLOW_FRACTION = 0.02
+VENTRICLE_SHALLOW_MM = 3.0
 #: when both looks find small ventricles, a third look (the first's smoothing and brightness) splits
 #: the bright voxels at bridges narrower than 2 x this (mm; :func:`split_at_bridges`): a third
 #: ventricle whose thin membranes are lost to partial volume joins the lateral ventricles to the
 #: basal cisterns, and the whole is then CSF open to the surface (round 36: an MNI152-based phantom
 #: in 1.5 mm oblique slices, 3.8 mL of ventricles, 0.11 mL found and no DMV); 0: off
 BRIDGED_VENTRICLE_SPLIT_MM = 1.0
-VENTRICLE_SHALLOW_MM = 3.0
 
 
 def csf_masks(norm_image: np.ndarray, brain: np.ndarray, spacing_mm, *,
