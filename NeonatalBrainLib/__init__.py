@@ -3,4 +3,4 @@
 Importable without 3D Slicer or Qt.  The MRML adapter (:mod:`NeonatalBrainLib.mrml`)
 imports ``slicer`` only when called.
 """
-__version__ = "0.7.0"
+__version__ = "0.7.1"

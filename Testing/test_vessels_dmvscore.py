@@ -170,6 +170,35 @@ def test_the_veto_turns_a_faint_oblique_piece_to_other_and_keeps_the_vein():
             assert classes[2] == ("dmv", "right") and info["dmvs_vetoed"] == []
 
 
+def test_a_faint_dmv_refused_by_the_darkness_rule_is_kept_only_when_the_scorer_is_sure():
+    """``faint_dmvs`` (DMVs by the region rules that only the darkness rule refused) become DMVs at
+    ``faint_dmv_rescue_probability`` or above; the faint noise piece and an `other` line not in
+    ``faint_dmvs`` stay `other`, whatever their probability."""
+    from NeonatalVesselsLib import pipeline as pl
+
+    image, affine, vent_dist, depth, lines = _scene(seed=1)
+    ctx = pl._Context(swi=Volume(image, affine), norm=image, brain=np.ones(image.shape, bool),
+                      ventricles=vent_dist == 0, depth_mm=depth, vent_dist_mm=vent_dist, midline_x=-1.5,
+                      labels=None, timings={}, noise_sd=NOISE_SD)
+    params = VesselParams()
+    classes = {1: ("other", "right"), 2: ("other", "right"), 3: ("other", "right"), 4: ("dmv", "right")}
+    table, info = pl._score_dmvs(ctx, lines, classes, params, faint_dmvs={1, 2})
+    p = table["dmv_probability"]
+    assert p[1] >= params.faint_dmv_rescue_probability > p[2]
+    assert classes[1] == ("dmv", "right") and classes[2] == ("other", "right")
+    assert classes[3] == ("other", "right") and classes[4] == ("dmv", "right")
+    assert info["faint_dmvs_judged"] == [1, 2] and info["faint_dmvs_kept"] == [1]
+    assert info["min_probability_faint"] == params.faint_dmv_rescue_probability
+    # a bar above its probability keeps it `other`
+    classes = {1: ("other", "right"), 2: ("other", "right"), 3: ("other", "right"), 4: ("dmv", "right")}
+    sure = dataclasses.replace(params, faint_dmv_rescue_probability=float(np.nextafter(p[1], 2.0)))
+    _, info = pl._score_dmvs(ctx, lines, classes, sure, faint_dmvs={1, 2})
+    assert classes[1] == ("other", "right") and info["faint_dmvs_kept"] == []
+    for bad in (0.0, 1.5):
+        with pytest.raises(InputError, match="faint_dmv_rescue_probability"):
+            checked_params(dataclasses.replace(VesselParams(), faint_dmv_rescue_probability=bad))
+
+
 def test_flank_contrasts_of_many_lines_are_those_of_each_line_alone():
     from NeonatalVesselsLib.measure import flank_contrast, flank_contrasts
 

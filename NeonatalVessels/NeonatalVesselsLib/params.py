@@ -147,6 +147,13 @@ class VesselParams:
     #: 15 features of its centreline fitted on phantoms of two generators) is below this is reported as
     #: ``other``; 0: off (the probability is still reported)
     dmv_min_probability: float = 0.2
+    #: a line the region rules make a DMV that only the darkness rule (min_dmv_darkness,
+    #: dmv_darkness_noise_factor) refused, and tracking did not grow into a DMV, is fitted, judged by
+    #: the DMV width and contrast rules and kept as a DMV when the scorer's probability is at least
+    #: this (automatic runs with the veto on; 1: off).  In thick noisy slices a thin DMV's mean
+    #: centreline darkness falls under the noise-scaled bar while the scorer, which also weighs its
+    #: course, depth and flank contrast, is sure of it (benchmarks/README.md round 37)
+    faint_dmv_rescue_probability: float = 0.6
     rules: RegionRules = field(default_factory=RegionRules)
 
     def as_dict(self) -> dict:
@@ -173,6 +180,8 @@ def checked_params(params: VesselParams | None) -> VesselParams:
                          f"got {params.psf_extra_sigma_mm}")
     if not 0 <= params.dmv_min_probability < 1:
         raise InputError(f"dmv_min_probability: a probability in [0, 1), got {params.dmv_min_probability}")
+    if not 0 < params.faint_dmv_rescue_probability <= 1:
+        raise InputError(f"faint_dmv_rescue_probability: a probability in (0, 1], got {params.faint_dmv_rescue_probability}")
     if not 0 <= params.wide_dmv_min_probability < 1:
         raise InputError(f"wide_dmv_min_probability: a probability in [0, 1), got {params.wide_dmv_min_probability}")
     return params

@@ -733,6 +733,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     # a path picked through noise is dark by about one noise SD: the darkness a vein needs grows with the noise
     min_darkness = _darkness_needed(params, ctx.noise_sd, params.dmv_darkness_noise_factor)
     dmv_min_darkness = _dmv_min_darkness(params, ctx.noise_sd)
+    too_faint: set[int] = set()     # DMVs by the region rules refused by the darkness rule alone
     for vid, (region, side) in list(classes.items()):
         if region != "other":
             p = centrelines[vid]
@@ -740,6 +741,8 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             need = dmv_min_darkness(p, radial[vid]) if region == "dmv" else min_darkness
             if too_short or darkness(p) < need:
                 classes[vid] = ("other", side)
+                if region == "dmv":
+                    too_faint.add(vid)
     prev_fitted = previous.fitted if previous is not None else None
     for vid in kept.keys() & classes.keys():
         # a kept named vein is fitted whatever the rules now say (its kept class is set again
@@ -773,6 +776,11 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             if region == "dmv":
                 centrelines[vid] = ms.trim_end_hooks(centrelines[vid], max_trim_mm=params.hook_length_mm,
                                                      min_angle_deg=params.hook_angle_deg)
+    # the faint DMVs still `other` (not grown, joined or absorbed) are fitted, and judged by the DMV
+    # width rules and then the scorer (faint_dmv_rescue_probability)
+    faint_dmvs = ({vid for vid in too_faint if vid in centrelines and classes[vid][0] == "other"}
+                  if method == "automatic" and params.dmv_min_probability > 0
+                  and params.faint_dmv_rescue_probability < 1 else set())
     prog.update(0.7, "widths")
     psf_extra, psf_info = psf_job.result()
     # the width model's voxel: the grid's in-plane (the ventricle-wall estimate of the spread beyond
@@ -795,7 +803,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     # below); the fits are independent, and their compiled optimiser and the sampling release the
     # GIL: on threads
     t_fits = time.perf_counter()
-    fitted = [vid for vid in ids if classes[vid][0] != "other"
+    fitted = [vid for vid in ids if classes[vid][0] != "other" or vid in faint_dmvs
               or (prev_fitted is not None and vid in kept and vid in prev_fitted)]
     fit_of: dict[int, Any] = {}
     with ThreadPoolExecutor(filters.THREADS) as fit_pool:
@@ -805,7 +813,11 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
                 prog.update(0.7 + 0.25 * n / max(1, len(fitted)), "widths")
     fits = [fit_of.get(vid) for vid in ids]
     ctx.timings["widths_s"] = time.perf_counter() - t_fits
-    c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile,
+    faint_fitted = frozenset(faint_dmvs)
+    # the scan's vein contrast: the fits of the vessels reported with a fit (not yet the faint DMVs,
+    # which are judged below)
+    c_subj = ms.subject_contrast([None if vid in faint_fitted else f for vid, f in zip(ids, fits)],
+                                 params.default_vein_contrast, params.vein_contrast_quantile,
                                  params.vein_contrast_max_diameter_mm)
     # the rules below judge the structure by its fit (a broad or faint dark band is no vein; the
     # DMV width limit on the reported widths let faint wide dark lines through on the independent
@@ -822,7 +834,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     widths = ms.finalize_widths(fits, c_subj, faint_fraction=params.faint_fit_relative_contrast)
     wide_dmvs: set[int] = set()     # fitted wider than params.wide_dmv_mm: the scorer must be surer
     for n, vid in enumerate(ids):
-        region = classes[vid][0]
+        region = "dmv" if vid in faint_dmvs else classes[vid][0]
         long_dmv = region == "dmv" and ms.cl.arc_length_mm(centrelines[vid]) >= params.long_dmv_mm
         min_rel = params.min_dmv_relative_contrast
         if long_dmv:
@@ -830,6 +842,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         if region == "dmv" and not (fit_widths[n] <= params.max_dmv_width_mm and (
                 not fits[n].resolved or fits[n].contrast >= min_rel * c_subj)):
             classes[vid] = ("other", classes[vid][1])
+            faint_dmvs.discard(vid)
         elif region == "dmv" and fit_widths[n] > params.wide_dmv_mm:
             wide_dmvs.add(vid)
         elif region in WALL_VEIN_REGIONS and not (
@@ -840,8 +853,16 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
             classes[vid] = ("other", classes[vid][1])
     for vid in kept.keys() & classes.keys():
         classes[vid] = kept[vid][1]
-    scores, scorer_info = (_score_dmvs(ctx, centrelines, classes, params, wide_dmvs) if method == "automatic"
-                           else (None, None))
+    scores, scorer_info = (_score_dmvs(ctx, centrelines, classes, params, wide_dmvs, faint_dmvs)
+                           if method == "automatic" else (None, None))
+    if faint_fitted:
+        # a faint line left `other` is reported as every `other` vessel (volume / length); the fits of
+        # the faint DMVs kept join the scan's vein contrast, as a re-measurement of this run counts them
+        fits = [None if vid in faint_fitted and classes[vid][0] == "other" else f for vid, f in zip(ids, fits)]
+        if any(classes[vid][0] == "dmv" for vid in faint_fitted):
+            c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile,
+                                         params.vein_contrast_max_diameter_mm)
+        widths = ms.finalize_widths(fits, c_subj, faint_fraction=params.faint_fit_relative_contrast)
     probability = {} if scores is None else scores["dmv_probability"].to_dict()
     if previous is not None and previous.dmv_probability is not None:
         # a kept vessel is the same line: its probability is that run's (an edited one is not judged)
@@ -953,16 +974,20 @@ def _plane_in_ras(plane: mk.CutPlane, swi: Volume) -> dict:
 
 
 def _score_dmvs(ctx: _Context, centrelines: dict[int, np.ndarray], classes: dict[int, tuple[str, str]],
-                params: VesselParams, wide_dmvs: set[int] = frozenset()) -> tuple[pd.DataFrame, dict]:
+                params: VesselParams, wide_dmvs: set[int] = frozenset(),
+                faint_dmvs: set[int] = frozenset()) -> tuple[pd.DataFrame, dict]:
     """Features and DMV probability (:mod:`.dmvscore`) of every DMV and of the `other` lines within
     the candidate bounds; a DMV below ``params.dmv_min_probability`` (``wide_dmv_min_probability`` for
-    the ``wide_dmvs``) becomes `other` (``classes`` changed in place).  Returns the table
+    the ``wide_dmvs``) becomes `other`, and a line of ``faint_dmvs`` (`other`: DMVs by the region and
+    width rules that only the darkness rule refused) at or above ``params.faint_dmv_rescue_probability``
+    (and the wide bar when wide) becomes a DMV (``classes`` changed in place).  Returns the table
     (:attr:`VesselAnalysis.dmv_scores`) and the provenance entry."""
     inv = np.linalg.inv(ctx.swi.affine)
     others = {vid: p for vid, p in centrelines.items() if classes[vid][0] == "other"}
     judged = set(ds.candidate_ids(others, inv_affine=inv, vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm,
                                   csf_dist_mm=ctx.csf_dist_mm, midline_x=ctx.midline_x, to_head=ctx.to_head))
     judged |= {vid for vid, (region, _) in classes.items() if region == "dmv" and len(centrelines[vid]) >= 2}
+    judged |= {vid for vid in faint_dmvs if len(centrelines[vid]) >= 2}
     feats = ds.line_features({vid: centrelines[vid] for vid in sorted(judged)}, norm=ctx.norm, inv_affine=inv,
                              vent_dist_mm=ctx.vent_dist_mm, depth_mm=ctx.depth_mm, csf_dist_mm=ctx.csf_dist_mm,
                              midline_x=ctx.midline_x, noise_sd=ctx.noise_sd, to_head=ctx.to_head)
@@ -976,15 +1001,20 @@ def _score_dmvs(ctx: _Context, centrelines: dict[int, np.ndarray], classes: dict
             raise
         scorer = None       # veto off and no model (e.g. while fitting one): no probabilities
     feats["dmv_probability"] = scorer.probability(feats) if scorer is not None and len(feats) else np.nan
-    vetoed = []
+    vetoed, faint_kept = [], []
     if params.dmv_min_probability > 0:
         for vid, prob in feats["dmv_probability"].items():
             needed = max(params.dmv_min_probability, params.wide_dmv_min_probability if vid in wide_dmvs else 0.0)
             if classes[vid][0] == "dmv" and prob < needed:
                 classes[vid] = ("other", classes[vid][1])
                 vetoed.append(int(vid))
+            elif vid in faint_dmvs and classes[vid][0] == "other" and prob >= max(needed, params.faint_dmv_rescue_probability):
+                classes[vid] = ("dmv", classes[vid][1])
+                faint_kept.append(int(vid))
     info.update({"model": ds.SCORER_PATH.name if scorer is not None else None,
-                 "sha256": scorer.sha256 if scorer is not None else None, "dmvs_vetoed": vetoed})
+                 "sha256": scorer.sha256 if scorer is not None else None, "dmvs_vetoed": vetoed,
+                 "min_probability_faint": params.faint_dmv_rescue_probability,
+                 "faint_dmvs_judged": sorted(int(v) for v in faint_dmvs), "faint_dmvs_kept": faint_kept})
     return feats, info
 
 
