@@ -814,11 +814,14 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
     fits = [fit_of.get(vid) for vid in ids]
     ctx.timings["widths_s"] = time.perf_counter() - t_fits
     faint_fitted = frozenset(faint_dmvs)
+
+    def vein_contrast(fits_now: list) -> float:
+        return ms.subject_contrast(fits_now, params.default_vein_contrast, params.vein_contrast_quantile,
+                                   params.vein_contrast_max_diameter_mm)
+
     # the scan's vein contrast: the fits of the vessels reported with a fit (not yet the faint DMVs,
     # which are judged below)
-    c_subj = ms.subject_contrast([None if vid in faint_fitted else f for vid, f in zip(ids, fits)],
-                                 params.default_vein_contrast, params.vein_contrast_quantile,
-                                 params.vein_contrast_max_diameter_mm)
+    c_subj = vein_contrast([None if vid in faint_fitted else f for vid, f in zip(ids, fits)])
     # the rules below judge the structure by its fit (a broad or faint dark band is no vein; the
     # DMV width limit on the reported widths let faint wide dark lines through on the independent
     # phantom), except the anterior caudate veins' size limit, which takes the reported width: the
@@ -860,8 +863,7 @@ def _measure(ctx: _Context, vessel_mask: np.ndarray, params: VesselParams, prog,
         # the faint DMVs kept join the scan's vein contrast, as a re-measurement of this run counts them
         fits = [None if vid in faint_fitted and classes[vid][0] == "other" else f for vid, f in zip(ids, fits)]
         if any(classes[vid][0] == "dmv" for vid in faint_fitted):
-            c_subj = ms.subject_contrast(fits, params.default_vein_contrast, params.vein_contrast_quantile,
-                                         params.vein_contrast_max_diameter_mm)
+            c_subj = vein_contrast(fits)
         widths = ms.finalize_widths(fits, c_subj, faint_fraction=params.faint_fit_relative_contrast)
     probability = {} if scores is None else scores["dmv_probability"].to_dict()
     if previous is not None and previous.dmv_probability is not None:
